@@ -1,0 +1,155 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+// MinSecretLen is the shortest HS256 secret accepted, in bytes (RFC 7518 section 3.2 asks for
+// a key at least as long as the hash output).
+const MinSecretLen = 32
+
+// Sentinel errors, matched with errors.Is by the edge and the REST handlers.
+var (
+	// ErrInvalidToken means the token is malformed, badly signed, or its claims are wrong.
+	ErrInvalidToken = errors.New("invalid token")
+	// ErrExpiredToken means the token was valid but its "exp" has passed.
+	ErrExpiredToken = errors.New("token expired")
+)
+
+// Claims are the claims Parley reads from a token.
+type Claims struct {
+	// Device is the device id, optional: a client may also name its device in "hello".
+	Device string `json:"device,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Identity is who a verified token speaks for.
+type Identity struct {
+	User      chat.UserID
+	Device    chat.DeviceID // empty when the token names no device
+	ExpiresAt time.Time
+}
+
+// Config configures token minting and verification.
+type Config struct {
+	// HS256Secret is the shared secret for HS256 tokens. Required, at least MinSecretLen bytes.
+	HS256Secret []byte
+	// Issuer, when set, is written into minted tokens and required in verified ones.
+	Issuer string
+	// Audience, when set, is written into minted tokens and required in verified ones.
+	Audience string
+	// Leeway tolerates clock skew when checking "exp", "nbf" and "iat". Default 30s.
+	Leeway time.Duration
+}
+
+// DefaultLeeway is the clock skew tolerated when Config.Leeway is zero.
+const DefaultLeeway = 30 * time.Second
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	if len(c.HS256Secret) < MinSecretLen {
+		return fmt.Errorf("HS256 secret is %d bytes, at least %d required", len(c.HS256Secret), MinSecretLen)
+	}
+	if c.Leeway < 0 || c.Leeway > 5*time.Minute {
+		return fmt.Errorf("leeway %v out of range [0, 5m]", c.Leeway)
+	}
+	return nil
+}
+
+func (c Config) leeway() time.Duration {
+	if c.Leeway == 0 {
+		return DefaultLeeway
+	}
+	return c.Leeway
+}
+
+// Authority mints and verifies tokens with one Config.
+type Authority struct {
+	cfg Config
+	now func() time.Time
+}
+
+// New returns an Authority, or an error if cfg is invalid. now is the clock (time.Now if nil).
+func New(cfg Config, now func() time.Time) (*Authority, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Authority{cfg: cfg, now: now}, nil
+}
+
+// Mint returns a signed HS256 token for user (and device, if not empty) valid for ttl.
+func (a *Authority) Mint(user chat.UserID, device chat.DeviceID, ttl time.Duration) (string, error) {
+	if _, err := chat.ParseUserID(string(user)); err != nil {
+		return "", err
+	}
+	if device != "" {
+		if _, err := chat.ParseDeviceID(string(device)); err != nil {
+			return "", err
+		}
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("token ttl %v must be positive", ttl)
+	}
+	now := a.now()
+	claims := Claims{
+		Device: string(device),
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   string(user),
+			Issuer:    a.cfg.Issuer,
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+	}
+	if a.cfg.Audience != "" {
+		claims.Audience = jwt.ClaimStrings{a.cfg.Audience}
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(a.cfg.HS256Secret)
+}
+
+// Verify checks a token's signature and claims and returns the identity it carries. Errors
+// wrap ErrExpiredToken or ErrInvalidToken; they never contain the token itself.
+func (a *Authority) Verify(token string) (Identity, error) {
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(a.cfg.leeway()),
+		jwt.WithTimeFunc(a.now),
+	}
+	if a.cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(a.cfg.Issuer))
+	}
+	if a.cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(a.cfg.Audience))
+	}
+	var claims Claims
+	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) {
+		return a.cfg.HS256Secret, nil
+	}, opts...)
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Identity{}, fmt.Errorf("%w", ErrExpiredToken)
+	case err != nil:
+		return Identity{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	user, err := chat.ParseUserID(claims.Subject)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: subject: %v", ErrInvalidToken, err)
+	}
+	id := Identity{User: user, ExpiresAt: claims.ExpiresAt.Time}
+	if claims.Device != "" {
+		if id.Device, err = chat.ParseDeviceID(claims.Device); err != nil {
+			return Identity{}, fmt.Errorf("%w: device: %v", ErrInvalidToken, err)
+		}
+	}
+	return id, nil
+}

@@ -1,0 +1,115 @@
+package auth
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+var secret = []byte("0123456789abcdef0123456789abcdef")
+
+func newAuthority(t *testing.T, cfg Config, now time.Time) *Authority {
+	t.Helper()
+	if cfg.HS256Secret == nil {
+		cfg.HS256Secret = secret
+	}
+	a, err := New(cfg, func() time.Time { return now })
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return a
+}
+
+func TestMintVerifyRoundTrip(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	a := newAuthority(t, Config{Issuer: "parley", Audience: "app"}, now)
+	tok, err := a.Mint("alice", "phone", time.Hour)
+	if err != nil {
+		t.Fatalf("Mint: %v", err)
+	}
+	id, err := a.Verify(tok)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if id.User != "alice" || id.Device != "phone" || !id.ExpiresAt.Equal(now.Add(time.Hour)) {
+		t.Fatalf("Verify = %+v; want alice/phone expiring at %v", id, now.Add(time.Hour))
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	a := newAuthority(t, Config{Issuer: "parley"}, now)
+	good, err := a.Mint("alice", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(method jwt.SigningMethod, key any, c jwt.Claims) string {
+		s, err := jwt.NewWithClaims(method, c).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	noExp := sign(jwt.SigningMethodHS256, secret, jwt.RegisteredClaims{Subject: "alice", Issuer: "parley"})
+	otherIss := sign(jwt.SigningMethodHS256, secret, jwt.RegisteredClaims{Subject: "alice", Issuer: "evil",
+		ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))})
+	none := sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.RegisteredClaims{Subject: "alice",
+		Issuer: "parley", ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))})
+	hs384 := sign(jwt.SigningMethodHS384, secret, jwt.RegisteredClaims{Subject: "alice", Issuer: "parley",
+		ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))})
+	badSubject := sign(jwt.SigningMethodHS256, secret, jwt.RegisteredClaims{Subject: "a b", Issuer: "parley",
+		ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))})
+
+	later := newAuthority(t, Config{Issuer: "parley"}, now.Add(time.Minute+DefaultLeeway+time.Second))
+	if _, err := later.Verify(good); !errors.Is(err, ErrExpiredToken) {
+		t.Errorf("expired token: err = %v; want ErrExpiredToken", err)
+	}
+	withinLeeway := newAuthority(t, Config{Issuer: "parley"}, now.Add(time.Minute+DefaultLeeway-time.Second))
+	if _, err := withinLeeway.Verify(good); err != nil {
+		t.Errorf("token within leeway: err = %v; want nil", err)
+	}
+	wrongKey := newAuthority(t, Config{Issuer: "parley", HS256Secret: []byte(strings.Repeat("k", 32))}, now)
+	if _, err := wrongKey.Verify(good); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("wrong key: err = %v; want ErrInvalidToken", err)
+	}
+	for name, tok := range map[string]string{
+		"no exp": noExp, "other issuer": otherIss, "alg none": none, "HS384": hs384,
+		"bad subject": badSubject, "garbage": "not.a.token", "empty": "",
+	} {
+		_, err := a.Verify(tok)
+		if !errors.Is(err, ErrInvalidToken) {
+			t.Errorf("%s: err = %v; want ErrInvalidToken", name, err)
+		}
+		if tok != "" && err != nil && strings.Contains(err.Error(), tok) {
+			t.Errorf("%s: error message contains the token", name)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := (Config{HS256Secret: []byte("short")}).Validate(); err == nil {
+		t.Error("short secret accepted")
+	}
+	if err := (Config{HS256Secret: secret, Leeway: -time.Second}).Validate(); err == nil {
+		t.Error("negative leeway accepted")
+	}
+	if err := (Config{HS256Secret: secret}).Validate(); err != nil {
+		t.Errorf("valid config rejected: %v", err)
+	}
+}
+
+func TestMintRejectsBadInput(t *testing.T) {
+	a := newAuthority(t, Config{}, time.Now())
+	if _, err := a.Mint("", "", time.Hour); err == nil {
+		t.Error("empty user accepted")
+	}
+	if _, err := a.Mint("bob", "bad device", time.Hour); err == nil {
+		t.Error("bad device accepted")
+	}
+	if _, err := a.Mint("bob", "", 0); err == nil {
+		t.Error("zero ttl accepted")
+	}
+}

@@ -1,0 +1,183 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisConfig configures the Redis client. Zero values take the defaults below.
+type RedisConfig struct {
+	// Addr is host:port. Default "127.0.0.1:16379" (the local stack's port).
+	Addr string
+	// Password for AUTH; empty for none.
+	Password string
+	// DB is the logical database number. Default 0.
+	DB int
+	// DialTimeout bounds connecting. Default 2s.
+	DialTimeout time.Duration
+	// ReadTimeout and WriteTimeout bound each command's socket I/O. Default 1s each.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// PoolSize is the maximum number of connections. Default 10 per CPU (go-redis's default).
+	PoolSize int
+}
+
+// Defaults for RedisConfig.
+const (
+	DefaultRedisAddr         = "127.0.0.1:16379"
+	DefaultRedisDialTimeout  = 2 * time.Second
+	DefaultRedisReadTimeout  = time.Second
+	DefaultRedisWriteTimeout = time.Second
+)
+
+func (c RedisConfig) withDefaults() RedisConfig {
+	if c.Addr == "" {
+		c.Addr = DefaultRedisAddr
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultRedisDialTimeout
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = DefaultRedisReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultRedisWriteTimeout
+	}
+	return c
+}
+
+// Validate reports the first invalid setting.
+func (c RedisConfig) Validate() error {
+	c = c.withDefaults()
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("redis address %q: want host:port", c.Addr)
+	}
+	if c.DB < 0 || c.DB > 15 {
+		return fmt.Errorf("redis db %d out of range [0, 15]", c.DB)
+	}
+	if c.DialTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 {
+		return errors.New("redis timeouts must not be negative")
+	}
+	if c.PoolSize < 0 {
+		return fmt.Errorf("redis pool size %d must not be negative", c.PoolSize)
+	}
+	return nil
+}
+
+// OpenRedis returns a Redis client and waits until the server answers PING or ctx ends. The
+// client reconnects by itself after a Redis restart; commands fail fast (within the dial and
+// I/O timeouts) while Redis is away.
+func OpenRedis(ctx context.Context, cfg RedisConfig, reg prometheus.Registerer, logger *slog.Logger) (*redis.Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	client := redis.NewClient(&redis.Options{
+		Addr:         cfg.Addr,
+		Password:     cfg.Password,
+		DB:           cfg.DB,
+		DialTimeout:  cfg.DialTimeout,
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout,
+		PoolSize:     cfg.PoolSize,
+		// Presence and rate limits are soft state: one retry is enough, the caller degrades.
+		MaxRetries:      1,
+		MinRetryBackoff: 10 * time.Millisecond,
+		MaxRetryBackoff: 100 * time.Millisecond,
+	})
+	m := newRedisMetrics(client)
+	if err := reg.Register(m); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("register redis metrics: %w", err)
+	}
+	client.AddHook(m)
+	if err := waitUntil(ctx, logger, "redis", func(ctx context.Context) error { return PingRedis(ctx, client) }); err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	return client, nil
+}
+
+// PingRedis reports whether Redis answers.
+func PingRedis(ctx context.Context, c *redis.Client) error {
+	return c.Ping(ctx).Err()
+}
+
+// redisMetrics exports the connection pool's counters and times every command. It is both a
+// prometheus.Collector (pool statistics, read at scrape time) and a redis.Hook.
+type redisMetrics struct {
+	client   *redis.Client
+	duration *prometheus.HistogramVec
+
+	hits, misses, timeouts, total, idle, stale *prometheus.Desc
+}
+
+func newRedisMetrics(c *redis.Client) *redisMetrics {
+	return &redisMetrics{
+		client: c,
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "parley_redis_command_duration_seconds",
+			Help:    "Time to run a Redis command or pipeline, by kind (command, pipeline) and result (ok, error).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"kind", "result"}),
+		hits:     prometheus.NewDesc("parley_redis_pool_hits_total", "Connections taken from the pool.", nil, nil),
+		misses:   prometheus.NewDesc("parley_redis_pool_misses_total", "Times the pool had no free connection and dialed.", nil, nil),
+		timeouts: prometheus.NewDesc("parley_redis_pool_timeouts_total", "Times waiting for a pool connection timed out.", nil, nil),
+		total:    prometheus.NewDesc("parley_redis_pool_connections", "Open connections in the pool.", nil, nil),
+		idle:     prometheus.NewDesc("parley_redis_pool_idle_connections", "Idle connections in the pool.", nil, nil),
+		stale:    prometheus.NewDesc("parley_redis_pool_stale_connections_total", "Connections closed as stale.", nil, nil),
+	}
+}
+
+func (m *redisMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.duration.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.hits, m.misses, m.timeouts, m.total, m.idle, m.stale} {
+		ch <- d
+	}
+}
+
+func (m *redisMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.duration.Collect(ch)
+	s := m.client.PoolStats()
+	ch <- prometheus.MustNewConstMetric(m.hits, prometheus.CounterValue, float64(s.Hits))
+	ch <- prometheus.MustNewConstMetric(m.misses, prometheus.CounterValue, float64(s.Misses))
+	ch <- prometheus.MustNewConstMetric(m.timeouts, prometheus.CounterValue, float64(s.Timeouts))
+	ch <- prometheus.MustNewConstMetric(m.total, prometheus.GaugeValue, float64(s.TotalConns))
+	ch <- prometheus.MustNewConstMetric(m.idle, prometheus.GaugeValue, float64(s.IdleConns))
+	ch <- prometheus.MustNewConstMetric(m.stale, prometheus.CounterValue, float64(s.StaleConns))
+}
+
+func (m *redisMetrics) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (m *redisMetrics) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmd)
+		m.duration.WithLabelValues("command", redisResult(err)).Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+func (m *redisMetrics) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmds)
+		m.duration.WithLabelValues("pipeline", redisResult(err)).Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+// redisResult treats redis.Nil (key not found) as success: it is an answer, not a failure.
+func redisResult(err error) string {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return "ok"
+	}
+	return "error"
+}

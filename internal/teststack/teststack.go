@@ -1,0 +1,141 @@
+// Package teststack gives integration tests the real Redis, NATS with JetStream and Cassandra
+// that `make test` (deploy/local/stack.sh) starts. It finds them through the same PARLEY_*
+// variables and defaults as parleyd, gives each test its own names, and fails the test, never
+// skips it, when a service is missing: a green run must mean the integration tests ran.
+package teststack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/schema"
+)
+
+// Keyspace is the keyspace integration tests share. Tests isolate their data with fresh ids
+// (see ID), not with their own keyspaces: creating tables is slow on Cassandra.
+const Keyspace = "parley_test"
+
+// connectTimeout bounds how long a test waits for a service that is not there.
+const connectTimeout = 20 * time.Second
+
+const hint = "; start the local stack with `make up` (make test does it for you)"
+
+// RedisConfig is the Redis configuration tests use: PARLEY_REDIS_ADDR or the default.
+func RedisConfig() backend.RedisConfig {
+	return backend.RedisConfig{Addr: os.Getenv("PARLEY_REDIS_ADDR")}
+}
+
+// NATSConfig is the NATS configuration tests use: PARLEY_NATS_URL or the default.
+func NATSConfig() backend.NATSConfig {
+	return backend.NATSConfig{URL: os.Getenv("PARLEY_NATS_URL"), Name: "parley-test"}
+}
+
+// CassandraConfig is the Cassandra configuration tests use: PARLEY_CASSANDRA_HOSTS or the
+// default, the test keyspace, consistency ONE (one local node).
+func CassandraConfig() backend.CassandraConfig {
+	var hosts []string
+	if h := os.Getenv("PARLEY_CASSANDRA_HOSTS"); h != "" {
+		hosts = strings.Split(h, ",")
+	}
+	return backend.CassandraConfig{Hosts: hosts, Keyspace: Keyspace, Consistency: "ONE"}
+}
+
+// Logger returns a logger that writes to the test's log.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// Redis returns a client of the stack's Redis, closed when the test ends.
+func Redis(t testing.TB) *redis.Client {
+	t.Helper()
+	c, err := backend.OpenRedis(ctx(t), RedisConfig(), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("redis: %v%s", err, hint)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// NATS returns a connection to the stack's NATS with JetStream, closed when the test ends.
+func NATS(t testing.TB) *backend.NATS {
+	t.Helper()
+	n, err := backend.OpenNATS(ctx(t), NATSConfig(), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("nats: %v%s", err, hint)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+var migrateOnce sync.Mutex
+var migrated bool
+
+// Cassandra returns a session bound to the migrated test keyspace, closed when the test ends.
+func Cassandra(t testing.TB) *gocql.Session {
+	t.Helper()
+	c, err := backend.NewCassandra(CassandraConfig(), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	migrateOnce.Lock()
+	if !migrated {
+		_, err := schema.Migrate(ctx(t), c.Open, schema.Config{
+			Keyspace:    Keyspace,
+			Replication: schema.Replication{Strategy: "SimpleStrategy", Factor: 1},
+		}, Logger(t))
+		if err != nil {
+			migrateOnce.Unlock()
+			t.Fatalf("cassandra: migrate %s: %v%s", Keyspace, err, hint)
+		}
+		migrated = true
+	}
+	migrateOnce.Unlock()
+	s, err := c.Open(ctx(t), Keyspace)
+	if err != nil {
+		t.Fatalf("cassandra: %v%s", err, hint)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_]+`)
+
+// ID returns a name unique to this test run and test, usable as a Redis key prefix, a NATS
+// stream name, a user id or a keyspace suffix: letters, digits and underscores only.
+func ID(t testing.TB) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name := unsafeName.ReplaceAllString(t.Name(), "_")
+	if len(name) > 24 {
+		name = name[:24]
+	}
+	return "t_" + name + "_" + hex.EncodeToString(b[:])
+}
