@@ -75,7 +75,6 @@ type NATS struct {
 	JetStream jetstream.JetStream
 	// RequestTimeout is the configured deadline for JetStream calls made without one.
 	RequestTimeout time.Duration
-
 }
 
 // OpenNATS connects to NATS, waiting until a server answers or ctx ends, and returns the
@@ -159,7 +158,7 @@ func (n *NATS) Close() {
 
 // natsMetrics exports the connection's own counters at scrape time.
 type natsMetrics struct {
-	conn                                              *nats.Conn
+	conn                                               *nats.Conn
 	inMsgs, outMsgs, inBytes, outBytes, reconnects, up *prometheus.Desc
 }
 
