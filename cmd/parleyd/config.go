@@ -1,0 +1,209 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/parleyhq/parley/internal/admin"
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/schema"
+)
+
+// Roles a process can run. "all" is the union.
+const (
+	roleEdge     = "edge"
+	roleDelivery = "delivery"
+	roleAPI      = "api"
+)
+
+var allRoles = []string{roleEdge, roleDelivery, roleAPI}
+
+// roleSet is the parsed --roles value.
+type roleSet map[string]bool
+
+func parseRoles(s string) (roleSet, error) {
+	rs := roleSet{}
+	for _, r := range strings.Split(s, ",") {
+		r = strings.TrimSpace(r)
+		switch {
+		case r == "all":
+			for _, a := range allRoles {
+				rs[a] = true
+			}
+		case slices.Contains(allRoles, r):
+			rs[r] = true
+		default:
+			return nil, fmt.Errorf("unknown role %q (want all, or a comma-separated list of %s)", r, strings.Join(allRoles, ", "))
+		}
+	}
+	return rs, nil
+}
+
+func (rs roleSet) String() string {
+	var out []string
+	for _, r := range allRoles {
+		if rs[r] {
+			out = append(out, r)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// Dependencies each role needs (DESIGN.md section 2): the edge never touches Cassandra.
+func (rs roleSet) needsRedis() bool     { return rs[roleEdge] || rs[roleAPI] }
+func (rs roleSet) needsCassandra() bool { return rs[roleDelivery] || rs[roleAPI] }
+
+// logConfig is shared by every subcommand.
+type logConfig struct{ level string }
+
+func (c *logConfig) register(fs *flag.FlagSet) {
+	enumFlag(fs, &c.level, "log-level", "info", []string{"debug", "info", "warn", "error"},
+		"Log level; logs are JSON lines on stderr.")
+}
+
+func (c *logConfig) logger(w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.level))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// cassandraFlags registers the Cassandra connection settings.
+func cassandraFlags(fs *flag.FlagSet, c *backend.CassandraConfig) {
+	defineValue(fs, &c.Hosts, "cassandra-hosts", []string{backend.DefaultCassandraHost}, func(s string) ([]string, error) {
+		hosts := strings.Split(s, ",")
+		if err := (backend.CassandraConfig{Hosts: hosts}).Validate(); err != nil {
+			return nil, err
+		}
+		return hosts, nil
+	}, func(h []string) string { return strings.Join(h, ",") },
+		"Comma-separated Cassandra contact points, host or host:port (port 9042 when omitted).")
+	stringFlag(fs, &c.Keyspace, "cassandra-keyspace", backend.DefaultCassandraKeyspace, func(s string) error {
+		if !backend.ValidKeyspaceName(s) {
+			return errors.New("want a letter, then letters, digits or _ (at most 48)")
+		}
+		return nil
+	}, "Keyspace holding Parley's tables.")
+	enumFlag(fs, &c.Consistency, "cassandra-consistency", backend.DefaultCassandraConsistency,
+		[]string{"ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL"},
+		"Consistency level of reads and writes.")
+	stringFlag(fs, &c.LocalDC, "cassandra-local-dc", "", nil,
+		"Data centre to prefer (set it with NetworkTopologyStrategy); empty: any host.")
+	stringFlag(fs, &c.Username, "cassandra-username", "", nil, "Username for PasswordAuthenticator; empty: none.")
+	stringFlag(fs, &c.Password, "cassandra-password", "", nil, "Password for PasswordAuthenticator.")
+	durationFlag(fs, &c.Timeout, "cassandra-timeout", backend.DefaultCassandraTimeout, time.Millisecond, time.Minute,
+		"Deadline of one Cassandra query.")
+	durationFlag(fs, &c.ConnectTimeout, "cassandra-connect-timeout", backend.DefaultCassandraConnectTimeout,
+		time.Millisecond, time.Minute, "Deadline of connecting to a Cassandra host.")
+	durationFlag(fs, &c.ReconnectInterval, "cassandra-reconnect-interval", backend.DefaultCassandraReconnectInterval,
+		100*time.Millisecond, 5*time.Minute, "How often hosts marked down are retried.")
+	intFlag(fs, &c.NumConns, "cassandra-conns-per-host", backend.DefaultCassandraNumConns, 1, 64,
+		"Connections per Cassandra host.")
+}
+
+// migrationFlags registers the keyspace creation settings.
+func migrationFlags(fs *flag.FlagSet, repl *schema.Replication) {
+	defineValue(fs, repl, "cassandra-replication", schema.Replication{Strategy: "SimpleStrategy", Factor: 1},
+		schema.ParseReplication, replicationString,
+		"Replication of the keyspace when it is created: SimpleStrategy:N, or NetworkTopologyStrategy:dc1=N,dc2=N (production: RF 3).")
+}
+
+func replicationString(r schema.Replication) string {
+	if r.Strategy == "SimpleStrategy" {
+		return fmt.Sprintf("SimpleStrategy:%d", r.Factor)
+	}
+	dcs := make([]string, 0, len(r.DCs))
+	for dc, n := range r.DCs {
+		dcs = append(dcs, fmt.Sprintf("%s=%d", dc, n))
+	}
+	slices.Sort(dcs)
+	return r.Strategy + ":" + strings.Join(dcs, ",")
+}
+
+// authFlags registers token settings.
+func authFlags(fs *flag.FlagSet, c *auth.Config) {
+	defineValue(fs, &c.HS256Secret, "auth-hs256-secret", nil, func(s string) ([]byte, error) {
+		if len(s) < auth.MinSecretLen {
+			return nil, fmt.Errorf("secret is %d bytes, at least %d required", len(s), auth.MinSecretLen)
+		}
+		return []byte(s), nil
+	}, func([]byte) string { return "" }, // never print a secret, not even its default
+		fmt.Sprintf("Shared secret of HS256 tokens, at least %d bytes. Required.", auth.MinSecretLen))
+	stringFlag(fs, &c.Issuer, "auth-issuer", "", nil, "Token issuer (iss): written when minting, required when verifying; empty: not checked.")
+	stringFlag(fs, &c.Audience, "auth-audience", "", nil, "Token audience (aud): written when minting, required when verifying; empty: not checked.")
+	durationFlag(fs, &c.Leeway, "auth-leeway", auth.DefaultLeeway, 0, 5*time.Minute, "Clock skew tolerated on exp, nbf and iat.")
+}
+
+// runConfig is everything `parleyd run` reads.
+type runConfig struct {
+	log             logConfig
+	roles           roleSet
+	admin           admin.Config
+	redis           backend.RedisConfig
+	nats            backend.NATSConfig
+	cassandra       backend.CassandraConfig
+	replication     schema.Replication
+	migrate         bool
+	startupTimeout  time.Duration
+	shutdownTimeout time.Duration
+}
+
+func (c *runConfig) register(fs *flag.FlagSet) {
+	defineValue(fs, &c.roles, "roles", roleSet{roleEdge: true, roleDelivery: true, roleAPI: true}, parseRoles,
+		func(rs roleSet) string {
+			if len(rs) == len(allRoles) {
+				return "all"
+			}
+			return rs.String()
+		}, "Roles of this process: all, or a comma-separated list of edge, delivery, api.")
+	c.log.register(fs)
+	stringFlag(fs, &c.admin.Addr, "admin-addr", admin.DefaultAddr, hostPort,
+		"Listen address of /healthz, /readyz, /metrics and /debug/pprof.")
+	durationFlag(fs, &c.admin.CheckTimeout, "readiness-check-timeout", admin.DefaultCheckTimeout,
+		10*time.Millisecond, time.Minute, "Deadline of each dependency check behind /readyz.")
+	durationFlag(fs, &c.startupTimeout, "startup-timeout", 2*time.Minute, time.Second, time.Hour,
+		"How long to wait at start for Redis, NATS and Cassandra to answer before giving up.")
+	durationFlag(fs, &c.shutdownTimeout, "shutdown-timeout", 30*time.Second, time.Second, 10*time.Minute,
+		"Deadline of the graceful shutdown after SIGINT or SIGTERM.")
+
+	stringFlag(fs, &c.redis.Addr, "redis-addr", backend.DefaultRedisAddr, hostPort, "Redis address.")
+	stringFlag(fs, &c.redis.Password, "redis-password", "", nil, "Redis password; empty: none.")
+	intFlag(fs, &c.redis.DB, "redis-db", 0, 0, 15, "Redis logical database.")
+	durationFlag(fs, &c.redis.DialTimeout, "redis-dial-timeout", backend.DefaultRedisDialTimeout, time.Millisecond, time.Minute,
+		"Deadline of connecting to Redis.")
+	durationFlag(fs, &c.redis.ReadTimeout, "redis-read-timeout", backend.DefaultRedisReadTimeout, time.Millisecond, time.Minute,
+		"Deadline of reading one Redis reply.")
+	durationFlag(fs, &c.redis.WriteTimeout, "redis-write-timeout", backend.DefaultRedisWriteTimeout, time.Millisecond, time.Minute,
+		"Deadline of writing one Redis command.")
+	intFlag(fs, &c.redis.PoolSize, "redis-pool-size", 0, 0, 10000, "Maximum Redis connections; 0: 10 per CPU.")
+
+	stringFlag(fs, &c.nats.URL, "nats-url", backend.DefaultNATSURL, func(s string) error {
+		return (backend.NATSConfig{URL: s}).Validate()
+	}, "NATS server URL(s), comma-separated.")
+	durationFlag(fs, &c.nats.ConnectTimeout, "nats-connect-timeout", backend.DefaultNATSConnectTimeout, time.Millisecond, time.Minute,
+		"Deadline of one connection attempt to NATS.")
+	durationFlag(fs, &c.nats.ReconnectWait, "nats-reconnect-wait", backend.DefaultNATSReconnectWait, 10*time.Millisecond, time.Minute,
+		"Pause between reconnect attempts to NATS (reconnects never give up).")
+	durationFlag(fs, &c.nats.RequestTimeout, "nats-request-timeout", backend.DefaultNATSRequestTimeout, time.Millisecond, time.Minute,
+		"Deadline of JetStream API calls and publish acknowledgements.")
+
+	cassandraFlags(fs, &c.cassandra)
+	migrationFlags(fs, &c.replication)
+	boolFlag(fs, &c.migrate, "cassandra-migrate", true,
+		"Apply pending schema migrations at start; false: refuse to start unless the schema is current.")
+}
+
+// validate is the backstop behind the per-flag checks: each component's own Validate.
+func (c *runConfig) validate() error {
+	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate()} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
