@@ -139,3 +139,19 @@ func ID(t testing.TB) string {
 	}
 	return "t_" + name + "_" + hex.EncodeToString(b[:])
 }
+
+// Eventually polls cond every 50ms until it is true or timeout passes, and reports which.
+// Tests use it instead of sleeping.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool) bool {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,57 @@
+# Parley: `make run` brings up the local stack and parleyd; `make test` runs every test against
+# the real stack. Run `make help` for the list. Ports and versions: deploy/local/env.sh.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+STACK     := deploy/local/stack.sh
+STATE_DIR ?= $(CURDIR)/.parley
+BIN       := $(CURDIR)/bin
+GOTEST_FLAGS ?= -race -count=1 -timeout 30m
+
+export PARLEY_STATE_DIR := $(STATE_DIR)
+
+.PHONY: help deps up down status run build test lint bench clean
+
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## Install what is missing: redis-server, Java 17, Maven (apt), nats-server (go install), Cassandra jars (Maven).
+	@$(STACK) deps
+	@$(GO) mod download
+
+up: ## Start Redis, NATS (JetStream) and Cassandra on 127.0.0.1 if they are not running; wait until ready.
+	@$(STACK) up
+
+down: ## Stop every process the local stack started (and parleyd if make run started it).
+	@$(STACK) down
+
+status: ## Say which parts of the local stack run, with their PIDs and ports.
+	@$(STACK) status
+
+build: ## Build bin/parleyd.
+	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
+
+run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in the foreground.
+	@deploy/local/run.sh $(BIN)/parleyd
+
+test: deps lint ## Start the stack if needed, run all tests with the race detector, stop what it started.
+	@started=$$(mktemp); trap 'rm -f "$$started"' EXIT; \
+	$(STACK) up --started-file "$$started"; \
+	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
+	rc=0; $(GO) test $(GOTEST_FLAGS) ./... || rc=$$?; \
+	$(STACK) down --from-file "$$started"; \
+	exit $$rc
+
+lint: ## gofmt and go vet.
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null || true); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@$(GO) vet ./...
+
+bench: deps up ## Run the Go benchmarks (figures go to docs/benchmarks.md).
+	@$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean: down ## Stop the stack and delete its state (.parley/) and bin/.
+	rm -rf $(STATE_DIR) $(BIN)

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/teststack"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+const testSecret = "0123456789abcdef0123456789abcdef"
+
+// A wrong value stops the process before it does anything, with one line that names the
+// setting and what it accepts, and exit status 2.
+func TestBadConfigIsAUsageError(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{"unknown role", []string{"run", "--roles=edge,chef"}, nil, []string{"roles", `"chef"`, "edge, delivery, api"}},
+		{"negative timeout", []string{"run", "--cassandra-timeout=-1s"}, nil, []string{"cassandra-timeout", "out of range [1ms, 1m0s]"}},
+		{"not a duration", []string{"run", "--shutdown-timeout=soon"}, nil, []string{"shutdown-timeout", "not a duration"}},
+		{"env var", []string{"run"}, map[string]string{"PARLEY_REDIS_DB": "99"}, []string{"PARLEY_REDIS_DB", "redis-db", "[0, 15]"}},
+		{"bad address", []string{"run", "--admin-addr=localhost"}, nil, []string{"admin-addr", "host:port"}},
+		{"bad replication", []string{"migrate", "--cassandra-replication=SimpleStrategy:0"}, nil, []string{"cassandra-replication", "SimpleStrategy:N"}},
+		{"bad keyspace", []string{"migrate", "--cassandra-keyspace=a-b"}, nil, []string{"cassandra-keyspace"}},
+		{"bad consistency", []string{"run", "--cassandra-consistency=SOME"}, nil, []string{"cassandra-consistency", "LOCAL_QUORUM"}},
+		{"stray argument", []string{"run", "extra"}, nil, []string{`unexpected argument "extra"`}},
+		{"unknown flag", []string{"run", "--nope"}, nil, []string{"nope"}},
+		{"unknown command", []string{"serve"}, nil, []string{`unknown command "serve"`}},
+		{"token without user", []string{"token", "--auth-hs256-secret=" + testSecret}, nil, []string{"--user is required"}},
+		{"token without secret", []string{"token", "--user=a"}, nil, []string{"auth-hs256-secret"}},
+		{"token short secret", []string{"token", "--user=a", "--auth-hs256-secret=short"}, nil, []string{"at least 32"}},
+		{"token bad user", []string{"token", "--user=a b", "--auth-hs256-secret=" + testSecret}, nil, []string{"user", "space"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := run(ctx, tt.args, env(tt.env), io.Discard, io.Discard)
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("run(%q) = %v; want a usage error", tt.args, err)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestHelpListsEverySettingWithItsVariable(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"run", "--help"}, env(nil), &out, io.Discard); err != nil {
+		t.Fatalf("run --help: %v", err)
+	}
+	for _, want := range []string{"--roles  PARLEY_ROLES (default all)", "--redis-addr  PARLEY_REDIS_ADDR",
+		"--cassandra-replication  PARLEY_CASSANDRA_REPLICATION (default SimpleStrategy:1)", "--shutdown-timeout"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("run --help does not contain %q", want)
+		}
+	}
+}
+
+func TestFlagWinsOverEnvironment(t *testing.T) {
+	var cfg runConfig
+	fs := newFlagSetForTest(&cfg)
+	err := parseFlags(fs, []string{"--redis-db=3"}, env(map[string]string{"PARLEY_REDIS_DB": "5", "PARLEY_NATS_URL": "nats://10.0.0.1:4222"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.redis.DB != 3 || cfg.nats.URL != "nats://10.0.0.1:4222" {
+		t.Errorf("redis db %d, nats url %q; want 3 (flag) and the env URL", cfg.redis.DB, cfg.nats.URL)
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"token", "--user=alice", "--device=phone", "--ttl=1h"},
+		env(map[string]string{"PARLEY_AUTH_HS256_SECRET": testSecret}), &out, io.Discard)
+	if err != nil {
+		t.Fatalf("token: %v", err)
+	}
+	a, err := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := a.Verify(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatalf("minted token does not verify: %v", err)
+	}
+	if id.User != "alice" || id.Device != "phone" || time.Until(id.ExpiresAt) > time.Hour {
+		t.Errorf("identity = %+v; want alice/phone expiring within 1h", id)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestRunAgainstStack starts the whole process (all roles) against the local stack, waits for
+// /readyz to say ready with every dependency, then stops it as a signal would and checks it
+// returns cleanly and leaves no goroutine behind (TestMain).
+func TestRunAgainstStack(t *testing.T) {
+	addr := freeAddr(t)
+	vars := map[string]string{
+		"PARLEY_ADMIN_ADDR":            addr,
+		"PARLEY_CASSANDRA_KEYSPACE":    teststack.Keyspace,
+		"PARLEY_CASSANDRA_CONSISTENCY": "ONE",
+		"PARLEY_LOG_LEVEL":             "warn",
+	}
+	for _, k := range []string{"PARLEY_REDIS_ADDR", "PARLEY_NATS_URL", "PARLEY_CASSANDRA_HOSTS"} {
+		if v := os.Getenv(k); v != "" {
+			vars[k] = v
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run", "--roles=all"}, env(vars), io.Discard, &logs) }()
+
+	var body map[string]any
+	ready := teststack.Eventually(t, 60*time.Second, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body = nil
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode == http.StatusOK
+	})
+	if !ready {
+		cancel()
+		<-done
+		t.Fatalf("/readyz never 200; last body %v; logs:\n%s", body, logs.String())
+	}
+	checks, _ := body["checks"].(map[string]any)
+	for _, dep := range []string{"redis", "nats", "cassandra"} {
+		if _, ok := checks[dep]; !ok {
+			t.Errorf("/readyz checks %v lack %s", checks, dep)
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"parley_nats_connected 1", "parley_redis_pool_connections", "parley_cassandra_query_duration_seconds", "process_resident_memory_bytes"} {
+		if !bytes.Contains(metrics, []byte(m)) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v after cancel", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return within 30s of cancel")
+	}
+}

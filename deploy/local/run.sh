@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# run.sh is the end of `make run`: it applies the schema, prints where everything is and a
+# ready-made demo token, then runs parleyd with all roles in the foreground (Ctrl-C stops it;
+# `make down` also stops it through its PID file).
+set -euo pipefail
+
+PARLEY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=env.sh
+source "$PARLEY_ROOT/deploy/local/env.sh"
+parleyd=${1:?usage: run.sh PATH_TO_PARLEYD}
+
+# A development secret, made once per checkout and kept in the ignored state directory.
+secret_file="$PARLEY_STATE_DIR/dev-hs256-secret"
+if [ ! -s "$secret_file" ]; then
+  mkdir -p "$PARLEY_STATE_DIR"
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret_file")
+fi
+export PARLEY_AUTH_HS256_SECRET=${PARLEY_AUTH_HS256_SECRET:-$(cat "$secret_file")}
+admin=${PARLEY_ADMIN_ADDR:-127.0.0.1:8081}
+export PARLEY_ADMIN_ADDR=$admin
+
+"$parleyd" migrate
+token=$("$parleyd" token --user demo --device laptop --ttl 24h)
+
+cat <<EOF2
+
+Parley is starting (all roles in one process). Ctrl-C stops it; 'make down' stops the stack.
+
+  health     http://$admin/healthz
+  readiness  http://$admin/readyz
+  metrics    http://$admin/metrics
+  pprof      http://$admin/debug/pprof/
+  redis      127.0.0.1:$PARLEY_REDIS_PORT   nats  127.0.0.1:$PARLEY_NATS_PORT   cassandra  127.0.0.1:$PARLEY_CASSANDRA_PORT
+
+  demo token (user "demo", device "laptop", 24h):
+  $token
+
+  more tokens: PARLEY_AUTH_HS256_SECRET=\$(cat ${secret_file#"$PARLEY_ROOT"/}) $parleyd token --user NAME
+
+EOF2
+
+mkdir -p "$PARLEY_STATE_DIR/parleyd"
+echo $$ >"$PARLEY_STATE_DIR/parleyd/parleyd.pid"
+exec "$parleyd" run --roles=all

@@ -1,0 +1,193 @@
+package archtest
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/parleyhq/parley"
+
+// rule says what a package may import from this module and which outside modules it must not
+// import. Packages are matched by path prefix (relative to the module), longest first.
+type rule struct {
+	layer     string
+	mayImport []string // module-relative prefixes; the standard library is always allowed
+	forbidden []string // outside import path prefixes
+}
+
+var (
+	layer0  = []string{"protocol", "internal/chat"}
+	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "presence", "history", "inbox")
+	drivers = []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis", "github.com/nats-io/nats.go"}
+)
+
+// rules is the layer table of docs/architecture.md and ../shared/STYLE.md.
+var rules = map[string]rule{
+	// Layer 0: the wire contract and the domain values, standard library only.
+	"protocol":      {layer: "0", forbidden: []string{"github.com/"}},
+	"internal/chat": {layer: "0", forbidden: []string{"github.com/"}},
+	// Layer 1: one part each, on its own driver.
+	"internal/auth":    {layer: "1", mayImport: layer0, forbidden: drivers},
+	"internal/backend": {layer: "1", mayImport: layer0},
+	"internal/schema":  {layer: "1", mayImport: layer0, forbidden: []string{"github.com/redis/go-redis", "github.com/nats-io/nats.go"}},
+	"internal/admin":   {layer: "1", mayImport: layer0, forbidden: drivers},
+	"presence":         {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend"), forbidden: []string{"github.com/apache/cassandra-gocql-driver"}},
+	"history":          {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend")},
+	"inbox":            {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend", "history")},
+	// Layer 2: the pipeline and the REST handlers.
+	"delivery":            {layer: "2", mayImport: layer1},
+	"history/historyhttp": {layer: "2", mayImport: layer1},
+	"inbox/inboxhttp":     {layer: "2", mayImport: layer1},
+	// Layer 3: the edge never touches Cassandra, history or inbox.
+	"edge": {layer: "3", mayImport: []string{"protocol", "internal/chat", "internal/auth", "internal/backend", "presence", "delivery"},
+		forbidden: []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql"}},
+	// Layer 4: binaries wire everything.
+	"cmd": {layer: "4", mayImport: []string{""}},
+	// Clients speak the protocol only, like any third-party client.
+	"clients/go": {layer: "sdk", mayImport: []string{"protocol", "clients/go"}, forbidden: drivers},
+	"loadtest":   {layer: "loadtest", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat", "loadtest"}, forbidden: drivers},
+	// Test-only helpers and this package.
+	"internal/teststack": {layer: "test", mayImport: layer1},
+	"internal/archtest":  {layer: "test"},
+}
+
+type pkg struct {
+	ImportPath   string
+	Name         string
+	Doc          string
+	Imports      []string
+	TestImports  []string
+	XTestImports []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-json", module+"/...")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(out)
+	for {
+		var p pkg
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.String())
+	}
+	if len(pkgs) < 5 {
+		t.Fatalf("go list found %d packages; want the whole module", len(pkgs))
+	}
+	return pkgs
+}
+
+func rel(importPath string) (string, bool) {
+	if importPath == module {
+		return "", true
+	}
+	r, ok := strings.CutPrefix(importPath, module+"/")
+	return r, ok
+}
+
+// ruleFor returns the rule of the longest matching prefix.
+func ruleFor(path string) (string, rule, bool) {
+	best := ""
+	found := false
+	for prefix := range rules {
+		if (path == prefix || strings.HasPrefix(path, prefix+"/")) && len(prefix) >= len(best) {
+			best, found = prefix, true
+		}
+	}
+	return best, rules[best], found
+}
+
+func allowed(r rule, path string) bool {
+	for _, p := range r.mayImport {
+		if p == "" || path == p || strings.HasPrefix(path, p+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestImportLayers(t *testing.T) {
+	for _, p := range listPackages(t) {
+		path, _ := rel(p.ImportPath)
+		prefix, r, ok := ruleFor(path)
+		if !ok {
+			t.Errorf("package %s has no layer: add it to the rules here and to docs/architecture.md", path)
+			continue
+		}
+		for _, imp := range p.Imports {
+			if strings.HasSuffix(imp, "internal/teststack") {
+				t.Errorf("%s imports internal/teststack outside a test", path)
+			}
+			if ip, internal := rel(imp); internal {
+				if ipPrefix, _, _ := ruleFor(ip); ipPrefix == prefix {
+					continue // inside its own part
+				}
+				if !allowed(r, ip) {
+					t.Errorf("%s (layer %s) imports %s, which its layer may not (see docs/architecture.md)", path, r.layer, ip)
+				}
+				continue
+			}
+			for _, f := range r.forbidden {
+				if strings.HasPrefix(imp, f) {
+					t.Errorf("%s (layer %s) imports %s, which its layer may not", path, r.layer, imp)
+				}
+			}
+		}
+	}
+}
+
+func TestEveryPackageHasADocComment(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if strings.TrimSpace(p.Doc) == "" {
+			t.Errorf("package %s has no package doc comment", p.ImportPath)
+		}
+	}
+}
+
+// The rules themselves must catch a violation: the edge importing the Cassandra driver or the
+// history package, and the SDK importing anything but the protocol.
+func TestRulesCatchViolations(t *testing.T) {
+	cases := []struct{ from, imp string }{
+		{"edge", "history"},
+		{"edge", "inbox"},
+		{"clients/go/parley", "internal/auth"},
+		{"protocol", "internal/chat"},
+		{"internal/chat", "internal/auth"},
+		{"delivery", "edge"},
+	}
+	for _, c := range cases {
+		_, r, ok := ruleFor(c.from)
+		if !ok {
+			t.Fatalf("no rule for %s", c.from)
+		}
+		if allowed(r, c.imp) {
+			t.Errorf("rule of %s allows importing %s", c.from, c.imp)
+		}
+	}
+	_, r, _ := ruleFor("edge")
+	if !slices.ContainsFunc(r.forbidden, func(f string) bool {
+		return strings.HasPrefix("github.com/apache/cassandra-gocql-driver/v2", f)
+	}) {
+		t.Error("edge may import the Cassandra driver")
+	}
+}
