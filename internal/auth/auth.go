@@ -38,8 +38,11 @@ type Identity struct {
 
 // Config configures token minting and verification.
 type Config struct {
-	// HS256Secret is the shared secret for HS256 tokens. Required, at least MinSecretLen bytes.
+	// HS256Secret is the shared secret for HS256 tokens: empty, or at least MinSecretLen bytes.
 	HS256Secret []byte
+	// PublicKeys verify RS256 and EdDSA tokens (LoadJWKS). At least one of HS256Secret and
+	// PublicKeys is required; only the methods with a key are accepted.
+	PublicKeys *KeySet
 	// Issuer, when set, is written into minted tokens and required in verified ones.
 	Issuer string
 	// Audience, when set, is written into minted tokens and required in verified ones.
@@ -53,7 +56,10 @@ const DefaultLeeway = 30 * time.Second
 
 // Validate reports the first invalid setting.
 func (c Config) Validate() error {
-	if len(c.HS256Secret) < MinSecretLen {
+	if len(c.HS256Secret) == 0 && c.PublicKeys.Len() == 0 {
+		return errors.New("no token key: set an HS256 secret or a JWKS file")
+	}
+	if len(c.HS256Secret) > 0 && len(c.HS256Secret) < MinSecretLen {
 		return fmt.Errorf("HS256 secret is %d bytes, at least %d required", len(c.HS256Secret), MinSecretLen)
 	}
 	if c.Leeway < 0 || c.Leeway > 5*time.Minute {
@@ -71,8 +77,9 @@ func (c Config) leeway() time.Duration {
 
 // Authority mints and verifies tokens with one Config.
 type Authority struct {
-	cfg Config
-	now func() time.Time
+	cfg     Config
+	now     func() time.Time
+	methods []string
 }
 
 // New returns an Authority, or an error if cfg is invalid. now is the clock (time.Now if nil).
@@ -83,11 +90,25 @@ func New(cfg Config, now func() time.Time) (*Authority, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Authority{cfg: cfg, now: now}, nil
+	a := &Authority{cfg: cfg, now: now}
+	if len(cfg.HS256Secret) > 0 {
+		a.methods = append(a.methods, jwt.SigningMethodHS256.Alg())
+	}
+	if len(cfg.PublicKeys.rsaKeys()) > 0 {
+		a.methods = append(a.methods, jwt.SigningMethodRS256.Alg())
+	}
+	if len(cfg.PublicKeys.edKeys()) > 0 {
+		a.methods = append(a.methods, jwt.SigningMethodEdDSA.Alg())
+	}
+	return a, nil
 }
 
-// Mint returns a signed HS256 token for user (and device, if not empty) valid for ttl.
+// Mint returns a signed HS256 token for user (and device, if not empty) valid for ttl. It
+// needs the HS256 secret: tokens signed with private keys are minted by the application.
 func (a *Authority) Mint(user chat.UserID, device chat.DeviceID, ttl time.Duration) (string, error) {
+	if len(a.cfg.HS256Secret) == 0 {
+		return "", errors.New("minting needs an HS256 secret")
+	}
 	if _, err := chat.ParseUserID(string(user)); err != nil {
 		return "", err
 	}
@@ -120,7 +141,7 @@ func (a *Authority) Mint(user chat.UserID, device chat.DeviceID, ttl time.Durati
 // wrap ErrExpiredToken or ErrInvalidToken; they never contain the token itself.
 func (a *Authority) Verify(token string) (Identity, error) {
 	opts := []jwt.ParserOption{
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithValidMethods(a.methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(a.cfg.leeway()),
 		jwt.WithTimeFunc(a.now),
@@ -132,8 +153,19 @@ func (a *Authority) Verify(token string) (Identity, error) {
 		opts = append(opts, jwt.WithAudience(a.cfg.Audience))
 	}
 	var claims Claims
-	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) {
-		return a.cfg.HS256Secret, nil
+	// The key is chosen by the token's alg among the configured ones, and its Go type matches
+	// the method (golang-jwt checks it), so an HS256 token can never be checked against a
+	// public key used as an HMAC secret.
+	_, err := jwt.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+		alg := t.Method.Alg()
+		if alg == jwt.SigningMethodHS256.Alg() {
+			return a.cfg.HS256Secret, nil
+		}
+		kid, _ := t.Header["kid"].(string)
+		if k, ok := a.cfg.PublicKeys.key(alg, kid); ok {
+			return k, nil
+		}
+		return nil, fmt.Errorf("no key for alg %s kid %q", alg, kid)
 	}, opts...)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
