@@ -1,0 +1,157 @@
+package edge
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config configures the edge. Zero values take the defaults below.
+type Config struct {
+	// MaxFrameBytes is the largest client frame read; larger closes with 1009. Default 64 KiB.
+	MaxFrameBytes int
+	// MaxBodyBytes is the largest message body accepted in send. Default 16 KiB (at most half
+	// of MaxFrameBytes, leaving room for the rest of the frame and JSON escaping).
+	MaxBodyBytes int
+	// FramesPerSecond and FrameBurst limit client frames per connection (token bucket).
+	// Defaults 20 and 40.
+	FramesPerSecond int
+	FrameBurst      int
+	// RateStrikes is how many rate_limited errors a connection gets before it is closed with
+	// 4008. Default 50.
+	RateStrikes int
+	// MaxSubscriptions is how many users one connection may watch. Default 1000.
+	MaxSubscriptions int
+	// MaxConns is the most connections this edge holds; above it handshakes get 503 with
+	// Retry-After (load shedding). Default 19,000 (a process here may open 20,000 files).
+	MaxConns int
+	// MaxConnsPerUser (default 10) and MaxConnsPerIP (default 1000) refuse handshakes with 429.
+	MaxConnsPerUser int
+	MaxConnsPerIP   int
+	// AllowedOrigins lists the Origin values browsers may connect from ("https://app.example.com");
+	// "*" allows any. Empty: no browser origin is allowed.
+	AllowedOrigins []string
+	// AllowNoOrigin accepts handshakes without an Origin header (native apps, servers).
+	// Browsers always send Origin, so this does not open the door to cross-site requests.
+	AllowNoOrigin bool
+	// HeartbeatInterval is how often a silent connection is pinged; one silent for two
+	// intervals is closed. Default 25s.
+	HeartbeatInterval time.Duration
+	// WriteTimeout bounds one batch of writes to a connection. Default 10s.
+	WriteTimeout time.Duration
+	// QueueLen is the number of frames queued per connection before the overflow policy
+	// applies (drop ephemeral frames, then close as slow consumer). Default 256.
+	QueueLen int
+	// ReadBufferSize and WriteBufferSize are the socket buffer sizes; the write buffer is
+	// pooled. Defaults 1024 and 4096.
+	ReadBufferSize  int
+	WriteBufferSize int
+	// HandshakeTimeout bounds the WebSocket upgrade. Default 5s.
+	HandshakeTimeout time.Duration
+	// DrainWindow spreads the reconnect hints of a drain over this long. Default 10s.
+	DrainWindow time.Duration
+}
+
+// Defaults.
+const (
+	DefaultMaxFrameBytes     = 64 << 10
+	DefaultMaxBodyBytes      = 16 << 10
+	DefaultFramesPerSecond   = 20
+	DefaultFrameBurst        = 40
+	DefaultRateStrikes       = 50
+	DefaultMaxSubscriptions  = 1000
+	DefaultMaxConns          = 19000
+	DefaultMaxConnsPerUser   = 10
+	DefaultMaxConnsPerIP     = 1000
+	DefaultHeartbeatInterval = 25 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultQueueLen          = 256
+	DefaultReadBufferSize    = 1024
+	DefaultWriteBufferSize   = 4096
+	DefaultHandshakeTimeout  = 5 * time.Second
+	DefaultDrainWindow       = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	set := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setD := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	set(&c.MaxFrameBytes, DefaultMaxFrameBytes)
+	set(&c.MaxBodyBytes, min(DefaultMaxBodyBytes, c.MaxFrameBytes/2))
+	set(&c.FramesPerSecond, DefaultFramesPerSecond)
+	set(&c.FrameBurst, DefaultFrameBurst)
+	set(&c.RateStrikes, DefaultRateStrikes)
+	set(&c.MaxSubscriptions, DefaultMaxSubscriptions)
+	set(&c.MaxConns, DefaultMaxConns)
+	set(&c.MaxConnsPerUser, DefaultMaxConnsPerUser)
+	set(&c.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	set(&c.QueueLen, DefaultQueueLen)
+	set(&c.ReadBufferSize, DefaultReadBufferSize)
+	set(&c.WriteBufferSize, DefaultWriteBufferSize)
+	setD(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	setD(&c.WriteTimeout, DefaultWriteTimeout)
+	setD(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	setD(&c.DrainWindow, DefaultDrainWindow)
+	return c
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	checks := []struct {
+		name    string
+		v, lo, hi int
+	}{
+		{"max frame bytes", c.MaxFrameBytes, 1024, 16 << 20},
+		{"max body bytes", c.MaxBodyBytes, 1, c.MaxFrameBytes},
+		{"frames per second", c.FramesPerSecond, 1, 100000},
+		{"frame burst", c.FrameBurst, 1, 100000},
+		{"rate strikes", c.RateStrikes, 1, 1000000},
+		{"max subscriptions", c.MaxSubscriptions, 1, 100000},
+		{"max connections", c.MaxConns, 1, 10000000},
+		{"max connections per user", c.MaxConnsPerUser, 1, 10000},
+		{"max connections per IP", c.MaxConnsPerIP, 1, 10000000},
+		{"queue length", c.QueueLen, 4, 100000},
+		{"read buffer size", c.ReadBufferSize, 128, 1 << 20},
+		{"write buffer size", c.WriteBufferSize, 128, 1 << 20},
+	}
+	for _, k := range checks {
+		if k.v < k.lo || k.v > k.hi {
+			return fmt.Errorf("edge %s %d out of range [%d, %d]", k.name, k.v, k.lo, k.hi)
+		}
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 || c.DrainWindow < 0 {
+		return fmt.Errorf("edge timeouts must be positive (heartbeat at least 100ms)")
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("edge allowed origin %q: want scheme://host[:port] or *", o)
+		}
+	}
+	return nil
+}
+
+// originAllowed reports whether an Origin header value may connect.
+func (c Config) originAllowed(origin string) bool {
+	if origin == "" {
+		return c.AllowNoOrigin
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,329 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/protocol"
+)
+
+// Conn is one client connection, as handlers see it.
+type Conn struct {
+	s       *Server
+	ws      *websocket.Conn
+	session string
+	user    chat.UserID
+	device  chat.DeviceID
+	ip      string
+	bucket  int
+
+	expires  atomic.Int64 // token expiry, Unix nanoseconds
+	lastSeen atomic.Int64 // last frame, ping or pong from the client, Unix nanoseconds
+
+	// Reader-only state.
+	limiter *rate.Limiter
+	strikes int
+
+	mu        sync.Mutex
+	queue     []outFrame // nil while idle, so an idle connection holds no queue
+	writing   bool       // a writer goroutine runs
+	closed    bool       // no more frames are queued
+	closeCode int        // when non-zero, the writer sends this close after the queue
+	closeText string
+}
+
+// outFrame is one queued frame: encoded JSON, or a ping when ping is set.
+type outFrame struct {
+	data []byte
+	typ  protocol.Type
+	ping bool
+}
+
+// User is the authenticated user.
+func (c *Conn) User() chat.UserID { return c.user }
+
+// Device is the connection's device id.
+func (c *Conn) Device() chat.DeviceID { return c.device }
+
+// Session is the session id announced in hello.
+func (c *Conn) Session() string { return c.session }
+
+// Send queues a frame for the client. It never blocks; it reports false when the frame was
+// dropped (connection closing, or the overflow policy).
+func (c *Conn) Send(f protocol.Frame) bool {
+	data, err := protocol.Encode(f)
+	if err != nil {
+		c.s.logger.Error("encode frame", "type", f.Type, "err", err)
+		return false
+	}
+	return c.enqueue(outFrame{data: data, typ: f.Type})
+}
+
+// SendError queues an error frame answering the request id.
+func (c *Conn) SendError(id string, e *protocol.Error) {
+	c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
+	c.Send(protocol.ErrorFrame(id, e))
+}
+
+// enqueue adds a frame under the overflow policy: when the queue is full an ephemeral frame
+// (typing, presence) is dropped, or else the oldest queued ephemeral frame makes room; if
+// there is none the client is too slow: it is closed with 4009 after a reconnect hint, and
+// loses nothing because it resumes with sync.
+func (c *Conn) enqueue(f outFrame) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.s.metrics.queueDepth.Observe(float64(len(c.queue)))
+	if len(c.queue) >= c.s.cfg.QueueLen {
+		if f.ping || protocol.Ephemeral(f.typ) {
+			c.s.metrics.drops.WithLabelValues("queue_full_ephemeral").Inc()
+			return false
+		}
+		i := 0
+		for i < len(c.queue) && !protocol.Ephemeral(c.queue[i].typ) {
+			i++
+		}
+		if i == len(c.queue) {
+			c.s.metrics.drops.WithLabelValues("slow_consumer").Inc()
+			c.closeLocked(protocol.CloseSlowConsumer, "slow consumer: reconnect and sync", true)
+			return false
+		}
+		c.s.metrics.drops.WithLabelValues("evicted_ephemeral").Inc()
+		c.queue = append(c.queue[:i], c.queue[i+1:]...)
+	}
+	c.queue = append(c.queue, f)
+	c.startWriterLocked()
+	return true
+}
+
+func (c *Conn) startWriterLocked() {
+	if c.writing {
+		return
+	}
+	c.writing = true
+	c.s.wg.Add(1)
+	go c.writeLoop()
+}
+
+// close asks the writer to send a close frame with code after what is queued (or, with
+// discard, instead of it) and stops accepting frames.
+func (c *Conn) close(code int, text string, discard bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, text, discard)
+}
+
+func (c *Conn) closeLocked(code int, text string, discard bool) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.closeCode, c.closeText = code, text
+	c.s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
+	if discard {
+		c.queue = nil
+		if code == protocol.CloseSlowConsumer {
+			hint, _ := protocol.Encode(protocol.Frame{Type: protocol.TypeReconnect, AfterMS: 0, Reason: "slow_consumer"})
+			c.queue = []outFrame{{data: hint, typ: protocol.TypeReconnect}}
+		}
+	}
+	c.startWriterLocked()
+}
+
+// writeLoop writes queued frames in batches until the queue is empty, then exits: an idle
+// connection has no writer goroutine.
+func (c *Conn) writeLoop() {
+	defer c.s.wg.Done()
+	for {
+		c.mu.Lock()
+		batch := c.queue
+		c.queue = nil
+		code, text := c.closeCode, c.closeText
+		if len(batch) == 0 && code == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+
+		start := time.Now()
+		deadline := start.Add(c.s.cfg.WriteTimeout)
+		if code != 0 {
+			// A closing connection (slow consumer, drain) gets a short deadline.
+			deadline = start.Add(min(c.s.cfg.WriteTimeout, time.Second))
+		}
+		_ = c.ws.SetWriteDeadline(deadline)
+		var err error
+		for _, f := range batch {
+			if f.ping {
+				err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
+			} else {
+				err = c.ws.WriteMessage(websocket.TextMessage, f.data)
+				c.s.metrics.out(f.typ)
+			}
+			if err != nil {
+				break
+			}
+		}
+		c.s.metrics.writeTime.Observe(time.Since(start).Seconds())
+		if err == nil && code != 0 {
+			err = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
+			// Give the client a moment to answer the close, then the reader gives up.
+			_ = c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+		}
+		if err != nil || code != 0 {
+			if err != nil {
+				// The socket is broken or the client stopped reading: unblock the reader.
+				_ = c.ws.NetConn().Close()
+			}
+			c.mu.Lock()
+			c.closed = true
+			c.queue = nil
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readLoop runs in the goroutine that served the handshake, until the connection ends.
+func (c *Conn) readLoop() {
+	ws := c.ws
+	ws.SetReadLimit(int64(c.s.cfg.MaxFrameBytes))
+	ws.SetPongHandler(func(string) error {
+		c.lastSeen.Store(c.s.now().UnixNano())
+		return nil
+	})
+	ws.SetPingHandler(func(data string) error {
+		c.lastSeen.Store(c.s.now().UnixNano())
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), c.s.now().Add(time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
+	for {
+		mt, r, err := ws.NextReader()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseMessageTooBig)).Inc()
+			}
+			return
+		}
+		c.lastSeen.Store(c.s.now().UnixNano())
+		if c.isClosed() {
+			continue // closing: discard until the client answers the close
+		}
+		if mt == websocket.BinaryMessage {
+			c.close(protocol.CloseUnsupportedData, "binary frames are not supported; send JSON text", true)
+			continue
+		}
+		buf := readBufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			readBufs.Put(buf)
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseMessageTooBig)).Inc()
+			}
+			return
+		}
+		c.handle(buf.Bytes())
+		if buf.Cap() <= 16<<10 {
+			readBufs.Put(buf) // large buffers are left to the GC so the pool stays small
+		}
+	}
+}
+
+func (c *Conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// handle checks and dispatches one text frame.
+func (c *Conn) handle(data []byte) {
+	if !utf8.Valid(data) {
+		c.close(protocol.CloseInvalidPayload, "text frame is not valid UTF-8", true)
+		return
+	}
+	if !c.limiter.Allow() {
+		c.strikes++
+		if c.strikes > c.s.cfg.RateStrikes {
+			// The rate_limited errors already queued go out before the close.
+			c.close(protocol.CloseRateLimited, "too many frames", false)
+			return
+		}
+		e := protocol.Errorf(protocol.CodeRateLimited, "more than %d frames per second", c.s.cfg.FramesPerSecond)
+		c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
+		ef := protocol.ErrorFrame(peekID(data), e)
+		ef.RetryAfterMS = int64(1000 / c.s.cfg.FramesPerSecond)
+		c.Send(ef)
+		return
+	}
+	c.strikes = 0
+	f, err := protocol.Decode(data)
+	c.s.metrics.in(f.Type)
+	if err != nil {
+		var pe *protocol.Error
+		if !errors.As(err, &pe) {
+			pe = protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+		}
+		c.SendError(f.ID, pe)
+		return
+	}
+	c.s.dispatch(c, f)
+}
+
+// peekID reads a request id without decoding the frame (for a rate-limited frame, whose
+// decoding is the work being refused). Best effort: "" when not found cheaply.
+func peekID(data []byte) string {
+	i := bytes.Index(data, []byte(`"id":"`))
+	if i < 0 {
+		return ""
+	}
+	rest := data[i+6:]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 || j > protocol.MaxIDBytes || bytes.IndexByte(rest[:j], '\\') >= 0 {
+		return ""
+	}
+	return string(rest[:j])
+}
+
+
+func closeLabel(code int) string {
+	switch code {
+	case protocol.CloseNormal:
+		return "1000"
+	case protocol.CloseGoingAway:
+		return "1001"
+	case protocol.CloseUnsupportedData:
+		return "1003"
+	case protocol.CloseInvalidPayload:
+		return "1007"
+	case protocol.ClosePolicyViolation:
+		return "1008"
+	case protocol.CloseMessageTooBig:
+		return "1009"
+	case protocol.CloseInternalError:
+		return "1011"
+	case protocol.CloseTokenExpired:
+		return "4001"
+	case protocol.CloseRateLimited:
+		return "4008"
+	case protocol.CloseSlowConsumer:
+		return "4009"
+	}
+	return "other"
+}

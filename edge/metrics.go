@@ -1,0 +1,95 @@
+package edge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleyhq/parley/protocol"
+)
+
+// metrics are the edge's Prometheus series. Per-type counters are resolved once so the per
+// frame path does no label lookup.
+type metrics struct {
+	connections prometheus.Gauge
+	handshakes  *prometheus.CounterVec
+	framesIn    map[protocol.Type]prometheus.Counter
+	framesOut   map[protocol.Type]prometheus.Counter
+	errors      *prometheus.CounterVec
+	drops       *prometheus.CounterVec
+	closes      *prometheus.CounterVec
+	queueDepth  prometheus.Histogram
+	writeTime   prometheus.Histogram
+	natsMsgs    prometheus.Counter
+}
+
+const otherType = protocol.Type("other")
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	in := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_edge_frames_in_total", Help: "Client frames read, by type (other: unknown types).",
+	}, []string{"type"})
+	out := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_edge_frames_out_total", Help: "Frames written to clients, by type.",
+	}, []string{"type"})
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_edge_connections", Help: "Open WebSocket connections.",
+		}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_edge_handshakes_total", Help: "WebSocket handshakes, by result.",
+		}, []string{"result"}),
+		framesIn:  map[protocol.Type]prometheus.Counter{},
+		framesOut: map[protocol.Type]prometheus.Counter{},
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_edge_errors_total", Help: "Error frames sent, by code.",
+		}, []string{"code"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_edge_drops_total", Help: "Frames not delivered to a connection, by reason.",
+		}, []string{"reason"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_edge_closes_total", Help: "Connections closed by the server, by close code.",
+		}, []string{"code"}),
+		queueDepth: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_edge_queue_depth", Help: "Frames in a connection's queue when one is added.",
+			Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+		}),
+		writeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_edge_write_seconds", Help: "Time to write one batch of frames to a connection.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .25, 1, 5},
+		}),
+		natsMsgs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_edge_routed_messages_total", Help: "Frames received from NATS user subjects for local connections.",
+		}),
+	}
+	types := append(append([]protocol.Type{}, protocol.ClientTypes...), otherType)
+	for _, t := range types {
+		m.framesIn[t] = in.WithLabelValues(string(t))
+	}
+	for _, t := range []protocol.Type{protocol.TypeHello, protocol.TypeAccepted, protocol.TypeMessage,
+		protocol.TypeReceipt, protocol.TypeSyncResult, protocol.TypePresence, protocol.TypeTyping,
+		protocol.TypePong, protocol.TypeOK, protocol.TypeError, protocol.TypeReconnect, otherType} {
+		m.framesOut[t] = out.WithLabelValues(string(t))
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.handshakes, in, out, m.errors, m.drops,
+		m.closes, m.queueDepth, m.writeTime, m.natsMsgs} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) in(t protocol.Type) {
+	if c, ok := m.framesIn[t]; ok {
+		c.Inc()
+		return
+	}
+	m.framesIn[otherType].Inc()
+}
+
+func (m *metrics) out(t protocol.Type) {
+	if c, ok := m.framesOut[t]; ok {
+		c.Inc()
+		return
+	}
+	m.framesOut[otherType].Inc()
+}

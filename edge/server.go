@@ -1,0 +1,545 @@
+package edge
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/protocol"
+)
+
+// Verifier checks a token and returns who it speaks for (internal/auth.Authority).
+type Verifier interface {
+	Verify(token string) (auth.Identity, error)
+}
+
+var _ Verifier = (*auth.Authority)(nil)
+
+// Handler handles one client frame type. It runs on the connection's reader goroutine, so a
+// slow handler slows only its own connection; it answers through c.Send or c.SendError.
+type Handler func(ctx context.Context, c *Conn, f protocol.Frame)
+
+// Server is the WebSocket edge.
+type Server struct {
+	cfg      Config
+	verifier Verifier
+	nc       *nats.Conn
+	logger   *slog.Logger
+	metrics  *metrics
+	now      func() time.Time
+	upgrader websocket.Upgrader
+	handlers map[protocol.Type]Handler
+	ctx      context.Context // cancelled by Shutdown's end; handlers' base context
+	cancel   context.CancelFunc
+	natsCh   chan *nats.Msg
+
+	mu       sync.Mutex
+	buckets  []map[*Conn]struct{} // the sweeper visits one bucket per tick
+	next     int                  // bucket of the next connection
+	count    int
+	perIP    map[string]int
+	users    map[chat.UserID]*userConns
+	draining bool
+
+	wg sync.WaitGroup // readers and writers
+}
+
+// userConns are a user's connections on this edge and the NATS subscription that feeds them.
+type userConns struct {
+	conns []*Conn
+	sub   *nats.Subscription
+}
+
+// sweepTick is how often the sweeper visits one bucket.
+const sweepTick = 250 * time.Millisecond
+
+// New returns an edge Server. nc carries live events to users' connections; it may be nil for
+// an edge that only answers its own frames (tests of the handshake and limits).
+func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer, logger *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("edge metrics: %w", err)
+	}
+	nb := max(1, int(cfg.HeartbeatInterval/sweepTick))
+	s := &Server{
+		cfg: cfg, verifier: verifier, nc: nc, logger: logger, metrics: m, now: time.Now,
+		handlers: map[protocol.Type]Handler{},
+		buckets:  make([]map[*Conn]struct{}, nb),
+		perIP:    map[string]int{},
+		users:    map[chat.UserID]*userConns{},
+		natsCh:   make(chan *nats.Msg, 8192),
+	}
+	for i := range s.buckets {
+		s.buckets[i] = map[*Conn]struct{}{}
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		ReadBufferSize:   cfg.ReadBufferSize,
+		WriteBufferSize:  cfg.WriteBufferSize,
+		WriteBufferPool:  &sync.Pool{},
+		Subprotocols:     []string{protocol.Subprotocol},
+		// Origin is checked before the upgrade, with the configured allowlist.
+		CheckOrigin: func(*http.Request) bool { return true },
+		// Compression stays off: permessage-deflate without a decompressed-size limit lets a
+		// small frame expand without bound.
+		EnableCompression: false,
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			httpError(w, status, protocol.CodeBadRequest, reason.Error())
+		},
+	}
+	s.Handle(protocol.TypePing, s.handlePing)
+	s.Handle(protocol.TypeAuthRefresh, s.handleRefresh)
+	return s, nil
+}
+
+// Handle registers the handler of a client frame type. Types without a handler are answered
+// with the error "unsupported". Register before serving.
+func (s *Server) Handle(t protocol.Type, h Handler) { s.handlers[t] = h }
+
+// ServeHTTP serves GET /v1/ws: the handshake, then this goroutine reads the connection.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.wg.Add(1)
+	defer s.wg.Done()
+	c, ok := s.handshake(w, r)
+	if !ok {
+		return
+	}
+	defer s.unregister(c)
+	c.readLoop()
+}
+
+// MaxHeaderBytes is the http.Server.MaxHeaderBytes to serve the edge with: a handshake with
+// larger headers (an oversized Authorization header, say) is refused with 431 before any of
+// it is parsed.
+const MaxHeaderBytes = 16 << 10
+
+// handshake authenticates and admits a connection, in order of cost: shed load first, then
+// Origin, then the token, then the per-IP and per-user limits.
+func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		s.reject(w, "bad_request", http.StatusMethodNotAllowed, protocol.CodeBadRequest, "use GET with a WebSocket upgrade")
+		return nil, false
+	}
+	s.mu.Lock()
+	draining, full := s.draining, s.count >= s.cfg.MaxConns
+	s.mu.Unlock()
+	if draining || full {
+		w.Header().Set("Retry-After", strconv.Itoa(1+rand.IntN(5)))
+		result, msg := "overloaded", "this edge is at its connection limit; retry later or elsewhere"
+		if draining {
+			result, msg = "draining", "this edge is shutting down; reconnect elsewhere"
+		}
+		s.reject(w, result, http.StatusServiceUnavailable, protocol.CodeUnavailable, msg)
+		return nil, false
+	}
+	if !s.cfg.originAllowed(r.Header.Get("Origin")) {
+		s.reject(w, "forbidden_origin", http.StatusForbidden, protocol.CodeForbidden, "origin not allowed")
+		return nil, false
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest, "not a WebSocket upgrade request")
+		return nil, false
+	}
+	token, offered := credentials(r)
+	if !offered {
+		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
+			"offer the subprotocol "+protocol.Subprotocol+" in Sec-WebSocket-Protocol")
+		return nil, false
+	}
+	if token == "" || len(token) > protocol.MaxTokenBytes {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+		s.reject(w, "unauthorized", http.StatusUnauthorized, protocol.CodeUnauthorized,
+			"missing or oversized token: send Authorization: Bearer <JWT> or the subprotocol "+protocol.TokenSubprotocolPrefix+"<JWT>")
+		return nil, false
+	}
+	id, err := s.verifier.Verify(token)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
+		code := protocol.CodeUnauthorized
+		if errors.Is(err, auth.ErrExpiredToken) {
+			code = protocol.CodeTokenExpired
+		}
+		// The reason is logged at debug without the token; the client learns only the code.
+		s.logger.Debug("handshake rejected", "reason", err, "remote", r.RemoteAddr)
+		s.reject(w, "unauthorized", http.StatusUnauthorized, code, "invalid or expired token")
+		return nil, false
+	}
+	device := id.Device
+	if q := r.URL.Query().Get("device"); q != "" {
+		d, err := chat.ParseDeviceID(q)
+		switch {
+		case err != nil:
+			s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+			return nil, false
+		case device != "" && d != device:
+			s.reject(w, "forbidden", http.StatusForbidden, protocol.CodeForbidden, "device differs from the token's device claim")
+			return nil, false
+		}
+		device = d
+	}
+	if device == "" {
+		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
+			"no device id: put a device claim in the token or ?device=ID in the URL")
+		return nil, false
+	}
+	ip := remoteIP(r)
+	c := &Conn{s: s, session: crand.Text(), user: id.User, device: device, ip: ip,
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.FramesPerSecond), s.cfg.FrameBurst)}
+	c.expires.Store(id.ExpiresAt.UnixNano())
+	c.lastSeen.Store(s.now().UnixNano())
+	if result, msg := s.reserve(c); result != "" {
+		w.Header().Set("Retry-After", "10")
+		s.reject(w, result, http.StatusTooManyRequests, protocol.CodeRateLimited, msg)
+		return nil, false
+	}
+	ws, err := s.upgrader.Upgrade(w, r, http.Header{})
+	if err != nil {
+		s.release(c)
+		s.metrics.handshakes.WithLabelValues("upgrade_failed").Inc()
+		return nil, false
+	}
+	c.ws = ws
+	s.register(c)
+	s.metrics.handshakes.WithLabelValues("ok").Inc()
+	c.Send(protocol.Frame{
+		Type: protocol.TypeHello, Session: c.session, User: string(c.user), Device: string(c.device),
+		Version: protocol.Version, TS: s.now().UnixMilli(), HeartbeatMS: s.cfg.HeartbeatInterval.Milliseconds(),
+		ExpiresAt: id.ExpiresAt.UnixMilli(),
+		Limits: &protocol.Limits{MaxFrameBytes: s.cfg.MaxFrameBytes, MaxBodyBytes: s.cfg.MaxBodyBytes,
+			FramesPerSecond: s.cfg.FramesPerSecond, FrameBurst: s.cfg.FrameBurst, MaxSubscriptions: s.cfg.MaxSubscriptions},
+	})
+	return c, true
+}
+
+// credentials returns the token (Authorization: Bearer, or the token subprotocol) and whether
+// the client offered Parley's subprotocol.
+func credentials(r *http.Request) (token string, offered bool) {
+	for _, p := range websocket.Subprotocols(r) {
+		switch {
+		case p == protocol.Subprotocol:
+			offered = true
+		case strings.HasPrefix(p, protocol.TokenSubprotocolPrefix):
+			token = strings.TrimPrefix(p, protocol.TokenSubprotocolPrefix)
+		}
+	}
+	if h := r.Header.Get("Authorization"); h != "" {
+		if scheme, t, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			token = strings.TrimSpace(t)
+		}
+	}
+	return token, offered
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// reserve takes the connection's per-IP and per-user slots and one of the edge's, or says
+// which limit refused it.
+func (s *Server) reserve(c *Conn) (result, msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIP[c.ip] >= s.cfg.MaxConnsPerIP {
+		return "limited_ip", fmt.Sprintf("more than %d connections from this address", s.cfg.MaxConnsPerIP)
+	}
+	if u := s.users[c.user]; u != nil && len(u.conns) >= s.cfg.MaxConnsPerUser {
+		return "limited_user", fmt.Sprintf("more than %d connections of this user on this edge", s.cfg.MaxConnsPerUser)
+	}
+	s.perIP[c.ip]++
+	s.count++
+	u := s.users[c.user]
+	if u == nil {
+		u = &userConns{}
+		s.users[c.user] = u
+	}
+	u.conns = append(u.conns, c) // not yet in a bucket: the sweeper does not see it
+	return "", ""
+}
+
+// register makes an upgraded connection visible to the sweeper and subscribes to its user's
+// subject if it is the user's first connection here.
+func (s *Server) register(c *Conn) {
+	s.mu.Lock()
+	c.bucket = s.next
+	s.next = (s.next + 1) % len(s.buckets)
+	s.buckets[c.bucket][c] = struct{}{}
+	u := s.users[c.user]
+	needSub := u.sub == nil && s.nc != nil
+	s.mu.Unlock()
+	s.metrics.connections.Inc()
+	if needSub {
+		sub, err := s.nc.ChanSubscribe(backend.UserSubject(c.user), s.natsCh)
+		if err != nil {
+			s.logger.Warn("subscribe user subject", "user", c.user, "err", err)
+			return
+		}
+		s.mu.Lock()
+		if u := s.users[c.user]; u != nil && u.sub == nil && len(u.conns) > 0 {
+			u.sub = sub
+			sub = nil
+		}
+		s.mu.Unlock()
+		if sub != nil {
+			_ = sub.Unsubscribe() // the user left (or another subscription won) meanwhile
+		}
+	}
+}
+
+// release undoes reserve for a connection that never upgraded.
+func (s *Server) release(c *Conn) {
+	s.mu.Lock()
+	sub := s.removeLocked(c)
+	s.mu.Unlock()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+}
+
+func (s *Server) removeLocked(c *Conn) *nats.Subscription {
+	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
+		delete(s.perIP, c.ip)
+	}
+	s.count--
+	u := s.users[c.user]
+	for i, x := range u.conns {
+		if x == c {
+			u.conns = append(u.conns[:i], u.conns[i+1:]...)
+			break
+		}
+	}
+	if len(u.conns) > 0 {
+		return nil
+	}
+	delete(s.users, c.user)
+	return u.sub
+}
+
+// unregister removes a connection whose reader ended and closes its socket.
+func (s *Server) unregister(c *Conn) {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	s.mu.Lock()
+	delete(s.buckets[c.bucket], c)
+	sub := s.removeLocked(c)
+	s.mu.Unlock()
+	s.metrics.connections.Dec()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+	_ = c.ws.Close()
+}
+
+// dispatch runs the handler of a decoded frame.
+func (s *Server) dispatch(c *Conn, f protocol.Frame) {
+	if f.Type == protocol.TypeSend && len(f.Body) > s.cfg.MaxBodyBytes {
+		c.SendError(f.ID, protocol.Errorf(protocol.CodeBodyTooLarge, "body is %d bytes, at most %d allowed", len(f.Body), s.cfg.MaxBodyBytes))
+		return
+	}
+	if f.Type == protocol.TypePresenceSubscribe && len(f.Users) > s.cfg.MaxSubscriptions {
+		c.SendError(f.ID, protocol.Errorf(protocol.CodeTooManySubscriptions, "at most %d subscriptions per connection", s.cfg.MaxSubscriptions))
+		return
+	}
+	h, ok := s.handlers[f.Type]
+	if !ok {
+		c.SendError(f.ID, protocol.Errorf(protocol.CodeUnsupported, "frame type %q is not handled by this server", f.Type))
+		return
+	}
+	h(s.ctx, c, f)
+}
+
+func (s *Server) handlePing(_ context.Context, c *Conn, f protocol.Frame) {
+	c.Send(protocol.Frame{Type: protocol.TypePong, ID: f.ID, TS: s.now().UnixMilli()})
+}
+
+// handleRefresh replaces the connection's token. The new token must be for the same user and,
+// if it names a device, the same device. A bad token leaves the old one in force.
+func (s *Server) handleRefresh(_ context.Context, c *Conn, f protocol.Frame) {
+	id, err := s.verifier.Verify(f.Token)
+	switch {
+	case errors.Is(err, auth.ErrExpiredToken):
+		c.SendError(f.ID, protocol.Errorf(protocol.CodeTokenExpired, "the new token has expired"))
+		return
+	case err != nil:
+		c.SendError(f.ID, protocol.Errorf(protocol.CodeUnauthorized, "invalid token"))
+		return
+	case id.User != c.user || (id.Device != "" && id.Device != c.device):
+		c.SendError(f.ID, protocol.Errorf(protocol.CodeForbidden, "the new token is for another user or device"))
+		return
+	}
+	c.expires.Store(id.ExpiresAt.UnixNano())
+	c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, ExpiresAt: id.ExpiresAt.UnixMilli()})
+}
+
+// Run runs the sweeper and the NATS router until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	t := time.NewTicker(sweepTick)
+	defer t.Stop()
+	bucket := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-s.natsCh:
+			s.route(m)
+		case <-t.C:
+			s.sweep(bucket)
+			bucket = (bucket + 1) % len(s.buckets)
+		}
+	}
+}
+
+// route forwards a frame published on a user subject to that user's connections here.
+func (s *Server) route(m *nats.Msg) {
+	user := chat.UserID(strings.TrimPrefix(m.Subject, backend.UserSubjectPrefix))
+	typ := protocol.Type(m.Header.Get(backend.HeaderFrameType))
+	s.mu.Lock()
+	u := s.users[user]
+	var conns []*Conn
+	if u != nil {
+		conns = append(conns, u.conns...)
+	}
+	s.mu.Unlock()
+	s.metrics.natsMsgs.Inc()
+	for _, c := range conns {
+		c.enqueue(outFrame{data: m.Data, typ: typ})
+	}
+}
+
+// sweep visits one bucket: expired tokens are closed with 4001, connections silent for two
+// heartbeat intervals are closed, and those silent for one are pinged.
+func (s *Server) sweep(bucket int) {
+	now := s.now().UnixNano()
+	hb := s.cfg.HeartbeatInterval.Nanoseconds()
+	s.mu.Lock()
+	conns := make([]*Conn, 0, len(s.buckets[bucket]))
+	for c := range s.buckets[bucket] {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		silent := now - c.lastSeen.Load()
+		switch {
+		case now >= c.expires.Load():
+			c.SendError("", protocol.Errorf(protocol.CodeTokenExpired, "token expired; reconnect with a new token"))
+			c.close(protocol.CloseTokenExpired, "token expired", false)
+		case silent >= 2*hb:
+			s.metrics.closes.WithLabelValues("dead").Inc()
+			_ = c.ws.NetConn().Close() // no pong for a whole interval: the reader ends
+		case silent >= hb-sweepTick.Nanoseconds():
+			c.enqueue(outFrame{ping: true})
+		}
+	}
+}
+
+// Shutdown drains the edge: new handshakes get 503, every connection gets a reconnect hint
+// with a delay spread over the drain window (so clients do not all reconnect at once), and
+// connections still open when the window (or ctx) ends are closed with 1001. It returns when
+// every reader and writer has finished.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	var conns []*Conn
+	for _, b := range s.buckets {
+		for c := range b {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+
+	window := s.cfg.DrainWindow
+	if d, ok := ctx.Deadline(); ok {
+		window = min(window, time.Until(d)/2)
+	}
+	for _, c := range conns {
+		after := time.Duration(0)
+		if window > 0 {
+			after = time.Duration(rand.Int64N(int64(window)))
+		}
+		c.Send(protocol.Frame{Type: protocol.TypeReconnect, AfterMS: after.Milliseconds(), Reason: "draining"})
+	}
+	deadline := time.NewTimer(window + time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for s.connCount() > 0 {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-deadline.C:
+			break wait
+		case <-tick.C:
+		}
+	}
+	s.mu.Lock()
+	for _, b := range s.buckets {
+		for c := range b {
+			c.close(protocol.CloseGoingAway, "server shutting down", false)
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		for _, b := range s.buckets {
+			for c := range b {
+				_ = c.ws.NetConn().Close()
+			}
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.cancel()
+	return ctx.Err()
+}
+
+func (s *Server) connCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
+}
+
+// reject answers a refused handshake with a JSON error body.
+func (s *Server) reject(w http.ResponseWriter, result string, status int, code protocol.Code, msg string) {
+	s.metrics.handshakes.WithLabelValues(result).Inc()
+	httpError(w, status, code, msg)
+}
+
+func httpError(w http.ResponseWriter, status int, code protocol.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "message": msg, "retryable": code.Retryable()})
+}

@@ -1,0 +1,18 @@
+package backend
+
+import "github.com/parleyhq/parley/internal/chat"
+
+// NATS subjects and headers that the parts of Parley share. The edge subscribes to a user's
+// subject while it holds a connection of that user; whoever has a frame for that user
+// (delivery, presence, typing) publishes it there, already encoded, with its frame type in
+// HeaderFrameType so the edge can apply its drop policy without decoding it.
+const (
+	// UserSubjectPrefix + user id is the subject of one user's live events.
+	UserSubjectPrefix = "parley.user."
+	// HeaderFrameType carries the protocol frame type of a published frame.
+	HeaderFrameType = "Parley-Type"
+)
+
+// UserSubject is the subject of a user's live events. User ids never contain '.', '*', '>'
+// or whitespace (chat.ParseUserID), so the id is one subject token.
+func UserSubject(u chat.UserID) string { return UserSubjectPrefix + string(u) }
