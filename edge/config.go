@@ -107,7 +107,7 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	checks := []struct {
-		name    string
+		name      string
 		v, lo, hi int
 	}{
 		{"max frame bytes", c.MaxFrameBytes, 1024, 16 << 20},

@@ -301,7 +301,6 @@ func peekID(data []byte) string {
 	return string(rest[:j])
 }
 
-
 func closeLabel(code int) string {
 	switch code {
 	case protocol.CloseNormal:
