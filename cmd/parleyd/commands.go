@@ -77,7 +77,7 @@ func tokenCommand(args []string, getenv func(string) string, stdout io.Writer) e
 	stringFlag(fs, &device, "device", "", func(s string) error { _, err := chat.ParseDeviceID(s); return err },
 		"Device id (the token's device claim); empty: the client names its device in hello.")
 	durationFlag(fs, &ttl, "ttl", 24*time.Hour, time.Minute, 365*24*time.Hour, "How long the token is valid.")
-	authFlags(fs, &ac)
+	authFlags(fs, &ac, nil)
 	if err := parseCommandFlags(fs, args, getenv, stdout, "Usage: parleyd token --user ID [--device D] [--ttl 24h] [flags]\n\nPrints a signed HS256 token for development and load tests."); err != nil {
 		return ignoreHelp(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleyhq/parley/edge"
 	"github.com/parleyhq/parley/internal/admin"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
@@ -125,8 +126,12 @@ func replicationString(r schema.Replication) string {
 	return r.Strategy + ":" + strings.Join(dcs, ",")
 }
 
-// authFlags registers token settings.
-func authFlags(fs *flag.FlagSet, c *auth.Config) {
+// authFlags registers token settings. jwksFile receives --auth-jwks-file (loaded by the caller).
+func authFlags(fs *flag.FlagSet, c *auth.Config, jwksFile *string) {
+	if jwksFile != nil {
+		stringFlag(fs, jwksFile, "auth-jwks-file", "", nil,
+			"JSON Web Key Set file with the RS256 and EdDSA public keys that verify tokens (with or instead of the HS256 secret).")
+	}
 	defineValue(fs, &c.HS256Secret, "auth-hs256-secret", nil, func(s string) ([]byte, error) {
 		if len(s) < auth.MinSecretLen {
 			return nil, fmt.Errorf("secret is %d bytes, at least %d required", len(s), auth.MinSecretLen)
@@ -143,6 +148,10 @@ func authFlags(fs *flag.FlagSet, c *auth.Config) {
 type runConfig struct {
 	log             logConfig
 	roles           roleSet
+	listenAddr      string
+	auth            auth.Config
+	jwksFile        string
+	edge            edge.Config
 	admin           admin.Config
 	redis           backend.RedisConfig
 	nats            backend.NATSConfig
@@ -162,6 +171,10 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 			return rs.String()
 		}, "Roles of this process: all, or a comma-separated list of edge, delivery, api.")
 	c.log.register(fs)
+	stringFlag(fs, &c.listenAddr, "listen-addr", "127.0.0.1:8080", hostPort,
+		"Public listen address: the WebSocket endpoint /v1/ws (edge role) and the REST API (api role).")
+	authFlags(fs, &c.auth, &c.jwksFile)
+	edgeFlags(fs, &c.edge)
 	stringFlag(fs, &c.admin.Addr, "admin-addr", admin.DefaultAddr, hostPort,
 		"Listen address of /healthz, /readyz, /metrics and /debug/pprof.")
 	durationFlag(fs, &c.admin.CheckTimeout, "readiness-check-timeout", admin.DefaultCheckTimeout,
@@ -198,12 +211,63 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 		"Apply pending schema migrations at start; false: refuse to start unless the schema is current.")
 }
 
-// validate is the backstop behind the per-flag checks: each component's own Validate.
+// validate is the backstop behind the per-flag checks: each component's own Validate, and
+// the settings that only some roles need. It loads the JWKS file.
 func (c *runConfig) validate() error {
-	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate()} {
+	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate(), c.edge.Validate()} {
 		if err != nil {
 			return err
 		}
 	}
+	if c.jwksFile != "" {
+		ks, err := auth.LoadJWKS(c.jwksFile)
+		if err != nil {
+			return fmt.Errorf("--auth-jwks-file: %w", err)
+		}
+		c.auth.PublicKeys = ks
+	}
+	if (c.roles[roleEdge] || c.roles[roleAPI]) && c.auth.HS256Secret == nil && c.auth.PublicKeys == nil {
+		return errors.New("the edge and api roles verify tokens: set --auth-hs256-secret (PARLEY_AUTH_HS256_SECRET) or --auth-jwks-file (PARLEY_AUTH_JWKS_FILE)")
+	}
 	return nil
+}
+
+// edgeFlags registers the edge's limits and timings.
+func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
+	intFlag(fs, &c.MaxFrameBytes, "edge-max-frame-bytes", edge.DefaultMaxFrameBytes, 1024, 16<<20,
+		"Largest client frame; larger closes the connection with 1009.")
+	intFlag(fs, &c.MaxBodyBytes, "edge-max-body-bytes", edge.DefaultMaxBodyBytes, 1, 8<<20,
+		"Largest message body in send (at most half of --edge-max-frame-bytes); larger gets body_too_large.")
+	intFlag(fs, &c.FramesPerSecond, "edge-frames-per-second", edge.DefaultFramesPerSecond, 1, 100000,
+		"Sustained client frames per second per connection; above it rate_limited.")
+	intFlag(fs, &c.FrameBurst, "edge-frame-burst", edge.DefaultFrameBurst, 1, 100000,
+		"Frames a connection may send at once above the sustained rate.")
+	intFlag(fs, &c.RateStrikes, "edge-rate-strikes", edge.DefaultRateStrikes, 1, 1000000,
+		"rate_limited errors in a row before the connection is closed with 4008.")
+	intFlag(fs, &c.MaxSubscriptions, "edge-max-subscriptions", edge.DefaultMaxSubscriptions, 1, 100000,
+		"Users one connection may watch (presence).")
+	intFlag(fs, &c.MaxConns, "edge-max-conns", edge.DefaultMaxConns, 1, 10000000,
+		"Connections this process holds; above it handshakes get 503 with Retry-After (mind the open-files limit).")
+	intFlag(fs, &c.MaxConnsPerUser, "edge-max-conns-per-user", edge.DefaultMaxConnsPerUser, 1, 10000,
+		"Connections of one user on this edge; above it 429.")
+	intFlag(fs, &c.MaxConnsPerIP, "edge-max-conns-per-ip", edge.DefaultMaxConnsPerIP, 1, 10000000,
+		"Connections from one IP address; above it 429.")
+	defineValue(fs, &c.AllowedOrigins, "edge-allowed-origins", nil, func(s string) ([]string, error) {
+		origins := strings.Split(s, ",")
+		if err := (edge.Config{AllowedOrigins: origins}).Validate(); err != nil {
+			return nil, err
+		}
+		return origins, nil
+	}, func(o []string) string { return strings.Join(o, ",") },
+		"Comma-separated browser origins allowed to connect (https://app.example.com), or *; empty: none.")
+	boolFlag(fs, &c.AllowNoOrigin, "edge-allow-no-origin", true,
+		"Accept handshakes without an Origin header (native apps and servers; browsers always send one).")
+	durationFlag(fs, &c.HeartbeatInterval, "edge-heartbeat-interval", edge.DefaultHeartbeatInterval, 100*time.Millisecond, 10*time.Minute,
+		"A connection silent this long is pinged; silent twice as long, closed.")
+	durationFlag(fs, &c.WriteTimeout, "edge-write-timeout", edge.DefaultWriteTimeout, time.Millisecond, time.Minute,
+		"Deadline of one batch of writes to a client.")
+	intFlag(fs, &c.QueueLen, "edge-queue-len", edge.DefaultQueueLen, 4, 100000,
+		"Frames queued per connection before ephemeral frames are dropped and then the client is closed as slow (4009).")
+	durationFlag(fs, &c.DrainWindow, "edge-drain-window", edge.DefaultDrainWindow, 0, 10*time.Minute,
+		"On shutdown, reconnect hints are spread over this long before connections are closed with 1001.")
 }

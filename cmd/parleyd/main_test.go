@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/teststack"
+	"github.com/parleyhq/parley/protocol"
 )
 
 func TestMain(m *testing.M) {
@@ -53,6 +55,10 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 		{"token without secret", []string{"token", "--user=a"}, nil, []string{"auth-hs256-secret"}},
 		{"token short secret", []string{"token", "--user=a", "--auth-hs256-secret=short"}, nil, []string{"at least 32"}},
 		{"token bad user", []string{"token", "--user=a b", "--auth-hs256-secret=" + testSecret}, nil, []string{"user", "space"}},
+		{"edge without a key", []string{"run", "--roles=edge"}, nil, []string{"--auth-hs256-secret", "--auth-jwks-file"}},
+		{"missing jwks file", []string{"run", "--auth-jwks-file=/nonexistent/jwks.json"}, nil, []string{"--auth-jwks-file", "no such file"}},
+		{"bad origin", []string{"run", "--edge-allowed-origins=example.com"}, nil, []string{"edge-allowed-origins", "scheme://host"}},
+		{"queue too short", []string{"run", "--edge-queue-len=1"}, nil, []string{"edge-queue-len", "[4, 100000]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,8 +142,12 @@ func freeAddr(t *testing.T) string {
 // returns cleanly and leaves no goroutine behind (TestMain).
 func TestRunAgainstStack(t *testing.T) {
 	addr := freeAddr(t)
+	public := freeAddr(t)
 	vars := map[string]string{
 		"PARLEY_ADMIN_ADDR":            addr,
+		"PARLEY_LISTEN_ADDR":           public,
+		"PARLEY_AUTH_HS256_SECRET":     testSecret,
+		"PARLEY_EDGE_DRAIN_WINDOW":     "200ms",
 		"PARLEY_CASSANDRA_KEYSPACE":    teststack.Keyspace,
 		"PARLEY_CASSANDRA_CONSISTENCY": "ONE",
 		"PARLEY_LOG_LEVEL":             "warn",
@@ -187,7 +197,29 @@ func TestRunAgainstStack(t *testing.T) {
 		}
 	}
 
+	// A client reaches the edge through the public listener and gets hello.
+	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
+	tok, _ := a.Mint("alice", "phone", time.Hour)
+	dialer := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}}
+	ws, _, err := dialer.Dial("ws://"+public+protocol.Path, http.Header{"Authorization": {"Bearer " + tok}})
+	if err != nil {
+		t.Fatalf("dial the edge: %v", err)
+	}
+	defer ws.Close()
+	var hello protocol.Frame
+	if err := ws.ReadJSON(&hello); err != nil || hello.Type != protocol.TypeHello || hello.User != "alice" {
+		t.Fatalf("first frame %+v, %v; want hello for alice", hello, err)
+	}
+
+	// A signal (cancel) drains: the client is told to reconnect, then closed with 1001.
 	cancel()
+	var hint protocol.Frame
+	if err := ws.ReadJSON(&hint); err != nil || hint.Type != protocol.TypeReconnect {
+		t.Errorf("frame after shutdown began: %+v, %v; want reconnect", hint, err)
+	}
+	if _, _, err := ws.ReadMessage(); !websocket.IsCloseError(err, protocol.CloseGoingAway) {
+		t.Errorf("connection ended with %v; want close 1001", err)
+	}
 	select {
 	case err := <-done:
 		if err != nil {

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,9 +15,12 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/parleyhq/parley/edge"
 	"github.com/parleyhq/parley/internal/admin"
+	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/schema"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // deps are the open connections of a process; nil when its roles do not need one.
@@ -94,7 +100,8 @@ func openDeps(ctx context.Context, cfg runConfig, reg prometheus.Registerer, log
 
 // serve runs the process until ctx is cancelled (a signal) or a part fails, then shuts down
 // in order within cfg.shutdownTimeout: readiness goes to "draining" first so load balancers
-// stop sending traffic, then the roles stop, then the connections close, the admin server last.
+// stop sending traffic, the edge drains its connections, the public listener stops, the
+// connections to the services close, and the admin server stops last.
 func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -111,11 +118,11 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adm.Serve(ln) })
-
-	startCtx, cancelStart := context.WithTimeout(gctx, cfg.startupTimeout)
-	d, err := openDeps(startCtx, cfg, reg, logger)
-	cancelStart()
-	if err != nil {
+	// abort stops what runs so far when start-up fails.
+	abort := func(d *deps, err error) error {
+		if d != nil {
+			d.close()
+		}
 		_ = adm.Shutdown(context.Background())
 		_ = g.Wait()
 		if ctx.Err() != nil {
@@ -123,8 +130,50 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		}
 		return err
 	}
+
+	startCtx, cancelStart := context.WithTimeout(gctx, cfg.startupTimeout)
+	d, err := openDeps(startCtx, cfg, reg, logger)
+	cancelStart()
+	if err != nil {
+		return abort(nil, err)
+	}
 	adm.AddCheck(d.checks()...)
-	// The role components (edge, delivery, api) are started here under g as they are built.
+
+	// The public listener carries the edge's WebSocket endpoint (and the REST API when built).
+	var (
+		public *http.Server
+		edgeSv *edge.Server
+	)
+	if cfg.roles[roleEdge] {
+		authority, err := auth.New(cfg.auth, time.Now)
+		if err != nil {
+			return abort(d, usageError{err})
+		}
+		edgeSv, err = edge.New(cfg.edge, authority, d.nats.Conn, reg, logger.With("component", "edge"))
+		if err != nil {
+			return abort(d, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle(protocol.Path, edgeSv)
+		public = &http.Server{
+			Handler:           mux,
+			MaxHeaderBytes:    edge.MaxHeaderBytes,
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
+		pln, err := net.Listen("tcp", cfg.listenAddr)
+		if err != nil {
+			return abort(d, fmt.Errorf("public listener: %w", err))
+		}
+		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", protocol.Path)
+		g.Go(func() error { return edgeSv.Run(gctx) })
+		g.Go(func() error {
+			if err := public.Serve(pln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 	logger.Info("parleyd running", "roles", cfg.roles.String())
 
 	<-gctx.Done()
@@ -132,6 +181,18 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	adm.SetDraining()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
+	if edgeSv != nil {
+		// Hijacked WebSockets are not tracked by http.Server: the edge drains its own registry
+		// (reconnect hints spread over the drain window, then 1001).
+		if err := edgeSv.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("edge drain incomplete", "err", err)
+		}
+	}
+	if public != nil {
+		if err := public.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("public listener shutdown", "err", err)
+		}
+	}
 	d.close()
 	if err := adm.Shutdown(shutdownCtx); err != nil {
 		logger.Warn("admin shutdown", "err", err)

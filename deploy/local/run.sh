@@ -17,7 +17,8 @@ if [ ! -s "$secret_file" ]; then
 fi
 export PARLEY_AUTH_HS256_SECRET=${PARLEY_AUTH_HS256_SECRET:-$(cat "$secret_file")}
 admin=${PARLEY_ADMIN_ADDR:-127.0.0.1:8081}
-export PARLEY_ADMIN_ADDR=$admin
+public=${PARLEY_LISTEN_ADDR:-127.0.0.1:8080}
+export PARLEY_ADMIN_ADDR=$admin PARLEY_LISTEN_ADDR=$public
 
 "$parleyd" migrate
 token=$("$parleyd" token --user demo --device laptop --ttl 24h)
@@ -26,6 +27,7 @@ cat <<EOF2
 
 Parley is starting (all roles in one process). Ctrl-C stops it; 'make down' stops the stack.
 
+  websocket  ws://$public/v1/ws   (subprotocol parley.v1.json, Authorization: Bearer <token>; docs/protocol.md)
   health     http://$admin/healthz
   readiness  http://$admin/readyz
   metrics    http://$admin/metrics
