@@ -44,7 +44,7 @@ type Config struct {
 	// applies (drop ephemeral frames, then close as slow consumer). Default 256.
 	QueueLen int
 	// ReadBufferSize and WriteBufferSize are the socket buffer sizes; the write buffer is
-	// pooled. Defaults 1024 and 4096.
+	// pooled. Defaults 512 and 4096.
 	ReadBufferSize  int
 	WriteBufferSize int
 	// HandshakeTimeout bounds the WebSocket upgrade. Default 5s.
@@ -67,7 +67,7 @@ const (
 	DefaultHeartbeatInterval = 25 * time.Second
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultQueueLen          = 256
-	DefaultReadBufferSize    = 1024
+	DefaultReadBufferSize    = 512
 	DefaultWriteBufferSize   = 4096
 	DefaultHandshakeTimeout  = 5 * time.Second
 	DefaultDrainWindow       = 10 * time.Second

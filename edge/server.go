@@ -119,7 +119,9 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 // with the error "unsupported". Register before serving.
 func (s *Server) Handle(t protocol.Type, h Handler) { s.handlers[t] = h }
 
-// ServeHTTP serves GET /v1/ws: the handshake, then this goroutine reads the connection.
+// ServeHTTP serves GET /v1/ws: the handshake, then a new goroutine reads the connection and
+// this one returns, so that net/http's per-request state (its 4 KiB read and write buffers,
+// the request and response) is freed rather than held for the life of the connection.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	defer s.wg.Done()
@@ -127,8 +129,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer s.unregister(c)
-	c.readLoop()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.unregister(c)
+		c.readLoop()
+	}()
 }
 
 // MaxHeaderBytes is the http.Server.MaxHeaderBytes to serve the edge with: a handshake with

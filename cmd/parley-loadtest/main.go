@@ -1,0 +1,128 @@
+// Command parley-loadtest drives a Parley deployment like real devices and reports what it
+// held. Runs are bounded in connections and time, stop by themselves, and refuse targets
+// outside the loopback range unless --allow-remote is given.
+//
+//	parley-loadtest idle      --conns 19000 [--concurrency 64] [--hold 20s]
+//	parley-loadtest broadcast --users 100 --devices 10 --rate 100 --duration 10s [--runs 3]
+//
+// The HS256 secret comes from --secret or PARLEY_AUTH_HS256_SECRET. docs/benchmarks.md has
+// the commands and the figures measured with them.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/parleyhq/parley/loadtest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "parley-loadtest: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("want a scenario: idle or broadcast")
+	}
+	scenario, args := args[0], args[1:]
+	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		t       loadtest.Target
+		secret  string
+		jsonOut string
+	)
+	fs.StringVar(&t.WS, "ws", "ws://127.0.0.1:8080/v1/ws", "WebSocket URL of the edge")
+	fs.StringVar(&t.Metrics, "metrics", "http://127.0.0.1:8081/metrics", "the edge's Prometheus endpoint (admin listener)")
+	fs.StringVar(&secret, "secret", getenv("PARLEY_AUTH_HS256_SECRET"), "HS256 secret to mint tokens (PARLEY_AUTH_HS256_SECRET)")
+	fs.BoolVar(&t.AllowRemote, "allow-remote", false, "allow a target outside 127.0.0.0/8")
+	fs.StringVar(&jsonOut, "json", "", "also write the result as JSON to this file")
+	prefix := fmt.Sprintf("lt%d_", time.Now().Unix())
+
+	var runScenario func(d *loadtest.Dialer) (any, error)
+	switch scenario {
+	case "idle":
+		var cfg loadtest.IdleConfig
+		fs.IntVar(&cfg.Conns, "conns", 1000, "connections to open (at most 19,000 per process: the open-files limit is 20,000)")
+		fs.IntVar(&cfg.Concurrency, "concurrency", 64, "handshakes in flight")
+		fs.DurationVar(&cfg.Hold, "hold", 10*time.Second, "how long to hold the connections before measuring")
+		runScenario = func(d *loadtest.Dialer) (any, error) {
+			if cfg.Conns > 19000 {
+				return nil, fmt.Errorf("--conns %d: at most 19000 per process (open-files limit); run several processes", cfg.Conns)
+			}
+			cfg.UserPrefix = prefix
+			return loadtest.RunIdle(ctx, d, t.Metrics, cfg, stderr)
+		}
+	case "broadcast":
+		var (
+			cfg  loadtest.BroadcastConfig
+			runs int
+		)
+		fs.IntVar(&cfg.Users, "users", 100, "users")
+		fs.IntVar(&cfg.Devices, "devices", 10, "connections (devices) per user")
+		fs.IntVar(&cfg.Rate, "rate", 100, "frames per second, each to every connection")
+		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish (at most 5m)")
+		fs.StringVar(&cfg.NATSURL, "nats", "nats://127.0.0.1:14222", "NATS URL to publish on (as the delivery pipeline does)")
+		fs.IntVar(&runs, "runs", 3, "runs; the summary gives each and the median p99")
+		runScenario = func(d *loadtest.Dialer) (any, error) {
+			if cfg.Duration > 5*time.Minute || cfg.Users*cfg.Devices > 19000 || runs < 1 || runs > 10 {
+				return nil, errors.New("bounds: --duration at most 5m, users x devices at most 19000, --runs 1 to 10")
+			}
+			var results []loadtest.BroadcastResult
+			for r := 0; r < runs && ctx.Err() == nil; r++ {
+				cfg.UserPrefix = fmt.Sprintf("%sr%d_", prefix, r)
+				res, err := loadtest.RunBroadcast(ctx, d, cfg, stderr)
+				if err != nil {
+					return nil, err
+				}
+				fmt.Fprintf(stdout, "run %d: %d conns, sent %d, received %d of %d, lost %d, reordered %d, p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms\n",
+					r+1, res.Conns, res.Sent, res.Received, res.Expected, res.Lost, res.Reordered, res.P50MS, res.P90MS, res.P99MS, res.MaxMS)
+				results = append(results, res)
+			}
+			p99 := make([]float64, len(results))
+			for i, r := range results {
+				p99[i] = r.P99MS
+			}
+			sort.Float64s(p99)
+			fmt.Fprintf(stdout, "median p99 over %d runs: %.2fms\n", len(results), p99[len(p99)/2])
+			return results, nil
+		}
+	default:
+		return fmt.Errorf("unknown scenario %q (want idle or broadcast)", scenario)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	t.Secret = []byte(secret)
+	d, err := loadtest.NewDialer(t)
+	if err != nil {
+		return err
+	}
+	res, err := runScenario(d)
+	if err != nil {
+		return err
+	}
+	out, _ := json.MarshalIndent(res, "", "  ")
+	if scenario == "idle" {
+		fmt.Fprintln(stdout, string(out))
+	}
+	if jsonOut != "" {
+		return os.WriteFile(jsonOut, out, 0o644)
+	}
+	return nil
+}
