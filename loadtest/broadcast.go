@@ -1,8 +1,8 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -39,6 +39,22 @@ type BroadcastResult struct {
 	P90MS     float64 `json:"p90_ms"`
 	P99MS     float64 `json:"p99_ms"`
 	MaxMS     float64 `json:"max_ms"`
+}
+
+// intField parses the decimal integer that follows key in data (0 if absent).
+func intField(data []byte, key string) int64 {
+	i := bytes.Index(data, []byte(key))
+	if i < 0 {
+		return 0
+	}
+	var n int64
+	for _, c := range data[i+len(key):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }
 
 // RunBroadcast runs the scenario once.
@@ -78,22 +94,29 @@ func RunBroadcast(ctx context.Context, d *Dialer, cfg BroadcastConfig, progress 
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				// The client must not be the bottleneck: frames are read into one reused buffer
+				// and only the two fields needed are picked out, without a JSON decoder.
+				var buf bytes.Buffer
 				for {
-					_, data, err := c.WS.ReadMessage()
+					_, rd, err := c.WS.NextReader()
 					if err != nil {
 						return
 					}
+					buf.Reset()
+					if _, err := buf.ReadFrom(rd); err != nil {
+						return
+					}
 					now := time.Now().UnixNano()
-					var f protocol.Frame
-					if json.Unmarshal(data, &f) != nil || f.Type != protocol.TypeMessage {
+					data := buf.Bytes()
+					if !bytes.HasPrefix(data, []byte(`{"type":"message"`)) {
 						continue
 					}
-					sent, _ := strconv.ParseInt(f.Body, 10, 64)
+					seq, sent := intField(data, `"seq":`), intField(data, `"body":"`)
 					r.lat = append(r.lat, now-sent)
-					if f.Seq != r.last+1 {
+					if seq != r.last+1 {
 						r.reordered++
 					}
-					r.last = f.Seq
+					r.last = seq
 				}
 			}()
 		}
