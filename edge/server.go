@@ -63,9 +63,12 @@ type Server struct {
 }
 
 // userConns are a user's connections on this edge and the NATS subscription that feeds them.
+// reserved counts handshakes admitted but not yet upgraded: they count against the per-user
+// limit but receive nothing until they are in conns.
 type userConns struct {
-	conns []*Conn
-	sub   *nats.Subscription
+	conns    []*Conn
+	reserved int
+	sub      *nats.Subscription
 }
 
 // sweepTick is how often the sweeper visits one bucket.
@@ -276,7 +279,7 @@ func (s *Server) reserve(c *Conn) (result, msg string) {
 	if s.perIP[c.ip] >= s.cfg.MaxConnsPerIP {
 		return "limited_ip", fmt.Sprintf("more than %d connections from this address", s.cfg.MaxConnsPerIP)
 	}
-	if u := s.users[c.user]; u != nil && len(u.conns) >= s.cfg.MaxConnsPerUser {
+	if u := s.users[c.user]; u != nil && len(u.conns)+u.reserved >= s.cfg.MaxConnsPerUser {
 		return "limited_user", fmt.Sprintf("more than %d connections of this user on this edge", s.cfg.MaxConnsPerUser)
 	}
 	s.perIP[c.ip]++
@@ -286,7 +289,7 @@ func (s *Server) reserve(c *Conn) (result, msg string) {
 		u = &userConns{}
 		s.users[c.user] = u
 	}
-	u.conns = append(u.conns, c) // not yet in a bucket: the sweeper does not see it
+	u.reserved++
 	return "", ""
 }
 
@@ -298,6 +301,8 @@ func (s *Server) register(c *Conn) {
 	s.next = (s.next + 1) % len(s.buckets)
 	s.buckets[c.bucket][c] = struct{}{}
 	u := s.users[c.user]
+	u.reserved--
+	u.conns = append(u.conns, c) // routed frames reach it only now that its socket is set
 	needSub := u.sub == nil && s.nc != nil
 	s.mu.Unlock()
 	s.metrics.connections.Inc()
@@ -322,6 +327,7 @@ func (s *Server) register(c *Conn) {
 // release undoes reserve for a connection that never upgraded.
 func (s *Server) release(c *Conn) {
 	s.mu.Lock()
+	s.users[c.user].reserved--
 	sub := s.removeLocked(c)
 	s.mu.Unlock()
 	if sub != nil {
@@ -329,6 +335,8 @@ func (s *Server) release(c *Conn) {
 	}
 }
 
+// removeLocked frees c's slots and returns the user's subscription to close if c was the
+// user's last connection here.
 func (s *Server) removeLocked(c *Conn) *nats.Subscription {
 	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
 		delete(s.perIP, c.ip)
@@ -341,7 +349,7 @@ func (s *Server) removeLocked(c *Conn) *nats.Subscription {
 			break
 		}
 	}
-	if len(u.conns) > 0 {
+	if len(u.conns) > 0 || u.reserved > 0 {
 		return nil
 	}
 	delete(s.users, c.user)

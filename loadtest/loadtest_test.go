@@ -1,0 +1,43 @@
+package loadtest
+
+import "testing"
+
+func TestTargetCheckRefusesRemote(t *testing.T) {
+	for _, tt := range []struct {
+		target Target
+		ok     bool
+	}{
+		{Target{WS: "ws://127.0.0.1:8080/v1/ws", Metrics: "http://127.0.0.1:8081/metrics"}, true},
+		{Target{WS: "ws://127.9.9.9:8080/v1/ws"}, true},
+		{Target{WS: "ws://localhost:8080/v1/ws"}, true},
+		{Target{WS: "ws://10.0.0.5:8080/v1/ws"}, false},
+		{Target{WS: "ws://example.com/v1/ws"}, false},
+		{Target{WS: "ws://127.0.0.1:8080/v1/ws", Metrics: "http://192.168.1.2:8081/metrics"}, false},
+		{Target{WS: "ws://10.0.0.5:8080/v1/ws", AllowRemote: true}, true},
+	} {
+		if err := tt.target.Check(); (err == nil) != tt.ok {
+			t.Errorf("Check(%+v) = %v; want ok=%v", tt.target, err, tt.ok)
+		}
+	}
+}
+
+func TestIntField(t *testing.T) {
+	data := []byte(`{"type":"message","seq":42,"body":"1795380881150000000"}`)
+	if got := intField(data, `"seq":`); got != 42 {
+		t.Errorf("seq = %d; want 42", got)
+	}
+	if got := intField(data, `"body":"`); got != 1795380881150000000 {
+		t.Errorf("body = %d", got)
+	}
+	if got := intField(data, `"missing":`); got != 0 {
+		t.Errorf("missing = %d; want 0", got)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	v := []int64{5, 1, 4, 2, 3}
+	sortInt64(v)
+	if percentile(v, 0) != 1 || percentile(v, 50) != 3 || percentile(v, 100) != 5 || percentile(nil, 99) != 0 {
+		t.Errorf("percentiles of %v wrong", v)
+	}
+}
