@@ -19,6 +19,7 @@ import (
 type Conn struct {
 	s       *Server
 	ws      *websocket.Conn
+	batch   *batchConn // nil when not served on Listener
 	session string
 	user    chat.UserID
 	device  chat.DeviceID
@@ -163,6 +164,9 @@ func (c *Conn) writeLoop() {
 			deadline = start.Add(min(c.s.cfg.WriteTimeout, time.Second))
 		}
 		_ = c.ws.SetWriteDeadline(deadline)
+		if c.batch != nil && len(batch) > 1 {
+			c.batch.begin()
+		}
 		var err error
 		for _, f := range batch {
 			if f.ping {
@@ -175,6 +179,12 @@ func (c *Conn) writeLoop() {
 				break
 			}
 		}
+		if c.batch != nil {
+			if ferr := c.batch.flush(); err == nil {
+				err = ferr
+			}
+		}
+		c.s.metrics.batchSize.Observe(float64(len(batch)))
 		c.s.metrics.writeTime.Observe(time.Since(start).Seconds())
 		if err == nil && code != 0 {
 			err = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)

@@ -63,6 +63,7 @@ func newTestEdge(t *testing.T, cfg Config, nc *nats.Conn) *testEdge {
 	mux := http.NewServeMux()
 	mux.Handle(protocol.Path, s)
 	hs := httptest.NewUnstartedServer(mux)
+	hs.Listener = Listener(hs.Listener)
 	hs.Config.MaxHeaderBytes = MaxHeaderBytes
 	hs.Start()
 	te := &testEdge{t: t, s: s, hs: hs, auth: a, reg: reg, url: "ws" + strings.TrimPrefix(hs.URL, "http") + protocol.Path}

@@ -18,6 +18,7 @@ type metrics struct {
 	closes      *prometheus.CounterVec
 	queueDepth  prometheus.Histogram
 	writeTime   prometheus.Histogram
+	batchSize   prometheus.Histogram
 	natsMsgs    prometheus.Counter
 }
 
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "parley_edge_write_seconds", Help: "Time to write one batch of frames to a connection.",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .25, 1, 5},
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_edge_write_batch_frames", Help: "Frames written to a connection in one batch.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
 		natsMsgs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_edge_routed_messages_total", Help: "Frames received from NATS user subjects for local connections.",
 		}),
@@ -70,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.framesOut[t] = out.WithLabelValues(string(t))
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.handshakes, in, out, m.errors, m.drops,
-		m.closes, m.queueDepth, m.writeTime, m.natsMsgs} {
+		m.closes, m.queueDepth, m.writeTime, m.batchSize, m.natsMsgs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

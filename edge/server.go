@@ -232,6 +232,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		return nil, false
 	}
 	c.ws = ws
+	c.batch, _ = ws.NetConn().(*batchConn)
 	s.register(c)
 	s.metrics.handshakes.WithLabelValues("ok").Inc()
 	c.Send(protocol.Frame{

@@ -168,7 +168,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", protocol.Path)
 		g.Go(func() error { return edgeSv.Run(gctx) })
 		g.Go(func() error {
-			if err := public.Serve(pln); !errors.Is(err, http.ErrServerClosed) {
+			if err := public.Serve(edge.Listener(pln)); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
