@@ -263,12 +263,13 @@ func createKeyspace(ctx context.Context, open SessionOpener, cfg Config) error {
 func lock(ctx context.Context, s *gocql.Session, ttl time.Duration, logger *slog.Logger) (unlock func(), err error) {
 	owner := gocql.MustRandomUUID().String()
 	for {
-		var holder string
+		prev := map[string]any{}
 		applied, err := s.Query(`INSERT INTO schema_lock (id, owner) VALUES ('migrate', ?) IF NOT EXISTS USING TTL ?`,
-			owner, int(ttl.Seconds())).WithContext(ctx).ScanCAS(nil, &holder)
+			owner, int(ttl.Seconds())).WithContext(ctx).MapScanCAS(prev)
 		if err != nil {
 			return nil, fmt.Errorf("take migration lock: %w", err)
 		}
+		holder, _ := prev["owner"].(string)
 		if applied {
 			break
 		}

@@ -124,3 +124,46 @@ func exec(t *testing.T, s *gocql.Session, stmt string, args ...any) {
 		t.Fatalf("%s: %v", stmt, err)
 	}
 }
+
+// Several processes migrating one keyspace at once (parleyd instances starting together)
+// serialise on the lock: every migration is applied exactly once and all of them succeed.
+func TestConcurrentMigrators(t *testing.T) {
+	ks := strings.ToLower(teststack.ID(t))
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := backend.NewCassandra(teststack.CassandraConfig(), prometheus.NewRegistry(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if s, err := c.Open(context.Background(), ""); err == nil {
+			_ = s.Query("DROP KEYSPACE IF EXISTS " + ks).Exec()
+			s.Close()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := schema.Config{Keyspace: ks, Replication: schema.Replication{Strategy: "SimpleStrategy", Factor: 1}}
+	type out struct {
+		res schema.Result
+		err error
+	}
+	results := make(chan out, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			res, err := schema.Migrate(ctx, c.Open, cfg, logger)
+			results <- out{res, err}
+		}()
+	}
+	ms, _ := schema.Migrations()
+	applied := 0
+	for i := 0; i < 3; i++ {
+		o := <-results
+		if o.err != nil {
+			t.Fatalf("concurrent Migrate: %v", o.err)
+		}
+		applied += len(o.res.Applied)
+	}
+	if applied != len(ms) {
+		t.Errorf("%d migrations applied across 3 migrators; want each of the %d once", applied, len(ms))
+	}
+}

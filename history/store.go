@@ -1,0 +1,386 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound: no such conversation, or the user is not a member (callers answer both the
+	// same way, so a non-member learns nothing).
+	ErrNotFound = errors.New("not found")
+	// ErrSeqTaken: a message at one of the seqs being appended already exists. The appender
+	// is stale (another sequencer moved on): it must reload the last seq.
+	ErrSeqTaken = errors.New("seq already taken")
+	// ErrTooManyMembers: a group would exceed Config.MaxMembers.
+	ErrTooManyMembers = errors.New("too many members")
+	// ErrInvalid: the request is malformed (an empty member list, a bad limit).
+	ErrInvalid = errors.New("invalid request")
+)
+
+// Config configures the Store. Zero values take the defaults.
+type Config struct {
+	// BucketSize is how many seqs share a message partition. Default 1000. It is part of the
+	// data layout: never change it for a keyspace that holds messages.
+	BucketSize int64
+	// MaxMembers bounds a group's size. Default 1000.
+	MaxMembers int
+	// MaxPage bounds one page of messages. Default 200.
+	MaxPage int
+}
+
+// Defaults.
+const (
+	DefaultBucketSize = 1000
+	DefaultMaxMembers = 1000
+	DefaultMaxPage    = 200
+)
+
+// Store reads and writes conversations and messages.
+type Store struct {
+	s   *gocql.Session
+	cfg Config
+}
+
+// New returns a Store on a session bound to Parley's keyspace.
+func New(s *gocql.Session, cfg Config) (*Store, error) {
+	if cfg.BucketSize == 0 {
+		cfg.BucketSize = DefaultBucketSize
+	}
+	if cfg.MaxMembers == 0 {
+		cfg.MaxMembers = DefaultMaxMembers
+	}
+	if cfg.MaxPage == 0 {
+		cfg.MaxPage = DefaultMaxPage
+	}
+	if cfg.BucketSize < 1 || cfg.MaxMembers < 2 || cfg.MaxPage < 1 {
+		return nil, fmt.Errorf("history config: bucket size, max members and max page must be positive (members at least 2)")
+	}
+	return &Store{s: s, cfg: cfg}, nil
+}
+
+// Conversation is a conversation's metadata.
+type Conversation struct {
+	ID        chat.ConversationID
+	Kind      chat.Kind
+	Title     string
+	CreatedBy chat.UserID
+	CreatedAt time.Time
+}
+
+// Member is a user's membership. A member may read seqs from JoinedSeq (exclusive: the
+// messages after they joined) up to LeftSeq when they have left or were removed (LeftSeq > 0).
+type Member struct {
+	User      chat.UserID
+	Role      chat.Role
+	JoinedSeq int64
+	LeftSeq   int64
+}
+
+// Active reports whether the member is still in the conversation.
+func (m Member) Active() bool { return m.LeftSeq == 0 }
+
+func uuid(id chat.ConversationID) gocql.UUID { return gocql.UUID(id) }
+
+// CreateDirect creates the direct conversation of a and b if it does not exist and returns
+// its id (the same for both users, see chat.DirectConversationID). created is false when it
+// existed already.
+func (st *Store) CreateDirect(ctx context.Context, a, b chat.UserID, now time.Time) (id chat.ConversationID, created bool, err error) {
+	if a == b {
+		return id, false, fmt.Errorf("%w: a direct conversation needs two different users", ErrInvalid)
+	}
+	id = chat.DirectConversationID(a, b)
+	created, err = st.s.Query(`INSERT INTO conversations (conversation_id, kind, created_by, created_at, last_seq)
+		VALUES (?, ?, ?, ?, 0) IF NOT EXISTS`, uuid(id), string(chat.KindDirect), string(a), now).
+		WithContext(ctx).MapScanCAS(map[string]any{})
+	if err != nil {
+		return id, false, fmt.Errorf("create direct conversation: %w", err)
+	}
+	// Members are written every time: idempotent, and it repairs a creation that crashed
+	// between the two writes.
+	b2 := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx)
+	for _, u := range []chat.UserID{a, b} {
+		b2.Query(`INSERT INTO conversation_members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, ?, 0)`,
+			uuid(id), string(u), string(chat.RoleMember))
+	}
+	if err := b2.Exec(); err != nil {
+		return id, created, fmt.Errorf("add direct members: %w", err)
+	}
+	return id, created, nil
+}
+
+// CreateGroup creates a group owned by creator with the other members, and returns its id.
+func (st *Store) CreateGroup(ctx context.Context, creator chat.UserID, title string, members []chat.UserID, now time.Time) (chat.ConversationID, error) {
+	all := []chat.UserID{creator}
+	for _, m := range members {
+		if !slices.Contains(all, m) {
+			all = append(all, m)
+		}
+	}
+	if len(all) > st.cfg.MaxMembers {
+		return chat.ConversationID{}, fmt.Errorf("%w: %d members, at most %d", ErrTooManyMembers, len(all), st.cfg.MaxMembers)
+	}
+	id := chat.NewConversationID()
+	if err := st.s.Query(`INSERT INTO conversations (conversation_id, kind, title, created_by, created_at, last_seq)
+		VALUES (?, ?, ?, ?, ?, 0)`, uuid(id), string(chat.KindGroup), title, string(creator), now).
+		WithContext(ctx).Exec(); err != nil {
+		return id, fmt.Errorf("create group: %w", err)
+	}
+	// One partition: a single unlogged batch is atomic and isolated for it.
+	b := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx)
+	for _, u := range all {
+		role := chat.RoleMember
+		if u == creator {
+			role = chat.RoleOwner
+		}
+		b.Query(`INSERT INTO conversation_members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, ?, 0)`,
+			uuid(id), string(u), string(role))
+	}
+	if err := b.Exec(); err != nil {
+		return id, fmt.Errorf("add group members: %w", err)
+	}
+	return id, nil
+}
+
+// Conversation returns a conversation's metadata, or ErrNotFound.
+func (st *Store) Conversation(ctx context.Context, id chat.ConversationID) (Conversation, error) {
+	c := Conversation{ID: id}
+	var kind, createdBy string
+	err := st.s.Query(`SELECT kind, title, created_by, created_at FROM conversations WHERE conversation_id = ?`, uuid(id)).
+		WithContext(ctx).Idempotent(true).Scan(&kind, &c.Title, &createdBy, &c.CreatedAt)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("read conversation: %w", err)
+	}
+	c.Kind, c.CreatedBy = chat.Kind(kind), chat.UserID(createdBy)
+	return c, nil
+}
+
+// Member returns user's membership of a conversation, or ErrNotFound when there is none.
+func (st *Store) Member(ctx context.Context, id chat.ConversationID, user chat.UserID) (Member, error) {
+	m := Member{User: user}
+	var role string
+	err := st.s.Query(`SELECT role, joined_seq, left_seq FROM conversation_members WHERE conversation_id = ? AND user_id = ?`,
+		uuid(id), string(user)).WithContext(ctx).Idempotent(true).Scan(&role, &m.JoinedSeq, &m.LeftSeq)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return m, ErrNotFound
+	}
+	if err != nil {
+		return m, fmt.Errorf("read member: %w", err)
+	}
+	m.Role = chat.Role(role)
+	return m, nil
+}
+
+// Members returns every member, past ones included (LeftSeq > 0).
+func (st *Store) Members(ctx context.Context, id chat.ConversationID) ([]Member, error) {
+	iter := st.s.Query(`SELECT user_id, role, joined_seq, left_seq FROM conversation_members WHERE conversation_id = ?`,
+		uuid(id)).WithContext(ctx).Idempotent(true).Iter()
+	var (
+		out        []Member
+		user, role string
+		m          Member
+	)
+	for iter.Scan(&user, &role, &m.JoinedSeq, &m.LeftSeq) {
+		m.User, m.Role = chat.UserID(user), chat.Role(role)
+		out = append(out, m)
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("read members: %w", err)
+	}
+	return out, nil
+}
+
+func (st *Store) bucket(seq int64) int64 { return seq / st.cfg.BucketSize }
+
+const messageColumns = `seq, kind, sender_id, sender_device, client_msg_id, body, target_seq, created_at`
+
+// Append stores messages of one conversation with consecutive seqs. Each bucket's rows go in
+// one conditional batch (IF NOT EXISTS, one Paxos round per partition): if any seq exists
+// already, nothing of that bucket is written and ErrSeqTaken is returned. It then records each
+// message's client_msg_id and raises the conversation's last_seq hint. Appending the same
+// messages again after a failure is safe only for the appender that still owns the seqs.
+func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	for i := 1; i < len(msgs); i++ {
+		if msgs[i].Seq != msgs[i-1].Seq+1 {
+			return fmt.Errorf("%w: seqs must be consecutive", ErrInvalid)
+		}
+	}
+	for start := 0; start < len(msgs); {
+		end := start
+		for end < len(msgs) && st.bucket(msgs[end].Seq) == st.bucket(msgs[start].Seq) {
+			end++
+		}
+		b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(gocql.LocalSerial)
+		for _, m := range msgs[start:end] {
+			b.Query(`INSERT INTO messages (conversation_id, bucket, `+messageColumns+`)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
+				uuid(id), st.bucket(m.Seq), m.Seq, string(m.Kind), string(m.Sender), string(m.SenderDevice),
+				gocql.UUID(m.ClientMsgID), m.Body, m.TargetSeq, m.CreatedAt)
+		}
+		applied, iter, err := b.MapExecCAS(map[string]any{})
+		if iter != nil {
+			_ = iter.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("append messages: %w", err)
+		}
+		if !applied {
+			return fmt.Errorf("%w: seqs %d-%d", ErrSeqTaken, msgs[start].Seq, msgs[end-1].Seq)
+		}
+		start = end
+	}
+	for _, m := range msgs {
+		if m.Sender == "" {
+			continue
+		}
+		if err := st.s.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
+			uuid(id), string(m.Sender), gocql.UUID(m.ClientMsgID), m.Seq).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+			return fmt.Errorf("record client_msg_id: %w", err)
+		}
+	}
+	last := msgs[len(msgs)-1].Seq
+	if err := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last, uuid(id)).
+		WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		return fmt.Errorf("update last_seq: %w", err)
+	}
+	return nil
+}
+
+// SeqOf returns the seq a sender's client_msg_id was given in a conversation, if any.
+func (st *Store) SeqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte) (int64, bool, error) {
+	var seq int64
+	err := st.s.Query(`SELECT seq FROM message_ids WHERE conversation_id = ? AND sender_id = ? AND client_msg_id = ?`,
+		uuid(id), string(sender), gocql.UUID(clientMsgID)).WithContext(ctx).Idempotent(true).Scan(&seq)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("read client_msg_id: %w", err)
+	}
+	return seq, true, nil
+}
+
+// LastSeq returns the highest seq stored in a conversation (0 when empty). It starts from the
+// conversation's last_seq hint and walks forward over full buckets, so a stale hint costs a
+// read or two, never a wrong answer. ErrNotFound if the conversation does not exist.
+func (st *Store) LastSeq(ctx context.Context, id chat.ConversationID) (int64, error) {
+	var hint int64
+	err := st.s.Query(`SELECT last_seq FROM conversations WHERE conversation_id = ?`, uuid(id)).
+		WithContext(ctx).Idempotent(true).Scan(&hint)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read last_seq: %w", err)
+	}
+	last := hint
+	for b := st.bucket(hint); ; b++ {
+		var top int64
+		err := st.s.Query(`SELECT seq FROM messages WHERE conversation_id = ? AND bucket = ? LIMIT 1`, uuid(id), b).
+			WithContext(ctx).Idempotent(true).Scan(&top)
+		if errors.Is(err, gocql.ErrNotFound) {
+			return last, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read bucket %d: %w", b, err)
+		}
+		last = max(last, top)
+		if top < (b+1)*st.cfg.BucketSize-1 {
+			return last, nil // the bucket is not full: the log ends here
+		}
+	}
+}
+
+// Before returns up to limit messages with seq < before, newest first. before <= 0 means
+// from the latest message.
+func (st *Store) Before(ctx context.Context, id chat.ConversationID, before int64, limit int) ([]chat.Message, error) {
+	limit, err := st.clamp(limit)
+	if err != nil {
+		return nil, err
+	}
+	if before <= 0 {
+		last, err := st.LastSeq(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		before = last + 1
+	}
+	var out []chat.Message
+	for b := st.bucket(before - 1); b >= 0 && len(out) < limit && before > 1; b-- {
+		page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq < ? LIMIT ?`,
+			uuid(id), b, before, limit-len(out))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+	}
+	return out, nil
+}
+
+// After returns up to limit messages with seq > after, oldest first.
+func (st *Store) After(ctx context.Context, id chat.ConversationID, after int64, limit int) ([]chat.Message, error) {
+	limit, err := st.clamp(limit)
+	if err != nil {
+		return nil, err
+	}
+	if after < 0 {
+		after = 0
+	}
+	var out []chat.Message
+	for b := st.bucket(after + 1); len(out) < limit; b++ {
+		page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
+			uuid(id), b, after, limit-len(out))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		// Seqs are contiguous, so a bucket that does not reach its last seq is the end.
+		if len(page) == 0 || page[len(page)-1].Seq < (b+1)*st.cfg.BucketSize-1 {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (st *Store) clamp(limit int) (int, error) {
+	if limit < 0 {
+		return 0, fmt.Errorf("%w: limit %d", ErrInvalid, limit)
+	}
+	if limit == 0 {
+		return 50, nil
+	}
+	return min(limit, st.cfg.MaxPage), nil
+}
+
+func (st *Store) read(ctx context.Context, id chat.ConversationID, stmt string, args ...any) ([]chat.Message, error) {
+	iter := st.s.Query(stmt, args...).WithContext(ctx).Idempotent(true).Iter()
+	var (
+		out                  []chat.Message
+		kind, sender, device string
+		cmid                 gocql.UUID
+		m                    chat.Message
+	)
+	for iter.Scan(&m.Seq, &kind, &sender, &device, &cmid, &m.Body, &m.TargetSeq, &m.CreatedAt) {
+		m.Conversation = id
+		m.Kind, m.Sender, m.SenderDevice, m.ClientMsgID = chat.MessageKind(kind), chat.UserID(sender), chat.DeviceID(device), [16]byte(cmid)
+		out = append(out, m)
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("read messages: %w", err)
+	}
+	return out, nil
+}

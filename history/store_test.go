@@ -1,0 +1,219 @@
+package history_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+
+	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/teststack"
+)
+
+func newStore(t *testing.T, cfg history.Config) (*history.Store, *gocql.Session) {
+	t.Helper()
+	s := teststack.Cassandra(t)
+	st, err := history.New(s, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, s
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func user(t *testing.T, name string) chat.UserID { return chat.UserID(teststack.ID(t) + "_" + name) }
+
+func TestDirectConversationIsCreatedOnce(t *testing.T) {
+	st, _ := newStore(t, history.Config{})
+	a, b := user(t, "a"), user(t, "b")
+	id1, created1, err := st.CreateDirect(ctx(t), a, b, time.Now())
+	if err != nil || !created1 {
+		t.Fatalf("first CreateDirect = %v, %v, %v; want created", id1, created1, err)
+	}
+	id2, created2, err := st.CreateDirect(ctx(t), b, a, time.Now())
+	if err != nil || created2 || id2 != id1 {
+		t.Fatalf("second CreateDirect = %v, %v, %v; want the same id, not created", id2, created2, err)
+	}
+	members, err := st.Members(ctx(t), id1)
+	if err != nil || len(members) != 2 {
+		t.Fatalf("Members = %v, %v; want 2", members, err)
+	}
+	c, err := st.Conversation(ctx(t), id1)
+	if err != nil || c.Kind != chat.KindDirect || c.CreatedBy != a {
+		t.Errorf("Conversation = %+v, %v", c, err)
+	}
+	if _, _, err := st.CreateDirect(ctx(t), a, a, time.Now()); !errors.Is(err, history.ErrInvalid) {
+		t.Errorf("direct conversation with oneself: %v; want ErrInvalid", err)
+	}
+}
+
+func TestGroupMembership(t *testing.T) {
+	st, _ := newStore(t, history.Config{MaxMembers: 3})
+	owner, m1, m2, m3 := user(t, "o"), user(t, "m1"), user(t, "m2"), user(t, "m3")
+	id, err := st.CreateGroup(ctx(t), owner, "team", []chat.UserID{m1, m2, m1}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Member(ctx(t), id, owner)
+	if err != nil || got.Role != chat.RoleOwner || !got.Active() {
+		t.Errorf("owner membership = %+v, %v", got, err)
+	}
+	if got, err := st.Member(ctx(t), id, m2); err != nil || got.Role != chat.RoleMember {
+		t.Errorf("member m2 = %+v, %v", got, err)
+	}
+	if _, err := st.Member(ctx(t), id, m3); !errors.Is(err, history.ErrNotFound) {
+		t.Errorf("non-member: %v; want ErrNotFound", err)
+	}
+	if _, err := st.Member(ctx(t), chat.NewConversationID(), owner); !errors.Is(err, history.ErrNotFound) {
+		t.Errorf("unknown conversation: %v; want ErrNotFound", err)
+	}
+	if _, err := st.Conversation(ctx(t), chat.NewConversationID()); !errors.Is(err, history.ErrNotFound) {
+		t.Errorf("unknown conversation: %v; want ErrNotFound", err)
+	}
+	if _, err := st.CreateGroup(ctx(t), owner, "big", []chat.UserID{m1, m2, m3}, time.Now()); !errors.Is(err, history.ErrTooManyMembers) {
+		t.Errorf("4 members with MaxMembers 3: %v; want ErrTooManyMembers", err)
+	}
+}
+
+func msgs(id chat.ConversationID, sender chat.UserID, from, to int64) []chat.Message {
+	var out []chat.Message
+	for s := from; s <= to; s++ {
+		m := chat.Message{Conversation: id, Seq: s, Kind: chat.MessageText, Sender: sender, SenderDevice: "d",
+			Body: fmt.Sprintf("message %d", s), CreatedAt: time.UnixMilli(1_800_000_000_000 + s)}
+		binary.BigEndian.PutUint64(m.ClientMsgID[8:], uint64(s))
+		copy(m.ClientMsgID[:8], sender)
+		out = append(out, m)
+	}
+	return out
+}
+
+// Paging backwards from the latest message and forwards from any seq returns every message
+// exactly once, in order, across bucket boundaries (bucket size 10 here).
+func TestPagingAcrossBuckets(t *testing.T) {
+	st, s := newStore(t, history.Config{BucketSize: 10})
+	a, b := user(t, "a"), user(t, "b")
+	id, _, err := st.CreateDirect(ctx(t), a, b, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 35
+	// Appends of 5 that cross bucket boundaries (8-12, 18-22, ...).
+	for from := int64(1); from <= n; from += 5 {
+		if err := st.Append(ctx(t), id, msgs(id, a, from, min(from+4, n))); err != nil {
+			t.Fatalf("Append %d: %v", from, err)
+		}
+	}
+	if last, err := st.LastSeq(ctx(t), id); err != nil || last != n {
+		t.Fatalf("LastSeq = %d, %v; want %d", last, err, n)
+	}
+
+	// Backwards from the latest, 7 at a time.
+	var seen []int64
+	before := int64(0)
+	for {
+		page, err := st.Before(ctx(t), id, before, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, m := range page {
+			seen = append(seen, m.Seq)
+		}
+		before = page[len(page)-1].Seq
+	}
+	for i, seq := range seen {
+		if seq != n-int64(i) {
+			t.Fatalf("backwards paging gave %v; want %d down to 1", seen, n)
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("backwards paging gave %d messages; want %d", len(seen), n)
+	}
+
+	// Forwards from every starting point, 6 at a time.
+	for start := int64(0); start <= n; start++ {
+		var got []int64
+		after := start
+		for {
+			page, err := st.After(ctx(t), id, after, 6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, m := range page {
+				got = append(got, m.Seq)
+				if m.Body != fmt.Sprintf("message %d", m.Seq) || m.Sender != a || m.Conversation != id {
+					t.Fatalf("message %d read back as %+v", m.Seq, m)
+				}
+			}
+			after = page[len(page)-1].Seq
+		}
+		if int64(len(got)) != n-start {
+			t.Fatalf("forwards from %d gave %v; want %d..%d", start, got, start+1, n)
+		}
+		for i, seq := range got {
+			if seq != start+1+int64(i) {
+				t.Fatalf("forwards from %d gave %v; want %d..%d in order", start, got, start+1, n)
+			}
+		}
+	}
+
+	// A stale last_seq hint does not hide messages.
+	if err := s.Query(`UPDATE conversations SET last_seq = 3 WHERE conversation_id = ?`, gocql.UUID(id)).Exec(); err != nil {
+		t.Fatal(err)
+	}
+	if last, err := st.LastSeq(ctx(t), id); err != nil || last != n {
+		t.Errorf("LastSeq with a stale hint = %d, %v; want %d", last, err, n)
+	}
+	// The client_msg_id of every message maps to its seq.
+	for _, m := range msgs(id, a, 1, n) {
+		if seq, ok, err := st.SeqOf(ctx(t), id, a, m.ClientMsgID); err != nil || !ok || seq != m.Seq {
+			t.Fatalf("SeqOf(%d) = %d, %v, %v", m.Seq, seq, ok, err)
+		}
+	}
+	if _, ok, err := st.SeqOf(ctx(t), id, b, msgs(id, a, 1, 1)[0].ClientMsgID); err != nil || ok {
+		t.Errorf("SeqOf for another sender = %v, %v; want not found", ok, err)
+	}
+}
+
+// A seq can be written once: a stale appender gets ErrSeqTaken and writes nothing in that
+// partition.
+func TestAppendFencesTakenSeqs(t *testing.T) {
+	st, _ := newStore(t, history.Config{BucketSize: 10})
+	id, _, err := st.CreateDirect(ctx(t), user(t, "a"), user(t, "b"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := msgs(id, "winner", 1, 3)
+	if err := st.Append(ctx(t), id, mine); err != nil {
+		t.Fatal(err)
+	}
+	stale := msgs(id, "stale", 3, 5) // seq 3 is taken, 4 and 5 are free: all or nothing
+	if err := st.Append(ctx(t), id, stale); !errors.Is(err, history.ErrSeqTaken) {
+		t.Fatalf("stale append = %v; want ErrSeqTaken", err)
+	}
+	page, err := st.After(ctx(t), id, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 3 || page[2].Sender != "winner" {
+		t.Errorf("after a refused append the log is %+v; want the 3 winning messages only", page)
+	}
+	if err := st.Append(ctx(t), id, append(msgs(id, "x", 7, 7), msgs(id, "x", 9, 9)...)); !errors.Is(err, history.ErrInvalid) {
+		t.Errorf("non-consecutive input: %v; want ErrInvalid", err)
+	}
+}

@@ -1,0 +1,38 @@
+package chat
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestConversationIDRoundTrip(t *testing.T) {
+	for i := 0; i < 100; i++ {
+		id := NewConversationID()
+		got, err := ParseConversationID(id.String())
+		if err != nil || got != id {
+			t.Fatalf("Parse(%s) = %v, %v", id, got, err)
+		}
+		if id.String()[14] != '4' {
+			t.Fatalf("random id %s is not version 4", id)
+		}
+	}
+	upper := "7D1F3A52-5B0E-4C1A-9A57-2F1E0C6B9D10"
+	if id, err := ParseConversationID(upper); err != nil || id.String() != "7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10" {
+		t.Errorf("Parse(%s) = %v, %v", upper, id, err)
+	}
+	for _, bad := range []string{"", "7d1f3a525b0e4c1a9a572f1e0c6b9d10", "7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d1g", "7d1f3a52_5b0e-4c1a-9a57-2f1e0c6b9d10"} {
+		if _, err := ParseConversationID(bad); !errors.Is(err, ErrInvalidConversation) {
+			t.Errorf("Parse(%q) error = %v; want ErrInvalidConversation", bad, err)
+		}
+	}
+}
+
+func TestDirectConversationIDIsSymmetricAndDistinct(t *testing.T) {
+	ab, ba := DirectConversationID("alice", "bob"), DirectConversationID("bob", "alice")
+	if ab != ba {
+		t.Fatalf("direct id depends on order: %s vs %s", ab, ba)
+	}
+	if ab == DirectConversationID("alice", "carol") || ab == DirectConversationID("alic", "ebob") {
+		t.Fatal("different pairs share a direct id")
+	}
+}
