@@ -20,7 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parleyhq/parley/internal/auth"
-	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
@@ -562,8 +562,8 @@ func TestRoutingToAllDevicesOverNATS(t *testing.T) {
 	laptop := te.connect(user, "laptop")
 	other := te.connect(user+"x", "phone")
 
-	msg := nats.NewMsg(backend.UserSubject(chat.UserID(user)))
-	msg.Header.Set(backend.HeaderFrameType, string(protocol.TypeMessage))
+	msg := nats.NewMsg(routing.UserSubject(chat.UserID(user)))
+	msg.Header.Set(routing.HeaderFrameType, string(protocol.TypeMessage))
 	msg.Data = []byte(`{"type":"message","conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","seq":1,"body":"hi"}`)
 	// The subscriptions are made when the connections register; publish until both see it.
 	if err := n.Conn.FlushTimeout(5 * time.Second); err != nil {

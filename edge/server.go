@@ -21,7 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/internal/auth"
-	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -308,7 +308,7 @@ func (s *Server) register(c *Conn) {
 	s.mu.Unlock()
 	s.metrics.connections.Inc()
 	if needSub {
-		sub, err := s.nc.ChanSubscribe(backend.UserSubject(c.user), s.natsCh)
+		sub, err := s.nc.ChanSubscribe(routing.UserSubject(c.user), s.natsCh)
 		if err != nil {
 			s.logger.Warn("subscribe user subject", "user", c.user, "err", err)
 			return
@@ -434,8 +434,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 // route forwards a frame published on a user subject to that user's connections here.
 func (s *Server) route(m *nats.Msg) {
-	user := chat.UserID(strings.TrimPrefix(m.Subject, backend.UserSubjectPrefix))
-	typ := protocol.Type(m.Header.Get(backend.HeaderFrameType))
+	user := chat.UserID(strings.TrimPrefix(m.Subject, routing.UserSubjectPrefix))
+	typ := protocol.Type(m.Header.Get(routing.HeaderFrameType))
 	s.mu.Lock()
 	u := s.users[user]
 	var conns []*Conn

@@ -207,9 +207,9 @@ const messageColumns = `seq, kind, sender_id, sender_device, client_msg_id, body
 
 // Append stores messages of one conversation with consecutive seqs. Each bucket's rows go in
 // one conditional batch (IF NOT EXISTS, one Paxos round per partition): if any seq exists
-// already, nothing of that bucket is written and ErrSeqTaken is returned. It then records each
-// message's client_msg_id and raises the conversation's last_seq hint. Appending the same
-// messages again after a failure is safe only for the appender that still owns the seqs.
+// already, nothing of that bucket is written and ErrSeqTaken is returned. It then raises the
+// conversation's last_seq hint. The client_msg_id map is written separately, before, by
+// ClaimClientMsgID (see docs/delivery.md for why that order).
 func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -243,21 +243,45 @@ func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat
 		}
 		start = end
 	}
-	for _, m := range msgs {
-		if m.Sender == "" {
-			continue
-		}
-		if err := st.s.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
-			uuid(id), string(m.Sender), gocql.UUID(m.ClientMsgID), m.Seq).WithContext(ctx).Idempotent(true).Exec(); err != nil {
-			return fmt.Errorf("record client_msg_id: %w", err)
-		}
-	}
 	last := msgs[len(msgs)-1].Seq
 	if err := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last, uuid(id)).
 		WithContext(ctx).Idempotent(true).Exec(); err != nil {
 		return fmt.Errorf("update last_seq: %w", err)
 	}
 	return nil
+}
+
+// ClaimClientMsgID records that a sender's client_msg_id is being given seq. A later claim for
+// the same id overwrites it (a stale claim whose seq went to another message is replaced).
+func (st *Store) ClaimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte, seq int64) error {
+	if err := st.s.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
+		uuid(id), string(sender), gocql.UUID(clientMsgID), seq).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		return fmt.Errorf("record client_msg_id: %w", err)
+	}
+	return nil
+}
+
+// MessageAt returns the message at seq, if it exists.
+func (st *Store) MessageAt(ctx context.Context, id chat.ConversationID, seq int64) (chat.Message, bool, error) {
+	page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq = ?`,
+		uuid(id), st.bucket(seq), seq)
+	if err != nil || len(page) == 0 {
+		return chat.Message{}, false, err
+	}
+	return page[0], true, nil
+}
+
+// IsActiveMember reports whether user is a current member of the conversation (false, nil
+// for a conversation that does not exist).
+func (st *Store) IsActiveMember(ctx context.Context, id chat.ConversationID, user chat.UserID) (bool, error) {
+	m, err := st.Member(ctx, id, user)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return m.Active(), nil
 }
 
 // SeqOf returns the seq a sender's client_msg_id was given in a conversation, if any.

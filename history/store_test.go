@@ -109,9 +109,27 @@ func TestPagingAcrossBuckets(t *testing.T) {
 	const n = 35
 	// Appends of 5 that cross bucket boundaries (8-12, 18-22, ...).
 	for from := int64(1); from <= n; from += 5 {
-		if err := st.Append(ctx(t), id, msgs(id, a, from, min(from+4, n))); err != nil {
+		batch := msgs(id, a, from, min(from+4, n))
+		for _, m := range batch {
+			if err := st.ClaimClientMsgID(ctx(t), id, m.Sender, m.ClientMsgID, m.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.Append(ctx(t), id, batch); err != nil {
 			t.Fatalf("Append %d: %v", from, err)
 		}
+	}
+	if m, ok, err := st.MessageAt(ctx(t), id, 12); err != nil || !ok || m.Seq != 12 || m.Body != "message 12" {
+		t.Errorf("MessageAt(12) = %+v, %v, %v", m, ok, err)
+	}
+	if _, ok, err := st.MessageAt(ctx(t), id, n+1); err != nil || ok {
+		t.Errorf("MessageAt(%d) = %v, %v; want not found", n+1, ok, err)
+	}
+	if ok, err := st.IsActiveMember(ctx(t), id, a); err != nil || !ok {
+		t.Errorf("IsActiveMember(a) = %v, %v", ok, err)
+	}
+	if ok, err := st.IsActiveMember(ctx(t), id, "stranger"); err != nil || ok {
+		t.Errorf("IsActiveMember(stranger) = %v, %v", ok, err)
 	}
 	if last, err := st.LastSeq(ctx(t), id); err != nil || last != n {
 		t.Fatalf("LastSeq = %d, %v; want %d", last, err, n)

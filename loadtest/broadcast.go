@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -129,7 +129,7 @@ func RunBroadcast(ctx context.Context, d *Dialer, cfg BroadcastConfig, progress 
 
 	subjects := make([]string, cfg.Users)
 	for u := range subjects {
-		subjects[u] = backend.UserSubject(chat.UserID(fmt.Sprintf("%s%d", cfg.UserPrefix, u)))
+		subjects[u] = routing.UserSubject(chat.UserID(fmt.Sprintf("%s%d", cfg.UserPrefix, u)))
 	}
 	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
 	defer tick.Stop()
@@ -148,7 +148,7 @@ loop:
 				Conversation: "7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10", Body: strconv.FormatInt(time.Now().UnixNano(), 10)})
 			for _, s := range subjects {
 				m := nats.NewMsg(s)
-				m.Header.Set(backend.HeaderFrameType, string(protocol.TypeMessage))
+				m.Header.Set(routing.HeaderFrameType, string(protocol.TypeMessage))
 				m.Data = data
 				if err := nc.PublishMsg(m); err != nil {
 					return res, err

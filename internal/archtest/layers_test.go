@@ -22,7 +22,7 @@ type rule struct {
 
 var (
 	layer0  = []string{"protocol", "internal/chat"}
-	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "presence", "history", "inbox")
+	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "internal/routing", "presence", "history", "inbox")
 	drivers = []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis", "github.com/nats-io/nats.go"}
 )
 
@@ -36,15 +36,17 @@ var rules = map[string]rule{
 	"internal/backend": {layer: "1", mayImport: layer0},
 	"internal/schema":  {layer: "1", mayImport: layer0, forbidden: []string{"github.com/redis/go-redis", "github.com/nats-io/nats.go"}},
 	"internal/admin":   {layer: "1", mayImport: layer0, forbidden: drivers},
-	"presence":         {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend"), forbidden: []string{"github.com/apache/cassandra-gocql-driver"}},
+	"internal/routing": {layer: "1", mayImport: layer0, forbidden: []string{"github.com/"}},
+	"presence":         {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend", "internal/routing"), forbidden: []string{"github.com/apache/cassandra-gocql-driver"}},
 	"history":          {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend")},
 	"inbox":            {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend", "history")},
 	// Layer 2: the pipeline and the REST handlers.
 	"delivery":            {layer: "2", mayImport: layer1},
 	"history/historyhttp": {layer: "2", mayImport: layer1},
 	"inbox/inboxhttp":     {layer: "2", mayImport: layer1},
-	// Layer 3: the edge never touches Cassandra, history or inbox.
-	"edge": {layer: "3", mayImport: []string{"protocol", "internal/chat", "internal/auth", "internal/backend", "presence", "delivery"},
+	// Layer 3: the edge never touches Cassandra, history or inbox, not even transitively
+	// (TestEdgeDoesNotDependOnCassandra): it publishes through delivery/ingest.
+	"edge": {layer: "3", mayImport: []string{"protocol", "internal/chat", "internal/auth", "internal/routing", "presence", "delivery/ingest"},
 		forbidden: []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql"}},
 	// Layer 4: binaries wire everything.
 	"cmd": {layer: "4", mayImport: []string{""}},
@@ -52,7 +54,7 @@ var rules = map[string]rule{
 	"clients/go": {layer: "sdk", mayImport: []string{"protocol", "clients/go"}, forbidden: drivers},
 	// The edge fan-out scenario publishes on NATS user subjects as delivery does, so loadtest may
 	// use nats.go and the subject names of internal/backend; never the stores' drivers.
-	"loadtest": {layer: "loadtest", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat", "internal/backend", "loadtest"},
+	"loadtest": {layer: "loadtest", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat", "internal/routing", "loadtest"},
 		forbidden: []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis"}},
 	// Test-only helpers and this package.
 	"internal/teststack": {layer: "test", mayImport: layer1},
@@ -60,6 +62,7 @@ var rules = map[string]rule{
 }
 
 type pkg struct {
+	Deps         []string
 	ImportPath   string
 	Name         string
 	Doc          string
@@ -70,7 +73,7 @@ type pkg struct {
 
 func listPackages(t *testing.T) []pkg {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-json", module+"/...")
+	cmd := exec.Command("go", "list", "-deps=false", "-json", module+"/...")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +160,26 @@ func TestImportLayers(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The edge must not depend on the Cassandra driver even through another package: an edge-only
+// process then links no Cassandra code at all.
+func TestEdgeDoesNotDependOnCassandra(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.ImportPath != module+"/edge" {
+			continue
+		}
+		if !slices.Contains(p.Deps, "github.com/gorilla/websocket") {
+			t.Fatalf("edge's dependency list %v lacks gorilla/websocket: go list gave no Deps", p.Deps)
+		}
+		for _, d := range p.Deps {
+			if strings.Contains(d, "gocql") || strings.HasSuffix(d, "/history") || strings.HasSuffix(d, "/inbox") {
+				t.Errorf("edge depends on %s", d)
+			}
+		}
+		return
+	}
+	t.Fatal("edge package not found")
 }
 
 func TestEveryPackageHasADocComment(t *testing.T) {

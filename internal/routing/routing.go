@@ -1,8 +1,11 @@
-package backend
+// Package routing names the NATS subjects and headers by which the parts of Parley hand live
+// events to each other. It is small on purpose: the edge, delivery, presence and the load-test
+// harness share these names without depending on each other or on any store driver.
+package routing
 
 import "github.com/parleyhq/parley/internal/chat"
 
-// NATS subjects and headers that the parts of Parley share. The edge subscribes to a user's
+// The edge subscribes to a user's
 // subject while it holds a connection of that user; whoever has a frame for that user
 // (delivery, presence, typing) publishes it there, already encoded, with its frame type in
 // HeaderFrameType so the edge can apply its drop policy without decoding it.

@@ -1,0 +1,82 @@
+package delivery
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/parleyhq/parley/delivery/ingest"
+)
+
+// Config configures the workers. Zero values take the defaults.
+type Config struct {
+	// Ingest describes the stream the workers consume.
+	Ingest ingest.Config
+	// AckWait is how long a worker may hold a message before it is redelivered. Default 30s.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of one message. Default 200: with RetryDelays that is more
+	// than an hour of retrying a store outage before the message is given up.
+	MaxDeliver int
+	// RetryDelays are the waits before redelivering a message whose processing failed for a
+	// transient reason (Cassandra unavailable): the n-th failure waits RetryDelays[n], the
+	// last value repeating. Default 100ms, 500ms, 1s, 2s, 5s, 10s, 20s.
+	RetryDelays []time.Duration
+	// PinnedTTL is how long a silent worker keeps its partitions before another takes over.
+	// Default 10s.
+	PinnedTTL time.Duration
+}
+
+// Defaults.
+const (
+	DefaultAckWait    = 30 * time.Second
+	DefaultMaxDeliver = 200
+	DefaultPinnedTTL  = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	c.Ingest = c.Ingest.WithDefaults()
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.RetryDelays == nil {
+		c.RetryDelays = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, time.Second,
+			2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second}
+	}
+	if c.PinnedTTL == 0 {
+		c.PinnedTTL = DefaultPinnedTTL
+	}
+	return c
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	if err := c.Ingest.Validate(); err != nil {
+		return err
+	}
+	c = c.withDefaults()
+	switch {
+	case c.AckWait < time.Second:
+		return fmt.Errorf("delivery ack wait %v: at least 1s", c.AckWait)
+	case c.MaxDeliver < 2:
+		return fmt.Errorf("delivery max deliver %d: at least 2", c.MaxDeliver)
+	case c.PinnedTTL < time.Second:
+		return fmt.Errorf("delivery pinned TTL %v: at least 1s", c.PinnedTTL)
+	}
+	for _, d := range c.RetryDelays {
+		if d <= 0 || d > c.AckWait*10 {
+			return fmt.Errorf("delivery retry delay %v must be positive and at most 10 x ack wait", d)
+		}
+	}
+	return nil
+}
+
+// retryDelay is the wait before the n-th redelivery (n from 1).
+func (c Config) retryDelay(n uint64) time.Duration {
+	i := int(min(n, uint64(len(c.RetryDelays)))) - 1
+	if i < 0 {
+		return c.RetryDelays[0]
+	}
+	return c.RetryDelays[i]
+}

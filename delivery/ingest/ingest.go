@@ -1,0 +1,137 @@
+// Package ingest is the publishing side of the delivery pipeline: the ingest stream's
+// configuration, the record a send becomes, and the publish that makes it durable. It is its
+// own package so the edge can publish without depending on the stores the workers use.
+package ingest
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+// Send is an accepted send as it travels through the ingest stream.
+type Send struct {
+	Conversation chat.ConversationID `json:"-"`
+	Sender       chat.UserID         `json:"sender"`
+	SenderDevice chat.DeviceID       `json:"sender_device"`
+	ClientMsgID  [16]byte            `json:"-"`
+	Body         string              `json:"body"`
+	// AcceptedAt is when the edge published it (Unix milliseconds in the record).
+	AcceptedAt time.Time `json:"-"`
+}
+
+// record is the JSON body of an ingest message.
+type record struct {
+	Conversation string `json:"conversation"`
+	ClientMsgID  string `json:"client_msg_id"`
+	Sender       string `json:"sender"`
+	SenderDevice string `json:"sender_device,omitempty"`
+	Body         string `json:"body"`
+	AcceptedMS   int64  `json:"accepted_ms"`
+}
+
+func encodeSend(s Send) ([]byte, error) {
+	return json.Marshal(record{
+		Conversation: s.Conversation.String(), ClientMsgID: hex.EncodeToString(s.ClientMsgID[:]),
+		Sender: string(s.Sender), SenderDevice: string(s.SenderDevice), Body: s.Body,
+		AcceptedMS: s.AcceptedAt.UnixMilli(),
+	})
+}
+
+// ErrPoison marks an ingest message that can never be processed (it is terminated, not retried).
+var ErrPoison = errors.New("malformed ingest record")
+
+// Decode parses an ingest message body; ErrPoison (wrapped) when it can never be processed.
+func Decode(data []byte) (Send, error) {
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Send{}, fmt.Errorf("%w: %v", ErrPoison, err)
+	}
+	conv, err := chat.ParseConversationID(r.Conversation)
+	if err != nil {
+		return Send{}, fmt.Errorf("%w: %v", ErrPoison, err)
+	}
+	var cmid [16]byte
+	if b, err := hex.DecodeString(r.ClientMsgID); err != nil || len(b) != 16 {
+		return Send{}, fmt.Errorf("%w: client_msg_id", ErrPoison)
+	} else {
+		copy(cmid[:], b)
+	}
+	if _, err := chat.ParseUserID(r.Sender); err != nil {
+		return Send{}, fmt.Errorf("%w: %v", ErrPoison, err)
+	}
+	return Send{Conversation: conv, Sender: chat.UserID(r.Sender), SenderDevice: chat.DeviceID(r.SenderDevice),
+		ClientMsgID: cmid, Body: r.Body, AcceptedAt: time.UnixMilli(r.AcceptedMS)}, nil
+}
+
+// Partition is the partition of a conversation: FNV-1a of its id, modulo n.
+func Partition(id chat.ConversationID, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write(id[:])
+	return int(h.Sum32() % uint32(n))
+}
+
+// Ingest publishes sends into the ingest stream.
+type Ingest struct {
+	js  jetstream.JetStream
+	cfg Config
+}
+
+// New returns an Ingest; EnsureStream must have succeeded once (any process may do it).
+func New(js jetstream.JetStream, cfg Config) (*Ingest, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Ingest{js: js, cfg: cfg.WithDefaults()}, nil
+}
+
+// EnsureStream creates the ingest stream, or updates the settings that may change.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.WithDefaults()
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "Parley: accepted sends, before sequencing",
+		Subjects:    []string{cfg.SubjectPrefix + "*"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Retention:   jetstream.WorkQueuePolicy,
+		Duplicates:  cfg.DuplicateWindow,
+		Discard:     jetstream.DiscardNew,
+		MaxMsgSize:  1 << 20,
+	})
+	if err != nil {
+		return fmt.Errorf("ingest stream %s: %w", cfg.Stream, err)
+	}
+	return nil
+}
+
+// Publish appends a send to its partition and returns once the stream has stored it (the
+// PubAck). The Nats-Msg-Id makes a retry within the duplicate window a no-op for the stream.
+func (in *Ingest) Publish(ctx context.Context, s Send) error {
+	data, err := encodeSend(s)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(in.cfg.SubjectPrefix + strconv.Itoa(Partition(s.Conversation, in.cfg.Partitions)))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, s.Conversation.String()+"/"+string(s.Sender)+"/"+hex.EncodeToString(s.ClientMsgID[:]))
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := in.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("ingest publish: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,43 @@
+package delivery
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	outcomes     *prometheus.CounterVec
+	sequencing   prometheus.Histogram
+	endToEnd     prometheus.Histogram
+	fenced       prometheus.Counter
+	fanout       prometheus.Counter
+	fanoutErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	lat := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &metrics{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_delivery_messages_total",
+			Help: "Ingest messages handled, by outcome (sequenced, duplicate, retry, poison).",
+		}, []string{"outcome"}),
+		sequencing: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_delivery_sequencing_seconds", Help: "Time to sequence and store one message.", Buckets: lat,
+		}),
+		endToEnd: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_delivery_accepted_to_pushed_seconds", Help: "From the edge's accept to the live fan-out publish.", Buckets: lat,
+		}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_delivery_fenced_total", Help: "Appends refused because the seq was taken (a stale worker reloaded).",
+		}),
+		fanout: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_delivery_fanout_publishes_total", Help: "Live fan-out publishes to user subjects.",
+		}),
+		fanoutErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_delivery_fanout_errors_total", Help: "Live fan-outs that failed (the members sync instead).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

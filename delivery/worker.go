@@ -1,0 +1,270 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleyhq/parley/delivery/ingest"
+	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/internal/routing"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/protocol"
+)
+
+// priorityGroup is the one priority group of every partition consumer.
+const priorityGroup = "sequencer"
+
+// Worker sequences the partitions it is pinned to. Run many (one per delivery process): for
+// each partition JetStream delivers to one of them at a time and fails over to another when it
+// stops pulling for PinnedTTL.
+type Worker struct {
+	cfg     Config
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	store   *history.Store
+	logger  *slog.Logger
+	metrics *metrics
+	now     func() time.Time
+}
+
+// NewWorker returns a Worker. ingest.EnsureStream must have succeeded.
+func NewWorker(cfg Config, js jetstream.JetStream, nc *nats.Conn, store *history.Store, reg prometheus.Registerer, logger *slog.Logger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{cfg: cfg.withDefaults(), js: js, nc: nc, store: store, logger: logger, metrics: m, now: time.Now}, nil
+}
+
+// Run consumes every partition until ctx ends. Messages being processed when ctx ends are
+// left unacknowledged and are redelivered (to this or another worker).
+func (w *Worker) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, w.cfg.Ingest.Partitions)
+	for p := 0; p < w.cfg.Ingest.Partitions; p++ {
+		cons, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Ingest.Stream, jetstream.ConsumerConfig{
+			Durable:        "sequencer-" + strconv.Itoa(p),
+			Description:    "Parley sequencer of partition " + strconv.Itoa(p),
+			FilterSubject:  w.cfg.Ingest.SubjectPrefix + strconv.Itoa(p),
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        w.cfg.AckWait,
+			MaxDeliver:     w.cfg.MaxDeliver,
+			MaxAckPending:  1, // strictly one message at a time: the order of the partition is kept
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+			PriorityGroups: []string{priorityGroup},
+			PriorityPolicy: jetstream.PriorityPolicyPinned,
+			PinnedTTL:      w.cfg.PinnedTTL,
+		})
+		if err != nil {
+			return fmt.Errorf("consumer of partition %d: %w", p, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.consume(ctx, p, cons); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// consume pulls one partition. last holds the last seq of each conversation seen while this
+// worker has the partition; it is reloaded from Cassandra whenever it may be stale.
+func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(1),
+		jetstream.PullExpiry(w.cfg.PinnedTTL/2))
+	if err != nil {
+		return fmt.Errorf("pull partition %d: %w", p, err)
+	}
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	ps := &partitionState{last: map[chat.ConversationID]int64{}, members: map[chat.ConversationID]cachedMembers{}}
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			w.logger.Warn("pull", "partition", p, "err", err)
+			select { // a persistent error (NATS away) must not spin
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		w.handle(ctx, ps, msg)
+	}
+}
+
+type partitionState struct {
+	last    map[chat.ConversationID]int64
+	members map[chat.ConversationID]cachedMembers
+}
+
+type cachedMembers struct {
+	users []chat.UserID
+	at    time.Time
+}
+
+// membersTTL bounds how stale the member list used for live fan-out may be. Live push is best
+// effort; a member added a moment ago catches up through sync.
+const membersTTL = 5 * time.Second
+
+// handle sequences one message. The order of steps, and why a crash between any two loses
+// nothing and duplicates nothing, is in docs/delivery.md.
+func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.Msg) {
+	start := w.now()
+	s, err := ingest.Decode(msg.Data())
+	if err != nil {
+		w.logger.Error("terminating malformed ingest message", "subject", msg.Subject(), "err", err)
+		w.metrics.outcomes.WithLabelValues("poison").Inc()
+		_ = msg.Term()
+		return
+	}
+	m, dup, err := w.sequence(ctx, ps, s)
+	if err != nil {
+		if ctx.Err() != nil {
+			return // shutting down: redelivered later
+		}
+		delete(ps.last, s.Conversation) // reload next time: the failure may have left it stale
+		meta, _ := msg.Metadata()
+		n := uint64(1)
+		if meta != nil {
+			n = meta.NumDelivered
+		}
+		w.logger.Warn("sequencing failed; will retry", "conversation", s.Conversation, "attempt", n, "err", err)
+		w.metrics.outcomes.WithLabelValues("retry").Inc()
+		_ = msg.NakWithDelay(w.cfg.retryDelay(n))
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		// Not fatal: a redelivery finds the message already stored (the dedupe path).
+		w.logger.Warn("ack", "err", err)
+	}
+	if dup {
+		w.metrics.outcomes.WithLabelValues("duplicate").Inc()
+	} else {
+		w.metrics.outcomes.WithLabelValues("sequenced").Inc()
+		w.metrics.sequencing.Observe(w.now().Sub(start).Seconds())
+	}
+	w.fanOut(ctx, ps, m)
+	w.metrics.endToEnd.Observe(w.now().Sub(s.AcceptedAt).Seconds())
+}
+
+// sequence gives s its seq and stores it, or finds the seq it was already given.
+func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send) (chat.Message, bool, error) {
+	conv := s.Conversation
+	m := chat.Message{Conversation: conv, Kind: chat.MessageText, Sender: s.Sender, SenderDevice: s.SenderDevice,
+		ClientMsgID: s.ClientMsgID, Body: s.Body, CreatedAt: w.now().UTC().Truncate(time.Millisecond)}
+
+	claimed, ok, err := w.store.SeqOf(ctx, conv, s.Sender, s.ClientMsgID)
+	if err != nil {
+		return m, false, err
+	}
+	if ok {
+		stored, exists, err := w.store.MessageAt(ctx, conv, claimed)
+		if err != nil {
+			return m, false, err
+		}
+		if exists && stored.Sender == s.Sender && stored.ClientMsgID == s.ClientMsgID {
+			return stored, true, nil // sent before: same message, same seq
+		}
+		// Claimed but not stored (a crash between the two writes), or the claim went stale.
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		last, known := ps.last[conv]
+		if !known {
+			if last, err = w.store.LastSeq(ctx, conv); err != nil {
+				return m, false, err
+			}
+		}
+		m.Seq = last + 1
+		if err := w.store.ClaimClientMsgID(ctx, conv, s.Sender, s.ClientMsgID, m.Seq); err != nil {
+			return m, false, err
+		}
+		err := w.store.Append(ctx, conv, []chat.Message{m})
+		if errors.Is(err, history.ErrSeqTaken) {
+			// Another worker wrote this seq (it had the partition meanwhile): reload and retry.
+			w.metrics.fenced.Inc()
+			delete(ps.last, conv)
+			continue
+		}
+		if err != nil {
+			return m, false, err
+		}
+		ps.last[conv] = m.Seq
+		return m, false, nil
+	}
+	return m, false, fmt.Errorf("seq of conversation %s taken 5 times in a row", conv)
+}
+
+// fanOut publishes the sequenced message on every current member's user subject, the
+// sender's included (their other devices). Best effort: failures are counted, sync repairs.
+func (w *Worker) fanOut(ctx context.Context, ps *partitionState, m chat.Message) {
+	users, err := w.memberList(ctx, ps, m.Conversation)
+	if err != nil {
+		w.metrics.fanoutErrors.Inc()
+		w.logger.Warn("fan-out: members", "conversation", m.Conversation, "err", err)
+		return
+	}
+	data, err := protocol.Encode(MessageFrame(m))
+	if err != nil {
+		return
+	}
+	for _, u := range users {
+		out := nats.NewMsg(routing.UserSubject(u))
+		out.Header.Set(routing.HeaderFrameType, string(protocol.TypeMessage))
+		out.Data = data
+		if err := w.nc.PublishMsg(out); err != nil {
+			w.metrics.fanoutErrors.Inc()
+		}
+	}
+	w.metrics.fanout.Add(float64(len(users)))
+}
+
+func (w *Worker) memberList(ctx context.Context, ps *partitionState, conv chat.ConversationID) ([]chat.UserID, error) {
+	if c, ok := ps.members[conv]; ok && w.now().Sub(c.at) < membersTTL {
+		return c.users, nil
+	}
+	ms, err := w.store.Members(ctx, conv)
+	if err != nil {
+		return nil, err
+	}
+	users := make([]chat.UserID, 0, len(ms))
+	for _, m := range ms {
+		if m.Active() {
+			users = append(users, m.User)
+		}
+	}
+	ps.members[conv] = cachedMembers{users: users, at: w.now()}
+	return users, nil
+}
+
+// MessageFrame is the protocol frame of a stored message.
+func MessageFrame(m chat.Message) protocol.Frame {
+	return protocol.Frame{
+		Type: protocol.TypeMessage, Conversation: m.Conversation.String(), Seq: m.Seq,
+		Sender: string(m.Sender), SenderDevice: string(m.SenderDevice), ClientMsgID: formatUUID(m.ClientMsgID),
+		Kind: string(m.Kind), Body: m.Body, TS: m.CreatedAt.UnixMilli(),
+	}
+}
+
+func formatUUID(b [16]byte) string { return chat.ConversationID(b).String() }
