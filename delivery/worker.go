@@ -140,6 +140,15 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.M
 		return
 	}
 	m, dup, err := w.sequence(ctx, ps, s)
+	if errors.Is(err, history.ErrNotFound) {
+		// The edge checked membership before accepting, so the conversation existed: this
+		// worker is pointed at another keyspace than the edge. Retrying cannot help.
+		w.logger.Error("terminating message of an unknown conversation (edge and delivery on different keyspaces?)",
+			"conversation", s.Conversation)
+		w.metrics.outcomes.WithLabelValues("poison").Inc()
+		_ = msg.Term()
+		return
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return // shutting down: redelivered later

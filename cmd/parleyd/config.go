@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleyhq/parley/delivery"
+	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/edge"
 	"github.com/parleyhq/parley/internal/admin"
 	"github.com/parleyhq/parley/internal/auth"
@@ -57,8 +59,11 @@ func (rs roleSet) String() string {
 }
 
 // Dependencies each role needs (DESIGN.md section 2): the edge never touches Cassandra.
-func (rs roleSet) needsRedis() bool     { return rs[roleEdge] || rs[roleAPI] }
-func (rs roleSet) needsCassandra() bool { return rs[roleDelivery] || rs[roleAPI] }
+func (rs roleSet) needsRedis() bool { return rs[roleEdge] || rs[roleAPI] }
+
+// needsCassandra: the edge reads conversation membership before accepting a send (through an
+// interface; the edge package itself links no Cassandra code).
+func (rs roleSet) needsCassandra() bool { return rs[roleEdge] || rs[roleDelivery] || rs[roleAPI] }
 
 // logConfig is shared by every subcommand.
 type logConfig struct{ level string }
@@ -152,6 +157,7 @@ type runConfig struct {
 	auth            auth.Config
 	jwksFile        string
 	edge            edge.Config
+	delivery        delivery.Config
 	admin           admin.Config
 	redis           backend.RedisConfig
 	nats            backend.NATSConfig
@@ -175,6 +181,7 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 		"Public listen address: the WebSocket endpoint /v1/ws (edge role) and the REST API (api role).")
 	authFlags(fs, &c.auth, &c.jwksFile)
 	edgeFlags(fs, &c.edge)
+	deliveryFlags(fs, &c.delivery)
 	stringFlag(fs, &c.admin.Addr, "admin-addr", admin.DefaultAddr, hostPort,
 		"Listen address of /healthz, /readyz, /metrics and /debug/pprof.")
 	durationFlag(fs, &c.admin.CheckTimeout, "readiness-check-timeout", admin.DefaultCheckTimeout,
@@ -214,7 +221,7 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 // validate is the backstop behind the per-flag checks: each component's own Validate, and
 // the settings that only some roles need. It loads the JWKS file.
 func (c *runConfig) validate() error {
-	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate(), c.edge.Validate()} {
+	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate(), c.edge.Validate(), c.delivery.Validate()} {
 		if err != nil {
 			return err
 		}
@@ -270,4 +277,34 @@ func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
 		"Frames queued per connection before ephemeral frames are dropped and then the client is closed as slow (4009).")
 	durationFlag(fs, &c.DrainWindow, "edge-drain-window", edge.DefaultDrainWindow, 0, 10*time.Minute,
 		"On shutdown, reconnect hints are spread over this long before connections are closed with 1001.")
+}
+
+// deliveryFlags registers the ingest stream and worker settings.
+func deliveryFlags(fs *flag.FlagSet, c *delivery.Config) {
+	stringFlag(fs, &c.Ingest.Stream, "delivery-stream", ingest.DefaultStream, func(s string) error {
+		if s == "" || strings.ContainsAny(s, " .*>\t") {
+			return errors.New("want a JetStream stream name: no spaces, '.', '*' or '>'")
+		}
+		return nil
+	}, "JetStream stream of accepted sends.")
+	stringFlag(fs, &c.Ingest.SubjectPrefix, "delivery-subject-prefix", ingest.DefaultSubjectPrefix, func(s string) error {
+		if !strings.HasSuffix(s, ".") || strings.ContainsAny(s, " *>") || strings.HasPrefix(s, ".") {
+			return errors.New("want NATS subject tokens ending with '.', e.g. parley.ingest.")
+		}
+		return nil
+	}, "Subject prefix of the ingest stream's partitions (prefix + partition number).")
+	intFlag(fs, &c.Ingest.Partitions, "delivery-partitions", ingest.DefaultPartitions, 1, 1024,
+		"Partitions of the ingest stream (ordered, one active worker each); fixed once the stream holds messages.")
+	intFlag(fs, &c.Ingest.Replicas, "delivery-stream-replicas", 1, 1, 5,
+		"Replicas of the ingest stream: 1 for one NATS server, 3 for a cluster.")
+	durationFlag(fs, &c.Ingest.DuplicateWindow, "delivery-duplicate-window", ingest.DefaultDuplicateWindow, 100*time.Millisecond, 24*time.Hour,
+		"JetStream's dedupe window for resent sends (later resends are caught by the client_msg_id map).")
+	durationFlag(fs, &c.Ingest.PublishTimeout, "delivery-publish-timeout", ingest.DefaultPublishTimeout, time.Millisecond, time.Minute,
+		"Deadline of making a send durable before answering accepted.")
+	durationFlag(fs, &c.AckWait, "delivery-ack-wait", delivery.DefaultAckWait, time.Second, 10*time.Minute,
+		"How long a worker may hold a message before it is redelivered.")
+	intFlag(fs, &c.MaxDeliver, "delivery-max-deliver", delivery.DefaultMaxDeliver, 2, 100000,
+		"Deliveries of one message before it is given up.")
+	durationFlag(fs, &c.PinnedTTL, "delivery-pinned-ttl", delivery.DefaultPinnedTTL, time.Second, 10*time.Minute,
+		"A worker silent this long loses its partitions to another (failover time).")
 }

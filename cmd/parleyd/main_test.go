@@ -16,7 +16,9 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -144,13 +146,15 @@ func TestRunAgainstStack(t *testing.T) {
 	addr := freeAddr(t)
 	public := freeAddr(t)
 	vars := map[string]string{
-		"PARLEY_ADMIN_ADDR":            addr,
-		"PARLEY_LISTEN_ADDR":           public,
-		"PARLEY_AUTH_HS256_SECRET":     testSecret,
-		"PARLEY_EDGE_DRAIN_WINDOW":     "200ms",
-		"PARLEY_CASSANDRA_KEYSPACE":    teststack.Keyspace,
-		"PARLEY_CASSANDRA_CONSISTENCY": "ONE",
-		"PARLEY_LOG_LEVEL":             "warn",
+		"PARLEY_ADMIN_ADDR":              addr,
+		"PARLEY_LISTEN_ADDR":             public,
+		"PARLEY_AUTH_HS256_SECRET":       testSecret,
+		"PARLEY_EDGE_DRAIN_WINDOW":       "200ms",
+		"PARLEY_DELIVERY_STREAM":         "T_" + teststack.ID(t),
+		"PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + teststack.ID(t) + ".",
+		"PARLEY_CASSANDRA_KEYSPACE":      teststack.Keyspace,
+		"PARLEY_CASSANDRA_CONSISTENCY":   "ONE",
+		"PARLEY_LOG_LEVEL":               "warn",
 	}
 	for _, k := range []string{"PARLEY_REDIS_ADDR", "PARLEY_NATS_URL", "PARLEY_CASSANDRA_HOSTS"} {
 		if v := os.Getenv(k); v != "" {
@@ -197,18 +201,68 @@ func TestRunAgainstStack(t *testing.T) {
 		}
 	}
 
-	// A client reaches the edge through the public listener and gets hello.
+	t.Cleanup(func() {
+		n := teststack.NATS(t)
+		_ = n.JetStream.DeleteStream(context.Background(), vars["PARLEY_DELIVERY_STREAM"])
+	})
+	// Clients reach the edge through the public listener and get hello.
 	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
-	tok, _ := a.Mint("alice", "phone", time.Hour)
 	dialer := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}}
-	ws, _, err := dialer.Dial("ws://"+public+protocol.Path, http.Header{"Authorization": {"Bearer " + tok}})
-	if err != nil {
-		t.Fatalf("dial the edge: %v", err)
+	prefix := teststack.ID(t)
+	alice, bob, carol := chat.UserID(prefix+"_alice"), chat.UserID(prefix+"_bob"), chat.UserID(prefix+"_carol")
+	connect := func(u chat.UserID) *websocket.Conn {
+		tok, _ := a.Mint(u, "phone", time.Hour)
+		ws, _, err := dialer.Dial("ws://"+public+protocol.Path, http.Header{"Authorization": {"Bearer " + tok}})
+		if err != nil {
+			t.Fatalf("dial the edge: %v", err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		var hello protocol.Frame
+		if err := ws.ReadJSON(&hello); err != nil || hello.Type != protocol.TypeHello || hello.User != string(u) {
+			t.Fatalf("first frame %+v, %v; want hello for %s", hello, err, u)
+		}
+		return ws
 	}
-	defer ws.Close()
-	var hello protocol.Frame
-	if err := ws.ReadJSON(&hello); err != nil || hello.Type != protocol.TypeHello || hello.User != "alice" {
-		t.Fatalf("first frame %+v, %v; want hello for alice", hello, err)
+	ws, wsBob, wsCarol := connect(alice), connect(bob), connect(carol)
+
+	// A message goes end to end: alice sends, gets accepted, and both members' devices get it
+	// with seq 1; carol, not a member, gets not_found.
+	store, err := history.New(teststack.Cassandra(t), history.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv, _, err := store.CreateDirect(context.Background(), alice, bob, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmid := chat.NewConversationID().String()
+	send := protocol.Frame{Type: protocol.TypeSend, ID: "s1", Conversation: conv.String(), ClientMsgID: cmid, Body: "hi bob"}
+	if err := ws.WriteJSON(send); err != nil {
+		t.Fatal(err)
+	}
+	next := func(c *websocket.Conn) protocol.Frame {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		var f protocol.Frame
+		if err := c.ReadJSON(&f); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return f
+	}
+	if f := next(ws); f.Type != protocol.TypeAccepted || f.ID != "s1" || f.ClientMsgID != cmid {
+		t.Fatalf("reply to send: %+v; want accepted", f)
+	}
+	for name, c := range map[string]*websocket.Conn{"alice": ws, "bob": wsBob} {
+		if f := next(c); f.Type != protocol.TypeMessage || f.Seq != 1 || f.Body != "hi bob" || f.Sender != string(alice) {
+			t.Errorf("%s received %+v; want the message at seq 1", name, f)
+		}
+	}
+	send.ID, send.ClientMsgID = "s2", chat.NewConversationID().String()
+	if err := wsCarol.WriteJSON(send); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(wsCarol); f.Type != protocol.TypeError || f.Code != protocol.CodeNotFound || f.ID != "s2" {
+		t.Errorf("non-member's send: %+v; want not_found", f)
 	}
 
 	// A signal (cancel) drains: the client is told to reconnect, then closed with 1001.

@@ -15,7 +15,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/parleyhq/parley/delivery"
+	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/edge"
+	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/internal/admin"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
@@ -116,10 +119,13 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	}
 	logger.Info("parleyd starting", "version", version(), "roles", cfg.roles.String(), "admin", ln.Addr().String())
 
-	g, gctx := errgroup.WithContext(ctx)
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return adm.Serve(ln) })
 	// abort stops what runs so far when start-up fails.
 	abort := func(d *deps, err error) error {
+		cancelRun()
 		if d != nil {
 			d.close()
 		}
@@ -139,6 +145,35 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	}
 	adm.AddCheck(d.checks()...)
 
+	var store *history.Store
+	if d.cassandra != nil {
+		if store, err = history.New(d.cassandra, history.Config{}); err != nil {
+			return abort(d, err)
+		}
+	}
+	if cfg.roles[roleEdge] || cfg.roles[roleDelivery] {
+		ectx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
+		err := ingest.EnsureStream(ectx, d.nats.JetStream, cfg.delivery.Ingest)
+		cancel()
+		if err != nil {
+			return abort(d, err)
+		}
+	}
+	// workerDone is closed when the delivery worker has stopped (at once without the role).
+	workerDone := make(chan struct{})
+	if cfg.roles[roleDelivery] {
+		worker, err := delivery.NewWorker(cfg.delivery, d.nats.JetStream, d.nats.Conn, store, reg, logger.With("component", "delivery"))
+		if err != nil {
+			return abort(d, err)
+		}
+		g.Go(func() error {
+			defer close(workerDone)
+			return worker.Run(gctx)
+		})
+	} else {
+		close(workerDone)
+	}
+
 	// The public listener carries the edge's WebSocket endpoint (and the REST API when built).
 	var (
 		public *http.Server
@@ -153,6 +188,11 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		if err != nil {
 			return abort(d, err)
 		}
+		in, err := ingest.New(d.nats.JetStream, cfg.delivery.Ingest)
+		if err != nil {
+			return abort(d, err)
+		}
+		edgeSv.EnableSend(store, in)
 		mux := http.NewServeMux()
 		mux.Handle(protocol.Path, edgeSv)
 		public = &http.Server{
@@ -192,6 +232,12 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		if err := public.Shutdown(shutdownCtx); err != nil {
 			logger.Warn("public listener shutdown", "err", err)
 		}
+	}
+	// The worker stops at its next message boundary; a message it was handling is redelivered.
+	select {
+	case <-workerDone:
+	case <-shutdownCtx.Done():
+		logger.Warn("delivery worker did not stop before the shutdown deadline")
 	}
 	d.close()
 	if err := adm.Shutdown(shutdownCtx); err != nil {
