@@ -15,8 +15,8 @@ import (
 
 	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/history"
-	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/protocol"
 )
 

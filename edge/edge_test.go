@@ -20,8 +20,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parleyhq/parley/internal/auth"
-	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
 )

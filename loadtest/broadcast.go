@@ -11,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/protocol"
 )
 
