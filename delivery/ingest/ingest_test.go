@@ -1,0 +1,72 @@
+package ingest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+func TestRecordRoundTrip(t *testing.T) {
+	s := Send{Conversation: chat.NewConversationID(), Sender: "alice", SenderDevice: "phone",
+		ClientMsgID: [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, Body: "héllo \"quoted\"",
+		AcceptedAt: time.UnixMilli(1_795_380_881_123)}
+	data, err := encodeSend(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != s {
+		t.Errorf("Decode(encode(s)) = %+v; want %+v", got, s)
+	}
+}
+
+func TestDecodePoison(t *testing.T) {
+	for name, data := range map[string]string{
+		"not json":         `nope`,
+		"bad conversation": `{"conversation":"x","client_msg_id":"0102030405060708090a0b0c0d0e0f10","sender":"a","body":"b"}`,
+		"bad cmid":         `{"conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"zz","sender":"a","body":"b"}`,
+		"bad sender":       `{"conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"0102030405060708090a0b0c0d0e0f10","sender":"a b","body":"b"}`,
+	} {
+		if _, err := Decode([]byte(data)); !errors.Is(err, ErrPoison) {
+			t.Errorf("%s: Decode = %v; want ErrPoison", name, err)
+		}
+	}
+}
+
+// A conversation always maps to the same partition, and conversations spread over all of them.
+func TestPartition(t *testing.T) {
+	id := chat.NewConversationID()
+	if Partition(id, 16) != Partition(id, 16) {
+		t.Fatal("partition is not stable")
+	}
+	seen := map[int]bool{}
+	for i := 0; i < 2000; i++ {
+		p := Partition(chat.NewConversationID(), 16)
+		if p < 0 || p >= 16 {
+			t.Fatalf("partition %d out of range", p)
+		}
+		seen[p] = true
+	}
+	if len(seen) != 16 {
+		t.Errorf("2000 conversations used %d of 16 partitions", len(seen))
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := (Config{}).Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+	for name, c := range map[string]Config{
+		"partitions": {Partitions: -1}, "replicas": {Replicas: 9}, "window": {DuplicateWindow: time.Millisecond},
+		"timeout": {PublishTimeout: -time.Second},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
