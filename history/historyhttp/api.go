@@ -1,0 +1,414 @@
+package historyhttp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parleyhq/parley/delivery/ingest"
+	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/protocol"
+)
+
+// Verifier checks a bearer token (internal/auth.Authority).
+type Verifier interface {
+	Verify(token string) (auth.Identity, error)
+}
+
+// Publisher makes a posted message durable (delivery/ingest.Ingest).
+type Publisher interface {
+	Publish(ctx context.Context, s ingest.Send) error
+}
+
+var (
+	_ Verifier  = (*auth.Authority)(nil)
+	_ Publisher = (*ingest.Ingest)(nil)
+)
+
+// Config configures the API. Zero values take the defaults.
+type Config struct {
+	// MaxBodyBytes bounds a message body (as the edge's max_body_bytes). Default 16 KiB.
+	MaxBodyBytes int
+	// RequestTimeout bounds each request's work. Default 10s.
+	RequestTimeout time.Duration
+}
+
+// API serves the history routes.
+type API struct {
+	cfg      Config
+	store    *history.Store
+	verifier Verifier
+	pub      Publisher
+	logger   *slog.Logger
+	now      func() time.Time
+}
+
+// New returns the API.
+func New(cfg Config, store *history.Store, verifier Verifier, pub Publisher, logger *slog.Logger) *API {
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 16 << 10
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	return &API{cfg: cfg, store: store, verifier: verifier, pub: pub, logger: logger, now: time.Now}
+}
+
+// Routes are the API's routes, for the table-driven authorization test and the OpenAPI file.
+var Routes = []struct{ Method, Pattern string }{
+	{http.MethodPost, "/v1/conversations"},
+	{http.MethodGet, "/v1/conversations/{id}"},
+	{http.MethodGet, "/v1/conversations/{id}/messages"},
+	{http.MethodPost, "/v1/conversations/{id}/messages"},
+}
+
+// Register adds the routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.Handle("POST /v1/conversations", a.authed(a.createConversation))
+	mux.Handle("GET /v1/conversations/{id}", a.authed(a.member(a.getConversation)))
+	mux.Handle("GET /v1/conversations/{id}/messages", a.authed(a.member(a.listMessages)))
+	mux.Handle("POST /v1/conversations/{id}/messages", a.authed(a.member(a.postMessage)))
+}
+
+// apiError is an error with its HTTP status and stable code.
+type apiError struct {
+	status     int
+	code       protocol.Code
+	msg        string
+	retryAfter int
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errorf(status int, code protocol.Code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// toAPIError is the one table from errors to statuses and codes.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.Is(err, history.ErrNotFound):
+		return errorf(http.StatusNotFound, protocol.CodeNotFound, "no such conversation")
+	case errors.Is(err, history.ErrInvalid):
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
+	case errors.Is(err, history.ErrTooManyMembers):
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
+	case errors.Is(err, chat.ErrInvalidID), errors.Is(err, chat.ErrInvalidConversation):
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable, msg: "timed out; retry later", retryAfter: 2}
+	}
+	// Anything else comes from Cassandra or NATS being unreachable or overloaded.
+	return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable, msg: "storage unavailable; retry later", retryAfter: 5}
+}
+
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	ae := toAPIError(err)
+	if ae.status >= 500 {
+		a.logger.Warn("api error", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	if ae.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
+	}
+	writeJSON(w, ae.status, map[string]any{"code": ae.code, "message": ae.msg, "retryable": ae.code.Retryable()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, id auth.Identity) error
+
+type ctxKey int
+
+const convKey ctxKey = 0
+
+// authed checks the bearer token, bounds the request, and maps the handler's error.
+func (a *API) authed(h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || len(token) > protocol.MaxTokenBytes {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+			a.writeError(w, r, errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "send Authorization: Bearer <JWT>"))
+			return
+		}
+		id, err := a.verifier.Verify(strings.TrimSpace(token))
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
+			code := protocol.CodeUnauthorized
+			if errors.Is(err, auth.ErrExpiredToken) {
+				code = protocol.CodeTokenExpired
+			}
+			a.writeError(w, r, errorf(http.StatusUnauthorized, code, "invalid or expired token"))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.RequestTimeout)
+		defer cancel()
+		if err := h(w, r.WithContext(ctx), id); err != nil {
+			a.writeError(w, r, err)
+		}
+	})
+}
+
+// member resolves {id} and lets only current members through; anyone else gets the 404 of a
+// conversation that does not exist.
+func (a *API) member(h handler) handler {
+	return func(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+		conv, err := chat.ParseConversationID(r.PathValue("id"))
+		if err != nil {
+			return errorf(http.StatusNotFound, protocol.CodeNotFound, "no such conversation")
+		}
+		ok, err := a.store.IsActiveMember(r.Context(), conv, id.User)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return history.ErrNotFound
+		}
+		return h(w, r.WithContext(context.WithValue(r.Context(), convKey, conv)), id)
+	}
+}
+
+func convOf(r *http.Request) chat.ConversationID {
+	return r.Context().Value(convKey).(chat.ConversationID)
+}
+
+// decodeJSON reads a JSON body of at most limit bytes into v.
+func decodeJSON(r *http.Request, limit int64, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, protocol.CodeBadRequest, "send Content-Type: application/json")
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "reading the body: %v", err)
+	}
+	if int64(len(body)) > limit {
+		return errorf(http.StatusRequestEntityTooLarge, protocol.CodeBodyTooLarge, "body over %d bytes", limit)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "malformed JSON body: %v", err)
+	}
+	return nil
+}
+
+// ConversationJSON is a conversation in responses.
+type ConversationJSON struct {
+	ID        string       `json:"id"`
+	Kind      string       `json:"kind"`
+	Title     string       `json:"title,omitempty"`
+	CreatedBy string       `json:"created_by"`
+	CreatedAt int64        `json:"created_at"`
+	LastSeq   int64        `json:"last_seq"`
+	Members   []MemberJSON `json:"members"`
+}
+
+// MemberJSON is a current member.
+type MemberJSON struct {
+	User string `json:"user"`
+	Role string `json:"role"`
+}
+
+type createRequest struct {
+	Kind    string   `json:"kind"`
+	With    string   `json:"with,omitempty"`
+	Title   string   `json:"title,omitempty"`
+	Members []string `json:"members,omitempty"`
+}
+
+func (a *API) createConversation(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	var req createRequest
+	if err := decodeJSON(r, 64<<10, &req); err != nil {
+		return err
+	}
+	var (
+		conv    chat.ConversationID
+		created = true
+		err     error
+	)
+	switch req.Kind {
+	case string(chat.KindDirect):
+		other, perr := chat.ParseUserID(req.With)
+		if perr != nil {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "with: %v", perr)
+		}
+		conv, created, err = a.store.CreateDirect(r.Context(), id.User, other, a.now())
+	case string(chat.KindGroup):
+		if len(req.Title) > 256 {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "title over 256 bytes")
+		}
+		members := make([]chat.UserID, 0, len(req.Members))
+		for _, m := range req.Members {
+			u, perr := chat.ParseUserID(m)
+			if perr != nil {
+				return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "members: %v", perr)
+			}
+			members = append(members, u)
+		}
+		conv, err = a.store.CreateGroup(r.Context(), id.User, req.Title, members, a.now())
+	default:
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, `kind must be "direct" or "group"`)
+	}
+	if err != nil {
+		return err
+	}
+	out, err := a.conversationJSON(r.Context(), conv)
+	if err != nil {
+		return err
+	}
+	status := http.StatusCreated
+	if !created {
+		status = http.StatusOK
+	}
+	w.Header().Set("Location", "/v1/conversations/"+conv.String())
+	writeJSON(w, status, out)
+	return nil
+}
+
+func (a *API) conversationJSON(ctx context.Context, conv chat.ConversationID) (ConversationJSON, error) {
+	c, err := a.store.Conversation(ctx, conv)
+	if err != nil {
+		return ConversationJSON{}, err
+	}
+	last, err := a.store.LastSeq(ctx, conv)
+	if err != nil {
+		return ConversationJSON{}, err
+	}
+	ms, err := a.store.Members(ctx, conv)
+	if err != nil {
+		return ConversationJSON{}, err
+	}
+	out := ConversationJSON{ID: conv.String(), Kind: string(c.Kind), Title: c.Title, CreatedBy: string(c.CreatedBy),
+		CreatedAt: c.CreatedAt.UnixMilli(), LastSeq: last, Members: []MemberJSON{}}
+	for _, m := range ms {
+		if m.Active() {
+			out.Members = append(out.Members, MemberJSON{User: string(m.User), Role: string(m.Role)})
+		}
+	}
+	return out, nil
+}
+
+func (a *API) getConversation(w http.ResponseWriter, r *http.Request, _ auth.Identity) error {
+	out, err := a.conversationJSON(r.Context(), convOf(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// MessagesJSON is a page of messages.
+type MessagesJSON struct {
+	Messages []protocol.Message `json:"messages"`
+}
+
+func (a *API) listMessages(w http.ResponseWriter, r *http.Request, _ auth.Identity) error {
+	q := r.URL.Query()
+	num := func(name string) (int64, bool, error) {
+		v := q.Get(name)
+		if v == "" {
+			return 0, false, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, false, errorf(http.StatusBadRequest, protocol.CodeBadRequest, "%s must be a non-negative integer", name)
+		}
+		return n, true, nil
+	}
+	before, hasBefore, err := num("before")
+	if err != nil {
+		return err
+	}
+	after, hasAfter, err := num("after")
+	if err != nil {
+		return err
+	}
+	limit, _, err := num("limit")
+	if err != nil {
+		return err
+	}
+	if hasBefore && hasAfter {
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "give before or after, not both")
+	}
+	limit = min(limit, 200) // clamped; 0 means the default of 50
+	var page []chat.Message
+	if hasAfter {
+		page, err = a.store.After(r.Context(), convOf(r), after, int(limit))
+	} else {
+		if hasBefore && before == 0 {
+			before = 1 // nothing is before seq 1
+		}
+		page, err = a.store.Before(r.Context(), convOf(r), before, int(limit))
+	}
+	if err != nil {
+		return err
+	}
+	out := MessagesJSON{Messages: make([]protocol.Message, 0, len(page))}
+	for _, m := range page {
+		out.Messages = append(out.Messages, protocol.Message{Conversation: m.Conversation.String(), Seq: m.Seq,
+			Sender: string(m.Sender), SenderDevice: string(m.SenderDevice), ClientMsgID: chat.ConversationID(m.ClientMsgID).String(),
+			Kind: string(m.Kind), Body: m.Body, TargetSeq: m.TargetSeq, TS: m.CreatedAt.UnixMilli()})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+type postRequest struct {
+	Body string `json:"body"`
+}
+
+// AcceptedJSON answers a posted message: it is durable and will be sequenced.
+type AcceptedJSON struct {
+	Conversation string `json:"conversation"`
+	ClientMsgID  string `json:"client_msg_id"`
+	AcceptedAt   int64  `json:"accepted_at"`
+}
+
+func (a *API) postMessage(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	key := r.Header.Get("Idempotency-Key")
+	cmid, err := chat.ParseConversationID(key) // a UUID, the message's client_msg_id
+	if err != nil {
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "Idempotency-Key must be a UUID (it becomes the client_msg_id)")
+	}
+	var req postRequest
+	if err := decodeJSON(r, int64(a.cfg.MaxBodyBytes)+1024, &req); err != nil {
+		return err
+	}
+	if req.Body == "" {
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "body is empty")
+	}
+	if len(req.Body) > a.cfg.MaxBodyBytes {
+		return errorf(http.StatusRequestEntityTooLarge, protocol.CodeBodyTooLarge, "body over %d bytes", a.cfg.MaxBodyBytes)
+	}
+	now := a.now()
+	device := id.Device
+	if device == "" {
+		device = "rest"
+	}
+	if err := a.pub.Publish(r.Context(), ingest.Send{Conversation: convOf(r), Sender: id.User, SenderDevice: device,
+		ClientMsgID: cmid, Body: req.Body, AcceptedAt: now}); err != nil {
+		return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable,
+			msg: "message not accepted; retry with the same Idempotency-Key", retryAfter: 1}
+	}
+	writeJSON(w, http.StatusAccepted, AcceptedJSON{Conversation: convOf(r).String(), ClientMsgID: cmid.String(), AcceptedAt: now.UnixMilli()})
+	return nil
+}

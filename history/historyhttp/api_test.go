@@ -1,0 +1,253 @@
+package historyhttp_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleyhq/parley/delivery"
+	"github.com/parleyhq/parley/delivery/ingest"
+	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/history/historyhttp"
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/teststack"
+	"github.com/parleyhq/parley/protocol"
+)
+
+var secret = []byte("history-api-secret-0123456789abcdef")
+
+type env struct {
+	t      *testing.T
+	url    string
+	auth   *auth.Authority
+	store  *history.Store
+	prefix string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	a, err := auth.New(auth.Config{HS256Secret: secret}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := history.New(teststack.Cassandra(t), history.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := teststack.NATS(t)
+	id := teststack.ID(t)
+	icfg := ingest.Config{Stream: "T_" + id, SubjectPrefix: "test." + id + ".", Partitions: 2}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ingest.EnsureStream(ctx, n.JetStream, icfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.JetStream.DeleteStream(context.Background(), icfg.Stream) })
+	in, err := ingest.New(n.JetStream, icfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	w, err := delivery.NewWorker(delivery.Config{Ingest: icfg}, n.JetStream, n.Conn, store, prometheus.NewRegistry(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(wctx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	mux := http.NewServeMux()
+	historyhttp.New(historyhttp.Config{MaxBodyBytes: 1024}, store, a, in, logger).Register(mux)
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id}
+}
+
+func (e *env) user(name string) chat.UserID { return chat.UserID(e.prefix + "_" + name) }
+
+func (e *env) token(u chat.UserID) string {
+	tok, err := e.auth.Mint(u, "", time.Hour)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// do sends a request as user (no token when user is "") and decodes the JSON answer into out.
+func (e *env) do(method, path string, user chat.UserID, body any, hdr map[string]string, out any) *http.Response {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, e.url+path, rd)
+	if user != "" {
+		req.Header.Set("Authorization", "Bearer "+e.token(user))
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			e.t.Fatalf("%s %s: body %q: %v", method, path, data, err)
+		}
+	}
+	return resp
+}
+
+type errBody struct {
+	Code      protocol.Code `json:"code"`
+	Message   string        `json:"message"`
+	Retryable bool          `json:"retryable"`
+}
+
+// Every route refuses an unauthenticated caller with 401 and a non-member with 404, the same
+// 404 as for a conversation that does not exist.
+func TestEveryRouteRefusesStrangers(t *testing.T) {
+	e := newEnv(t)
+	alice, bob, mallory := e.user("alice"), e.user("bob"), e.user("mallory")
+	var conv historyhttp.ConversationJSON
+	if resp := e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": bob}, nil, &conv); resp.StatusCode != 201 {
+		t.Fatalf("create: %d", resp.StatusCode)
+	}
+	missing := chat.NewConversationID().String()
+	for _, rt := range historyhttp.Routes {
+		path := strings.ReplaceAll(rt.Pattern, "{id}", conv.ID)
+		var body any
+		hdr := map[string]string{}
+		if rt.Method == "POST" {
+			body = map[string]any{"kind": "direct", "with": "x", "body": "hi"}
+			hdr["Idempotency-Key"] = chat.NewConversationID().String()
+		}
+		var eb errBody
+		resp := e.do(rt.Method, path, "", body, hdr, &eb)
+		if resp.StatusCode != 401 || eb.Code != protocol.CodeUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s %s without a token: %d %q; want 401 unauthorized", rt.Method, rt.Pattern, resp.StatusCode, eb.Code)
+		}
+		if !strings.Contains(rt.Pattern, "{id}") {
+			continue
+		}
+		for who, p := range map[string]string{"non-member": path, "missing conversation": strings.ReplaceAll(rt.Pattern, "{id}", missing),
+			"malformed id": strings.ReplaceAll(rt.Pattern, "{id}", "nope")} {
+			eb = errBody{}
+			resp = e.do(rt.Method, p, mallory, body, hdr, &eb)
+			if resp.StatusCode != 404 || eb.Code != protocol.CodeNotFound {
+				t.Errorf("%s %s as %s: %d %q; want 404 not_found", rt.Method, rt.Pattern, who, resp.StatusCode, eb.Code)
+			}
+		}
+	}
+}
+
+func TestConversationsAndMessages(t *testing.T) {
+	e := newEnv(t)
+	alice, bob, carol := e.user("alice"), e.user("bob"), e.user("carol")
+
+	var direct, again historyhttp.ConversationJSON
+	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": bob}, nil, &direct)
+	if resp := e.do("POST", "/v1/conversations", bob, map[string]any{"kind": "direct", "with": alice}, nil, &again); resp.StatusCode != 200 || again.ID != direct.ID {
+		t.Errorf("direct conversation created twice: %d %s vs %s", resp.StatusCode, again.ID, direct.ID)
+	}
+	if len(direct.Members) != 2 || direct.Kind != "direct" {
+		t.Errorf("direct conversation %+v", direct)
+	}
+	var group historyhttp.ConversationJSON
+	if resp := e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "group", "title": "trip", "members": []string{string(bob), string(carol)}}, nil, &group); resp.StatusCode != 201 {
+		t.Fatalf("create group: %d", resp.StatusCode)
+	}
+	var got historyhttp.ConversationJSON
+	if resp := e.do("GET", "/v1/conversations/"+group.ID, carol, nil, nil, &got); resp.StatusCode != 200 || got.Title != "trip" || len(got.Members) != 3 {
+		t.Errorf("GET group as carol: %d %+v", resp.StatusCode, got)
+	}
+
+	// Posting: 202 accepted, idempotent by Idempotency-Key, then sequenced and readable.
+	keys := []string{chat.NewConversationID().String(), chat.NewConversationID().String(), chat.NewConversationID().String()}
+	for i, k := range append(keys, keys[0]) { // the first one twice
+		var acc historyhttp.AcceptedJSON
+		resp := e.do("POST", "/v1/conversations/"+group.ID+"/messages", bob, map[string]any{"body": "m" + k[:4]},
+			map[string]string{"Idempotency-Key": k}, &acc)
+		if resp.StatusCode != 202 || acc.ClientMsgID != k {
+			t.Fatalf("post %d: %d %+v", i, resp.StatusCode, acc)
+		}
+	}
+	var page historyhttp.MessagesJSON
+	ok := teststack.Eventually(t, 30*time.Second, func() bool {
+		page = historyhttp.MessagesJSON{}
+		e.do("GET", "/v1/conversations/"+group.ID+"/messages?after=0", alice, nil, nil, &page)
+		return len(page.Messages) >= 3
+	})
+	time.Sleep(300 * time.Millisecond) // a wrongly sequenced duplicate would land by now
+	e.do("GET", "/v1/conversations/"+group.ID+"/messages?after=0", alice, nil, nil, &page)
+	if !ok || len(page.Messages) != 3 {
+		t.Fatalf("messages after posting 3 (one twice): %+v", page.Messages)
+	}
+	for i, m := range page.Messages {
+		if m.Seq != int64(i+1) || m.ClientMsgID != keys[i] || m.Sender != string(bob) {
+			t.Errorf("message %d = %+v", i, m)
+		}
+	}
+	e.do("GET", "/v1/conversations/"+group.ID+"/messages?limit=2", alice, nil, nil, &page)
+	if len(page.Messages) != 2 || page.Messages[0].Seq != 3 || page.Messages[1].Seq != 2 {
+		t.Errorf("latest page of 2: %+v", page.Messages)
+	}
+	e.do("GET", "/v1/conversations/"+group.ID+"/messages?before=2", alice, nil, nil, &page)
+	if len(page.Messages) != 1 || page.Messages[0].Seq != 1 {
+		t.Errorf("before=2: %+v", page.Messages)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice"), e.user("bob")
+	var conv historyhttp.ConversationJSON
+	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": bob}, nil, &conv)
+	msgs := "/v1/conversations/" + conv.ID + "/messages"
+	key := map[string]string{"Idempotency-Key": chat.NewConversationID().String()}
+	cases := []struct {
+		name   string
+		method string
+		path   string
+		body   any
+		hdr    map[string]string
+		status int
+		code   protocol.Code
+	}{
+		{"unknown kind", "POST", "/v1/conversations", map[string]any{"kind": "party"}, nil, 400, protocol.CodeBadRequest},
+		{"unknown field", "POST", "/v1/conversations", map[string]any{"kind": "direct", "with": bob, "colour": "red"}, nil, 400, protocol.CodeBadRequest},
+		{"direct with oneself", "POST", "/v1/conversations", map[string]any{"kind": "direct", "with": alice}, nil, 400, protocol.CodeBadRequest},
+		{"bad member id", "POST", "/v1/conversations", map[string]any{"kind": "group", "members": []string{"a b"}}, nil, 400, protocol.CodeBadRequest},
+		{"no idempotency key", "POST", msgs, map[string]any{"body": "x"}, nil, 400, protocol.CodeBadRequest},
+		{"empty body", "POST", msgs, map[string]any{"body": ""}, key, 400, protocol.CodeBadRequest},
+		{"body too large", "POST", msgs, map[string]any{"body": strings.Repeat("x", 2000)}, key, 413, protocol.CodeBodyTooLarge},
+		{"wrong content type", "POST", msgs, map[string]any{"body": "x"}, map[string]string{"Idempotency-Key": key["Idempotency-Key"], "Content-Type": "text/plain"}, 415, protocol.CodeBadRequest},
+		{"bad limit", "GET", msgs + "?limit=-1", nil, nil, 400, protocol.CodeBadRequest},
+		{"before and after", "GET", msgs + "?before=5&after=1", nil, nil, 400, protocol.CodeBadRequest},
+	}
+	for _, c := range cases {
+		var eb errBody
+		resp := e.do(c.method, c.path, alice, c.body, c.hdr, &eb)
+		if resp.StatusCode != c.status || eb.Code != c.code || eb.Message == "" {
+			t.Errorf("%s: %d %+v; want %d %s", c.name, resp.StatusCode, eb, c.status, c.code)
+		}
+	}
+}
