@@ -16,7 +16,6 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
-	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/teststack"
@@ -227,14 +226,30 @@ func TestRunAgainstStack(t *testing.T) {
 
 	// A message goes end to end: alice sends, gets accepted, and both members' devices get it
 	// with seq 1; carol, not a member, gets not_found.
-	store, err := history.New(teststack.Cassandra(t), history.Config{})
+	// The conversation is created through the REST API (api role), whose OpenAPI file is served.
+	aliceTok, _ := a.Mint(alice, "", time.Hour)
+	req, _ := http.NewRequest("POST", "http://"+public+"/v1/conversations", strings.NewReader(`{"kind":"direct","with":"`+string(bob)+`"}`))
+	req.Header.Set("Authorization", "Bearer "+aliceTok)
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conv, _, err := store.CreateDirect(context.Background(), alice, bob, time.Now())
+	var created struct{ ID string }
+	_ = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	conv, err := chat.ParseConversationID(created.ID)
+	if resp.StatusCode != http.StatusCreated || err != nil {
+		t.Fatalf("POST /v1/conversations: %d %q", resp.StatusCode, created.ID)
+	}
+	resp, err = http.Get("http://" + public + "/v1/openapi.json")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var spec map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&spec); err != nil || spec["openapi"] != "3.1.0" {
+		t.Errorf("/v1/openapi.json: %v, openapi %v", err, spec["openapi"])
+	}
+	resp.Body.Close()
 	cmid := chat.NewConversationID().String()
 	send := protocol.Frame{Type: protocol.TypeSend, ID: "s1", Conversation: conv.String(), ClientMsgID: cmid, Body: "hi bob"}
 	if err := ws.WriteJSON(send); err != nil {

@@ -14,11 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"sigs.k8s.io/yaml"
 
 	"github.com/parleyhq/parley/delivery"
 	"github.com/parleyhq/parley/delivery/ingest"
+	"github.com/parleyhq/parley/docs"
 	"github.com/parleyhq/parley/edge"
 	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/history/historyhttp"
 	"github.com/parleyhq/parley/internal/admin"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
@@ -151,7 +154,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			return abort(d, err)
 		}
 	}
-	if cfg.roles[roleEdge] || cfg.roles[roleDelivery] {
+	{ // every role publishes to or consumes the ingest stream
 		ectx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
 		err := ingest.EnsureStream(ectx, d.nats.JetStream, cfg.delivery.Ingest)
 		cancel()
@@ -174,39 +177,54 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		close(workerDone)
 	}
 
-	// The public listener carries the edge's WebSocket endpoint (and the REST API when built).
+	// The public listener carries the edge's WebSocket endpoint and the REST API.
 	var (
 		public *http.Server
 		edgeSv *edge.Server
 	)
-	if cfg.roles[roleEdge] {
+	if cfg.roles[roleEdge] || cfg.roles[roleAPI] {
 		authority, err := auth.New(cfg.auth, time.Now)
 		if err != nil {
 			return abort(d, usageError{err})
-		}
-		edgeSv, err = edge.New(cfg.edge, authority, d.nats.Conn, reg, logger.With("component", "edge"))
-		if err != nil {
-			return abort(d, err)
 		}
 		in, err := ingest.New(d.nats.JetStream, cfg.delivery.Ingest)
 		if err != nil {
 			return abort(d, err)
 		}
-		edgeSv.EnableSend(store, in)
 		mux := http.NewServeMux()
-		mux.Handle(protocol.Path, edgeSv)
+		if cfg.roles[roleEdge] {
+			edgeSv, err = edge.New(cfg.edge, authority, d.nats.Conn, reg, logger.With("component", "edge"))
+			if err != nil {
+				return abort(d, err)
+			}
+			edgeSv.EnableSend(store, in)
+			mux.Handle(protocol.Path, edgeSv)
+			g.Go(func() error { return edgeSv.Run(gctx) })
+		}
+		if cfg.roles[roleAPI] {
+			openapi, err := yaml.YAMLToJSON(docs.OpenAPIYAML)
+			if err != nil {
+				return abort(d, fmt.Errorf("embedded openapi.yaml: %w", err))
+			}
+			historyhttp.New(historyhttp.Config{MaxBodyBytes: cfg.edge.MaxBodyBytes}, store, authority, in,
+				logger.With("component", "api")).Register(mux)
+			mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(openapi)
+			})
+		}
 		public = &http.Server{
 			Handler:           mux,
 			MaxHeaderBytes:    edge.MaxHeaderBytes,
 			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second, // hijacked WebSockets are not affected
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		}
 		pln, err := net.Listen("tcp", cfg.listenAddr)
 		if err != nil {
 			return abort(d, fmt.Errorf("public listener: %w", err))
 		}
-		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", protocol.Path)
-		g.Go(func() error { return edgeSv.Run(gctx) })
+		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", cfg.roles[roleEdge], "api", cfg.roles[roleAPI])
 		g.Go(func() error {
 			if err := public.Serve(edge.Listener(pln)); !errors.Is(err, http.ErrServerClosed) {
 				return err

@@ -28,6 +28,7 @@ cat <<EOF2
 Parley is starting (all roles in one process). Ctrl-C stops it; 'make down' stops the stack.
 
   websocket  ws://$public/v1/ws   (subprotocol parley.v1.json, Authorization: Bearer <token>; docs/protocol.md)
+  rest api   http://$public/v1/conversations   (docs/openapi.yaml, also at http://$public/v1/openapi.json)
   health     http://$admin/healthz
   readiness  http://$admin/readyz
   metrics    http://$admin/metrics
@@ -38,6 +39,8 @@ Parley is starting (all roles in one process). Ctrl-C stops it; 'make down' stop
   $token
 
   more tokens: PARLEY_AUTH_HS256_SECRET=\$(cat ${secret_file#"$PARLEY_ROOT"/}) $parleyd token --user NAME
+  try it:      curl -s -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+                 -d '{"kind":"direct","with":"bob"}' http://$public/v1/conversations
 
 EOF2
 

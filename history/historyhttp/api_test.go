@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/yaml"
 
 	"github.com/parleyhq/parley/delivery"
 	"github.com/parleyhq/parley/delivery/ingest"
+	"github.com/parleyhq/parley/docs"
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/history/historyhttp"
 	"github.com/parleyhq/parley/internal/auth"
@@ -249,5 +251,40 @@ func TestBadRequests(t *testing.T) {
 		if resp.StatusCode != c.status || eb.Code != c.code || eb.Message == "" {
 			t.Errorf("%s: %d %+v; want %d %s", c.name, resp.StatusCode, eb, c.status, c.code)
 		}
+	}
+}
+
+// The OpenAPI file documents exactly the routes the API serves, and is valid YAML.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	var spec struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	if err := yaml.Unmarshal(docs.OpenAPIYAML, &spec); err != nil {
+		t.Fatalf("docs/openapi.yaml: %v", err)
+	}
+	if spec.OpenAPI != "3.1.0" {
+		t.Errorf("openapi version %q; want 3.1.0", spec.OpenAPI)
+	}
+	documented := 0
+	for path, ops := range spec.Paths {
+		for method := range ops {
+			if method == "parameters" {
+				continue
+			}
+			documented++
+			found := false
+			for _, rt := range historyhttp.Routes {
+				if rt.Pattern == path && strings.EqualFold(rt.Method, method) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("openapi documents %s %s, which the API does not serve", strings.ToUpper(method), path)
+			}
+		}
+	}
+	if documented != len(historyhttp.Routes) {
+		t.Errorf("openapi documents %d operations; the API serves %d", documented, len(historyhttp.Routes))
 	}
 }

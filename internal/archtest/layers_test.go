@@ -31,6 +31,7 @@ var rules = map[string]rule{
 	// Layer 0: the wire contract and the domain values, standard library only.
 	"protocol":      {layer: "0", forbidden: []string{"github.com/"}},
 	"internal/chat": {layer: "0", forbidden: []string{"github.com/"}},
+	"docs":          {layer: "0", forbidden: []string{"github.com/"}},
 	// Layer 1: one part each, on its own driver.
 	"internal/auth":    {layer: "1", mayImport: layer0, forbidden: drivers},
 	"internal/backend": {layer: "1", mayImport: layer0},
@@ -41,7 +42,7 @@ var rules = map[string]rule{
 	"history":          {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend")},
 	"inbox":            {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend", "history")},
 	// Layer 2: the pipeline and the REST handlers.
-	"delivery":            {layer: "2", mayImport: layer1},
+	"delivery": {layer: "2", mayImport: layer1},
 	// The REST API posts messages through the same pipeline as the edge: the publishing side.
 	"history/historyhttp": {layer: "2", mayImport: append(slices.Clone(layer1), "delivery/ingest")},
 	"inbox/inboxhttp":     {layer: "2", mayImport: layer1},
