@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 
@@ -114,6 +115,11 @@ func (st *Store) CreateDirect(ctx context.Context, a, b chat.UserID, now time.Ti
 	if err := b2.Exec(); err != nil {
 		return id, created, fmt.Errorf("add direct members: %w", err)
 	}
+	for _, u := range []chat.UserID{a, b} {
+		if err := st.addToInbox(ctx, id, u, now, true); err != nil {
+			return id, created, err
+		}
+	}
 	return id, created, nil
 }
 
@@ -147,7 +153,29 @@ func (st *Store) CreateGroup(ctx context.Context, creator chat.UserID, title str
 	if err := b.Exec(); err != nil {
 		return id, fmt.Errorf("add group members: %w", err)
 	}
+	for _, u := range all {
+		if err := st.addToInbox(ctx, id, u, now, false); err != nil {
+			return id, err
+		}
+	}
 	return id, nil
+}
+
+// addToInbox lists the conversation in user's inbox with nothing read. With keep (a direct
+// conversation, which may be created again) IF NOT EXISTS keeps an existing read position; a
+// new group has none to keep and skips the Paxos round per member.
+func (st *Store) addToInbox(ctx context.Context, id chat.ConversationID, user chat.UserID, now time.Time, keep bool) error {
+	const insert = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at) VALUES (?, ?, 0, ?)`
+	var err error
+	if keep {
+		_, err = st.s.Query(insert+` IF NOT EXISTS`, string(user), uuid(id), now).WithContext(ctx).MapScanCAS(map[string]any{})
+	} else {
+		err = st.s.Query(insert, string(user), uuid(id), now).WithContext(ctx).Exec()
+	}
+	if err != nil {
+		return fmt.Errorf("add to inbox: %w", err)
+	}
+	return nil
 }
 
 // Conversation returns a conversation's metadata, or ErrNotFound.
@@ -243,8 +271,9 @@ func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat
 		}
 		start = end
 	}
-	last := msgs[len(msgs)-1].Seq
-	if err := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last, uuid(id)).
+	last := msgs[len(msgs)-1]
+	if err := st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE conversation_id = ?`,
+		last.Seq, last.CreatedAt, preview(last.Body), string(last.Sender), uuid(id)).
 		WithContext(ctx).Idempotent(true).Exec(); err != nil {
 		return fmt.Errorf("update last_seq: %w", err)
 	}
@@ -282,6 +311,19 @@ func (st *Store) IsActiveMember(ctx context.Context, id chat.ConversationID, use
 		return false, err
 	}
 	return m.Active(), nil
+}
+
+// preview is the start of a message body for inbox entries: at most 100 bytes, cut on a rune
+// boundary.
+func preview(body string) string {
+	if len(body) <= 100 {
+		return body
+	}
+	n := 100
+	for n > 0 && !utf8.RuneStart(body[n]) {
+		n--
+	}
+	return body[:n]
 }
 
 // SeqOf returns the seq a sender's client_msg_id was given in a conversation, if any.

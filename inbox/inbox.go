@@ -1,0 +1,260 @@
+package inbox
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+
+	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+// ErrInvalid is returned (wrapped) for a malformed request (a bad since-token).
+var ErrInvalid = errors.New("invalid request")
+
+// MaxConversations bounds how many conversations of one user the inbox reads at once.
+const MaxConversations = 5000
+
+// Inbox reads and updates users' inboxes.
+type Inbox struct {
+	s       *gocql.Session
+	history *history.Store
+	now     func() time.Time
+}
+
+// New returns an Inbox on Parley's keyspace.
+func New(s *gocql.Session, h *history.Store) *Inbox {
+	return &Inbox{s: s, history: h, now: time.Now}
+}
+
+// Entry is one conversation in a user's inbox.
+type Entry struct {
+	Conversation chat.ConversationID
+	Kind         chat.Kind
+	Title        string
+	LastSeq      int64
+	ReadSeq      int64
+	ReadAt       time.Time
+	LastAt       time.Time // last message, or creation when there is none
+	Preview      string
+	LastSender   chat.UserID
+}
+
+// Unread is the number of messages after the read position.
+func (e Entry) Unread() int64 { return max(0, e.LastSeq-e.ReadSeq) }
+
+// List returns the user's conversations, most recently active first. Conversations the user
+// has left are not listed.
+func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
+	iter := in.s.Query(`SELECT conversation_id, read_seq, read_at FROM user_conversations WHERE user_id = ? LIMIT ?`,
+		string(user), MaxConversations).WithContext(ctx).Idempotent(true).Iter()
+	var (
+		entries []Entry
+		cid     gocql.UUID
+		e       Entry
+	)
+	for iter.Scan(&cid, &e.ReadSeq, &e.ReadAt) {
+		e.Conversation = chat.ConversationID(cid)
+		entries = append(entries, e)
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("read inbox: %w", err)
+	}
+	// One read per conversation, 32 at a time.
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, 32)
+		errs = make([]error, len(entries))
+	)
+	for i := range entries {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = in.fill(ctx, &entries[i])
+		}()
+	}
+	wg.Wait()
+	out := entries[:0]
+	for i, e := range entries {
+		switch {
+		case errors.Is(errs[i], history.ErrNotFound):
+			continue // removed concurrently
+		case errs[i] != nil:
+			return nil, errs[i]
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].LastAt.Equal(out[j].LastAt) {
+			return out[i].LastAt.After(out[j].LastAt)
+		}
+		return out[i].Conversation.String() < out[j].Conversation.String()
+	})
+	return out, nil
+}
+
+// fill reads a conversation's kind, title and last activity into e.
+func (in *Inbox) fill(ctx context.Context, e *Entry) error {
+	var (
+		kind, sender string
+		lastAt       time.Time
+		created      time.Time
+	)
+	err := in.s.Query(`SELECT kind, title, created_at, last_seq, last_at, last_preview, last_sender FROM conversations WHERE conversation_id = ?`,
+		gocql.UUID(e.Conversation)).WithContext(ctx).Idempotent(true).
+		Scan(&kind, &e.Title, &created, &e.LastSeq, &lastAt, &e.Preview, &sender)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return history.ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read conversation: %w", err)
+	}
+	e.Kind, e.LastSender = chat.Kind(kind), chat.UserID(sender)
+	e.LastAt = lastAt
+	if lastAt.IsZero() {
+		e.LastAt = created
+	}
+	return nil
+}
+
+// MarkRead moves user's read position in a conversation forward to seq (clamped to the last
+// seq). It reports the read position after the call and whether it moved. ErrNotFound when
+// the user is not a member.
+func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (int64, bool, error) {
+	ok, err := in.history.IsActiveMember(ctx, conv, user)
+	if err != nil {
+		return 0, false, err
+	}
+	if !ok {
+		return 0, false, history.ErrNotFound
+	}
+	last, err := in.history.LastSeq(ctx, conv)
+	if err != nil {
+		return 0, false, err
+	}
+	seq = min(seq, last)
+	for attempt := 0; attempt < 5; attempt++ {
+		var cur int64
+		err := in.s.Query(`SELECT read_seq FROM user_conversations WHERE user_id = ? AND conversation_id = ?`,
+			string(user), gocql.UUID(conv)).WithContext(ctx).Idempotent(true).Scan(&cur)
+		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
+			return 0, false, fmt.Errorf("read position: %w", err)
+		}
+		if seq <= cur {
+			return cur, false, nil
+		}
+		// Forward only, even with several devices marking read at once.
+		applied, err := in.s.Query(`UPDATE user_conversations SET read_seq = ?, read_at = ? WHERE user_id = ? AND conversation_id = ? IF read_seq = ?`,
+			seq, in.now(), string(user), gocql.UUID(conv), cur).WithContext(ctx).MapScanCAS(map[string]any{})
+		if err != nil {
+			return 0, false, fmt.Errorf("mark read: %w", err)
+		}
+		if applied {
+			return seq, true, nil
+		}
+	}
+	return 0, false, fmt.Errorf("mark read: too much contention")
+}
+
+// SyncRequest is what a reconnecting device knows.
+type SyncRequest struct {
+	// Since is the token of its last complete sync ("" for the first).
+	Since string
+	// Cursors are the last seq it has of each conversation; missing ones count as 0.
+	Cursors map[chat.ConversationID]int64
+	// Limit bounds the messages returned (default 200, at most 1000).
+	Limit int
+}
+
+// SyncResult is one page of what changed.
+type SyncResult struct {
+	// Conversations changed since the token or with messages after the cursor.
+	Conversations []Entry
+	// Messages after the cursors, by conversation, each in seq order.
+	Messages []chat.Message
+	// More: the page is full; sync again with the cursors advanced past Messages and the same
+	// Since. When More is false, Since is the token for the next sync.
+	More  bool
+	Since string
+}
+
+// Sync returns what user's device missed.
+func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req SyncRequest) (SyncResult, error) {
+	start := in.now()
+	since, err := parseSince(req.Since)
+	if err != nil {
+		return SyncResult{}, err
+	}
+	limit := req.Limit
+	if limit <= 0 {
+		limit = 200
+	}
+	limit = min(limit, 1000)
+	entries, err := in.List(ctx, user)
+	if err != nil {
+		return SyncResult{}, err
+	}
+	res := SyncResult{Since: req.Since}
+	for _, e := range entries {
+		cursor := req.Cursors[e.Conversation]
+		changed := e.LastSeq > cursor || e.LastAt.After(since) || e.ReadAt.After(since)
+		if !changed {
+			continue
+		}
+		res.Conversations = append(res.Conversations, e)
+		for after := cursor; after < e.LastSeq && !res.More; {
+			if len(res.Messages) >= limit {
+				res.More = true
+				break
+			}
+			page, err := in.history.After(ctx, e.Conversation, after, min(limit-len(res.Messages), 200))
+			if err != nil {
+				return SyncResult{}, err
+			}
+			if len(page) == 0 {
+				break
+			}
+			res.Messages = append(res.Messages, page...)
+			after = page[len(page)-1].Seq
+		}
+	}
+	if !res.More {
+		// Everything up to the start of this sync is covered. Activity during it is covered by
+		// the next sync (or arrives live).
+		res.Since = formatSince(start.Add(-sinceMargin))
+	}
+	return res, nil
+}
+
+// sinceMargin is subtracted from a token's time: activity is stamped by other processes'
+// clocks, and returning a conversation twice is harmless while missing one is not.
+const sinceMargin = 5 * time.Second
+
+// The since-token is opaque to clients: base64 of "v1:<unix milliseconds>".
+func formatSince(t time.Time) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + strconv.FormatInt(t.UnixMilli(), 10)))
+}
+
+func parseSince(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) < 4 || string(b[:3]) != "v1:" {
+		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", ErrInvalid)
+	}
+	ms, err := strconv.ParseInt(string(b[3:]), 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", ErrInvalid)
+	}
+	return time.UnixMilli(ms), nil
+}

@@ -1,0 +1,170 @@
+package inbox_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/inbox"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/teststack"
+)
+
+func setup(t *testing.T) (*inbox.Inbox, *history.Store) {
+	t.Helper()
+	s := teststack.Cassandra(t)
+	h, err := history.New(s, history.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inbox.New(s, h), h
+}
+
+var bg = context.Background()
+
+// appendN stores n messages from sender after the conversation's current last seq, as the
+// delivery worker does.
+func appendN(t *testing.T, h *history.Store, conv chat.ConversationID, sender chat.UserID, n int) {
+	t.Helper()
+	last, err := h.LastSeq(bg, conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []chat.Message
+	for i := 1; i <= n; i++ {
+		m := chat.Message{Conversation: conv, Seq: last + int64(i), Kind: chat.MessageText, Sender: sender,
+			Body: fmt.Sprintf("%d", last+int64(i)), CreatedAt: time.Now()}
+		binary.BigEndian.PutUint64(m.ClientMsgID[8:], uint64(m.Seq))
+		ms = append(ms, m)
+	}
+	if err := h.Append(bg, conv, ms); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A device that was offline while 500 messages arrived in 20 conversations syncs all of them,
+// in order, once, with correct unread counts; read on one device shows on the other.
+func TestOfflineDeviceSyncsEverything(t *testing.T) {
+	in, h := setup(t)
+	p := teststack.ID(t)
+	me := chat.UserID(p + "_me")
+	var convs []chat.ConversationID
+	for i := 0; i < 20; i++ {
+		c, _, err := h.CreateDirect(bg, me, chat.UserID(fmt.Sprintf("%s_f%d", p, i)), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		convs = append(convs, c)
+	}
+	// Device B syncs once while everything is empty.
+	first, err := in.Sync(bg, me, inbox.SyncRequest{})
+	if err != nil || first.More || len(first.Messages) != 0 {
+		t.Fatalf("first sync = %+v, %v", first, err)
+	}
+	// 500 messages arrive: 25 in each conversation, from the other member.
+	for i, c := range convs {
+		appendN(t, h, c, chat.UserID(fmt.Sprintf("%s_f%d", p, i)), 25)
+	}
+	// Device A (offline all along) syncs from nothing in pages of 60.
+	cursors := map[chat.ConversationID]int64{}
+	got := 0
+	var res inbox.SyncResult
+	for pages := 0; ; pages++ {
+		if pages > 50 {
+			t.Fatal("sync does not converge")
+		}
+		res, err = in.Sync(bg, me, inbox.SyncRequest{Cursors: cursors, Limit: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range res.Messages {
+			if m.Seq != cursors[m.Conversation]+1 {
+				t.Fatalf("conversation %s: seq %d after cursor %d (gap, duplicate or disorder)", m.Conversation, m.Seq, cursors[m.Conversation])
+			}
+			cursors[m.Conversation] = m.Seq
+			got++
+		}
+		if !res.More {
+			break
+		}
+	}
+	if got != 500 {
+		t.Fatalf("synced %d messages; want 500", got)
+	}
+	for _, c := range convs {
+		if cursors[c] != 25 {
+			t.Errorf("conversation %s synced to %d; want 25", c, cursors[c])
+		}
+	}
+	unread := map[chat.ConversationID]int64{}
+	for _, e := range res.Conversations {
+		unread[e.Conversation] = e.Unread()
+	}
+	list, err := in.List(bg, me)
+	if err != nil || len(list) != 20 {
+		t.Fatalf("List = %d entries, %v", len(list), err)
+	}
+	for _, e := range list {
+		if e.Unread() != 25 || e.LastSeq != 25 || e.Preview != "25" {
+			t.Errorf("entry %+v: unread %d; want 25 unread, preview 25", e.Conversation, e.Unread())
+		}
+	}
+
+	// Device A reads conversation 3 up to 20; device B, syncing with its token and cursors,
+	// sees the new read position (5 unread) without refetching the messages it has.
+	if read, moved, err := in.MarkRead(bg, me, convs[3], 20); err != nil || !moved || read != 20 {
+		t.Fatalf("MarkRead = %d, %v, %v", read, moved, err)
+	}
+	resB, err := in.Sync(bg, me, inbox.SyncRequest{Since: res.Since, Cursors: cursors})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range resB.Conversations {
+		if e.Conversation == convs[3] {
+			found = e.ReadSeq == 20 && e.Unread() == 5
+		}
+	}
+	if !found || len(resB.Messages) != 0 {
+		t.Errorf("device B's sync after the read: %d conversations, %d messages; want convs[3] read to 20 and no messages",
+			len(resB.Conversations), len(resB.Messages))
+	}
+}
+
+func TestMarkReadOnlyMovesForward(t *testing.T) {
+	in, h := setup(t)
+	p := teststack.ID(t)
+	me, you := chat.UserID(p+"_me"), chat.UserID(p+"_you")
+	conv, _, err := h.CreateDirect(bg, me, you, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, h, conv, you, 10)
+	if r, moved, err := in.MarkRead(bg, me, conv, 7); err != nil || !moved || r != 7 {
+		t.Fatalf("read to 7: %d %v %v", r, moved, err)
+	}
+	if r, moved, err := in.MarkRead(bg, me, conv, 5); err != nil || moved || r != 7 {
+		t.Errorf("read back to 5: %d %v %v; want it to stay at 7", r, moved, err)
+	}
+	if r, _, err := in.MarkRead(bg, me, conv, 1000); err != nil || r != 10 {
+		t.Errorf("read past the end: %d %v; want clamped to 10", r, err)
+	}
+	if _, _, err := in.MarkRead(bg, chat.UserID(p+"_stranger"), conv, 1); !errors.Is(err, history.ErrNotFound) {
+		t.Errorf("stranger marks read: %v; want ErrNotFound", err)
+	}
+	// Re-creating the direct conversation keeps the read position.
+	if _, _, err := h.CreateDirect(bg, you, me, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := in.List(bg, me)
+	if len(list) != 1 || list[0].ReadSeq != 10 {
+		t.Errorf("after re-creating: %+v; want read 10 kept", list)
+	}
+	if _, err := in.Sync(bg, me, inbox.SyncRequest{Since: "garbage!"}); !errors.Is(err, inbox.ErrInvalid) {
+		t.Errorf("bad since-token: %v; want ErrInvalid", err)
+	}
+}
