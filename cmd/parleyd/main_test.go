@@ -272,6 +272,35 @@ func TestRunAgainstStack(t *testing.T) {
 			t.Errorf("%s received %+v; want the message at seq 1", name, f)
 		}
 	}
+	// Bob reads it: his device gets ok, alice gets the read receipt.
+	if err := wsBob.WriteJSON(protocol.Frame{Type: protocol.TypeRead, ID: "r1", Conversation: conv.String(), Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(wsBob); f.Type != protocol.TypeOK || f.ID != "r1" {
+		t.Errorf("reply to read: %+v; want ok", f)
+	}
+	if f := next(ws); f.Type != protocol.TypeReceipt || f.Kind != "read" || f.User != string(bob) || f.Seq != 1 {
+		t.Errorf("alice got %+v; want bob's read receipt at seq 1", f)
+	}
+	// Bob's second device, never connected before, syncs: the conversation (read, 0 unread)
+	// and the message.
+	tok2, _ := a.Mint(bob, "tablet", time.Hour)
+	wsTab, _, err := dialer.Dial("ws://"+public+protocol.Path, http.Header{"Authorization": {"Bearer " + tok2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wsTab.Close()
+	next(wsTab) // hello
+	if err := wsTab.WriteJSON(protocol.Frame{Type: protocol.TypeSync, ID: "y1"}); err != nil {
+		t.Fatal(err)
+	}
+	sr := next(wsTab)
+	if sr.Type != protocol.TypeSyncResult || sr.ID != "y1" || sr.More || sr.Since == "" ||
+		len(sr.Messages) != 1 || sr.Messages[0].Body != "hi bob" || len(sr.Conversations) != 1 ||
+		sr.Conversations[0].ReadSeq != 1 || sr.Conversations[0].Unread != 0 {
+		t.Errorf("sync from a new device: %+v", sr)
+	}
+
 	send.ID, send.ClientMsgID = "s2", chat.NewConversationID().String()
 	if err := wsCarol.WriteJSON(send); err != nil {
 		t.Fatal(err)

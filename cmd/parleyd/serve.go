@@ -22,6 +22,7 @@ import (
 	"github.com/parleyhq/parley/edge"
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/history/historyhttp"
+	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/admin"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
@@ -198,6 +199,9 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 				return abort(d, err)
 			}
 			edgeSv.EnableSend(store, in)
+			ia := inboxAdapter{inbox: inbox.New(d.cassandra, store), history: store}
+			edgeSv.EnableSync(ia)
+			edgeSv.EnableRead(ia)
 			mux.Handle(protocol.Path, edgeSv)
 			g.Go(func() error { return edgeSv.Run(gctx) })
 		}

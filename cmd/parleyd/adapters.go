@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/parleyhq/parley/edge"
+	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/inbox"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/protocol"
+)
+
+// inboxAdapter serves the edge's sync and read frames from the inbox and history stores, and
+// maps their errors to protocol codes (one table: toProtocolError).
+type inboxAdapter struct {
+	inbox   *inbox.Inbox
+	history *history.Store
+}
+
+var (
+	_ edge.Syncer = inboxAdapter{}
+	_ edge.Reader = inboxAdapter{}
+)
+
+func toProtocolError(err error) *protocol.Error {
+	switch {
+	case errors.Is(err, history.ErrNotFound):
+		return protocol.Errorf(protocol.CodeNotFound, "no such conversation")
+	case errors.Is(err, inbox.ErrInvalid), errors.Is(err, history.ErrInvalid):
+		return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+	}
+	return protocol.Errorf(protocol.CodeUnavailable, "storage unavailable; retry")
+}
+
+func (a inboxAdapter) Sync(ctx context.Context, user chat.UserID, f protocol.Frame) (protocol.Frame, *protocol.Error) {
+	req := inbox.SyncRequest{Since: f.Since, Limit: f.Limit, Cursors: map[chat.ConversationID]int64{}}
+	for _, c := range f.Cursors {
+		id, err := chat.ParseConversationID(c.Conversation)
+		if err != nil {
+			return protocol.Frame{}, protocol.Errorf(protocol.CodeBadRequest, "cursor conversation is not a UUID")
+		}
+		req.Cursors[id] = c.Seq
+	}
+	res, err := a.inbox.Sync(ctx, user, req)
+	if err != nil {
+		return protocol.Frame{}, toProtocolError(err)
+	}
+	out := protocol.Frame{Since: res.Since, More: res.More,
+		Conversations: make([]protocol.Conversation, 0, len(res.Conversations)),
+		Messages:      make([]protocol.Message, 0, len(res.Messages))}
+	for _, e := range res.Conversations {
+		out.Conversations = append(out.Conversations, protocol.Conversation{Conversation: e.Conversation.String(),
+			LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread()})
+	}
+	for _, m := range res.Messages {
+		out.Messages = append(out.Messages, protocol.Message{Conversation: m.Conversation.String(), Seq: m.Seq,
+			Sender: string(m.Sender), SenderDevice: string(m.SenderDevice), ClientMsgID: chat.ConversationID(m.ClientMsgID).String(),
+			Kind: string(m.Kind), Body: m.Body, TargetSeq: m.TargetSeq, TS: m.CreatedAt.UnixMilli()})
+	}
+	return out, nil
+}
+
+func (a inboxAdapter) MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (edge.ReadResult, *protocol.Error) {
+	read, moved, err := a.inbox.MarkRead(ctx, user, conv, seq)
+	if err != nil {
+		return edge.ReadResult{}, toProtocolError(err)
+	}
+	res := edge.ReadResult{ReadSeq: read, Moved: moved}
+	if moved {
+		members, err := a.history.Members(ctx, conv)
+		if err != nil {
+			return res, nil // the position moved; only the receipts are skipped (sync repairs)
+		}
+		for _, m := range members {
+			if m.Active() {
+				res.Notify = append(res.Notify, m.User)
+			}
+		}
+	}
+	return res, nil
+}
