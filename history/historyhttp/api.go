@@ -15,6 +15,7 @@ import (
 
 	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/protocol"
@@ -47,6 +48,7 @@ type Config struct {
 type API struct {
 	cfg      Config
 	store    *history.Store
+	inbox    *inbox.Inbox
 	verifier Verifier
 	pub      Publisher
 	logger   *slog.Logger
@@ -54,30 +56,34 @@ type API struct {
 }
 
 // New returns the API.
-func New(cfg Config, store *history.Store, verifier Verifier, pub Publisher, logger *slog.Logger) *API {
+func New(cfg Config, store *history.Store, in *inbox.Inbox, verifier Verifier, pub Publisher, logger *slog.Logger) *API {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 16 << 10
 	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 10 * time.Second
 	}
-	return &API{cfg: cfg, store: store, verifier: verifier, pub: pub, logger: logger, now: time.Now}
+	return &API{cfg: cfg, store: store, inbox: in, verifier: verifier, pub: pub, logger: logger, now: time.Now}
 }
 
 // Routes are the API's routes, for the table-driven authorization test and the OpenAPI file.
 var Routes = []struct{ Method, Pattern string }{
+	{http.MethodGet, "/v1/conversations"},
 	{http.MethodPost, "/v1/conversations"},
 	{http.MethodGet, "/v1/conversations/{id}"},
 	{http.MethodGet, "/v1/conversations/{id}/messages"},
 	{http.MethodPost, "/v1/conversations/{id}/messages"},
+	{http.MethodPost, "/v1/conversations/{id}/read"},
 }
 
 // Register adds the routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
+	mux.Handle("GET /v1/conversations", a.authed(a.listConversations))
 	mux.Handle("POST /v1/conversations", a.authed(a.createConversation))
 	mux.Handle("GET /v1/conversations/{id}", a.authed(a.member(a.getConversation)))
 	mux.Handle("GET /v1/conversations/{id}/messages", a.authed(a.member(a.listMessages)))
 	mux.Handle("POST /v1/conversations/{id}/messages", a.authed(a.member(a.postMessage)))
+	mux.Handle("POST /v1/conversations/{id}/read", a.authed(a.member(a.markRead)))
 }
 
 // apiError is an error with its HTTP status and stable code.
@@ -102,7 +108,7 @@ func toAPIError(err error) *apiError {
 		return ae
 	case errors.Is(err, history.ErrNotFound):
 		return errorf(http.StatusNotFound, protocol.CodeNotFound, "no such conversation")
-	case errors.Is(err, history.ErrInvalid):
+	case errors.Is(err, history.ErrInvalid), errors.Is(err, inbox.ErrInvalid):
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
 	case errors.Is(err, history.ErrTooManyMembers):
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
@@ -410,5 +416,87 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, id auth.Identi
 			msg: "message not accepted; retry with the same Idempotency-Key", retryAfter: 1}
 	}
 	writeJSON(w, http.StatusAccepted, AcceptedJSON{Conversation: convOf(r).String(), ClientMsgID: cmid.String(), AcceptedAt: now.UnixMilli()})
+	return nil
+}
+
+// InboxEntryJSON is one conversation in the inbox.
+type InboxEntryJSON struct {
+	ID          string `json:"id"`
+	Kind        string `json:"kind"`
+	Title       string `json:"title,omitempty"`
+	LastSeq     int64  `json:"last_seq"`
+	ReadSeq     int64  `json:"read_seq"`
+	Unread      int64  `json:"unread"`
+	LastAt      int64  `json:"last_at"`
+	LastSender  string `json:"last_sender,omitempty"`
+	LastPreview string `json:"last_preview,omitempty"`
+}
+
+// InboxJSON is a page of the inbox, most recently active first.
+type InboxJSON struct {
+	Conversations []InboxEntryJSON `json:"conversations"`
+	// Next is the cursor of the next page ("" on the last page).
+	Next string `json:"next,omitempty"`
+}
+
+func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "limit must be a non-negative integer")
+		}
+		if n > 0 {
+			limit = min(n, 200)
+		}
+	}
+	offset := 0
+	if v := r.URL.Query().Get("cursor"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "cursor is not one this API returned")
+		}
+		offset = n
+	}
+	entries, err := a.inbox.List(r.Context(), id.User)
+	if err != nil {
+		return err
+	}
+	out := InboxJSON{Conversations: []InboxEntryJSON{}}
+	for i := offset; i < len(entries) && len(out.Conversations) < limit; i++ {
+		e := entries[i]
+		out.Conversations = append(out.Conversations, InboxEntryJSON{ID: e.Conversation.String(), Kind: string(e.Kind),
+			Title: e.Title, LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread(), LastAt: e.LastAt.UnixMilli(),
+			LastSender: string(e.LastSender), LastPreview: e.Preview})
+	}
+	if offset+limit < len(entries) {
+		out.Next = strconv.Itoa(offset + limit)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+type readRequest struct {
+	Seq int64 `json:"seq"`
+}
+
+// ReadJSON answers a read: the read position after it.
+type ReadJSON struct {
+	ReadSeq int64 `json:"read_seq"`
+}
+
+func (a *API) markRead(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	var req readRequest
+	if err := decodeJSON(r, 1024, &req); err != nil {
+		return err
+	}
+	if req.Seq < 1 {
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "seq must be at least 1")
+	}
+	read, _, err := a.inbox.MarkRead(r.Context(), id.User, convOf(r), req.Seq)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ReadJSON{ReadSeq: read})
 	return nil
 }

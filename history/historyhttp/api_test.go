@@ -20,6 +20,7 @@ import (
 	"github.com/parleyhq/parley/docs"
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/history/historyhttp"
+	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/teststack"
@@ -70,7 +71,7 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { stop(); <-done })
 
 	mux := http.NewServeMux()
-	historyhttp.New(historyhttp.Config{MaxBodyBytes: 1024}, store, a, in, logger).Register(mux)
+	historyhttp.New(historyhttp.Config{MaxBodyBytes: 1024}, store, inbox.New(teststack.Cassandra(t), store), a, in, logger).Register(mux)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id}
@@ -139,7 +140,7 @@ func TestEveryRouteRefusesStrangers(t *testing.T) {
 		var body any
 		hdr := map[string]string{}
 		if rt.Method == "POST" {
-			body = map[string]any{"kind": "direct", "with": "x", "body": "hi"}
+			body = map[string]any{"kind": "direct", "with": "x", "body": "hi", "seq": 1}
 			hdr["Idempotency-Key"] = chat.NewConversationID().String()
 		}
 		var eb errBody
@@ -215,6 +216,29 @@ func TestConversationsAndMessages(t *testing.T) {
 	e.do("GET", "/v1/conversations/"+group.ID+"/messages?before=2", alice, nil, nil, &page)
 	if len(page.Messages) != 1 || page.Messages[0].Seq != 1 {
 		t.Errorf("before=2: %+v", page.Messages)
+	}
+
+	// The inbox: the group (active) first, then the direct conversation; unread counts; read.
+	var in historyhttp.InboxJSON
+	e.do("GET", "/v1/conversations", alice, nil, nil, &in)
+	if len(in.Conversations) != 2 || in.Conversations[0].ID != group.ID || in.Conversations[0].Unread != 3 ||
+		in.Conversations[1].ID != direct.ID || in.Conversations[0].LastSender != string(bob) {
+		t.Fatalf("inbox = %+v", in)
+	}
+	var rd historyhttp.ReadJSON
+	if resp := e.do("POST", "/v1/conversations/"+group.ID+"/read", alice, map[string]any{"seq": 2}, nil, &rd); resp.StatusCode != 200 || rd.ReadSeq != 2 {
+		t.Errorf("read: %d %+v", resp.StatusCode, rd)
+	}
+	in = historyhttp.InboxJSON{}
+	e.do("GET", "/v1/conversations?limit=1", alice, nil, nil, &in)
+	if len(in.Conversations) != 1 || in.Conversations[0].Unread != 1 || in.Next != "1" {
+		t.Errorf("inbox page 1 after read: %+v", in)
+	}
+	next := in.Next
+	in = historyhttp.InboxJSON{}
+	e.do("GET", "/v1/conversations?limit=1&cursor="+next, alice, nil, nil, &in)
+	if len(in.Conversations) != 1 || in.Conversations[0].ID != direct.ID || in.Next != "" {
+		t.Errorf("inbox page 2: %+v", in)
 	}
 }
 
