@@ -4,6 +4,7 @@
 //
 //	parley-loadtest idle      --conns 19000 [--concurrency 64] [--hold 20s]
 //	parley-loadtest broadcast --users 100 --devices 10 --rate 100 --duration 10s [--runs 3]
+//	parley-loadtest chat      --users 200 --rate 500 --duration 20s
 //
 // The HS256 secret comes from --secret or PARLEY_AUTH_HS256_SECRET. docs/benchmarks.md has
 // the commands and the figures measured with them.
@@ -37,7 +38,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("want a scenario: idle or broadcast")
+		return errors.New("want a scenario: idle, broadcast or chat")
 	}
 	scenario, args := args[0], args[1:]
 	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
@@ -102,8 +103,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintf(stdout, "median p99 over %d runs: %.2fms\n", len(results), p99[len(p99)/2])
 			return results, nil
 		}
+	case "chat":
+		var cfg loadtest.ChatConfig
+		fs.IntVar(&cfg.Users, "users", 200, "users (even): paired into direct conversations, one device each")
+		fs.IntVar(&cfg.Rate, "rate", 500, "messages per second in total, over the WebSocket")
+		fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long to send (at most 10m)")
+		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL (conversations are created there)")
+		runScenario = func(d *loadtest.Dialer) (any, error) {
+			if cfg.Duration > 10*time.Minute || cfg.Users > 19000 || cfg.Rate > 100000 {
+				return nil, errors.New("bounds: --duration at most 10m, --users at most 19000, --rate at most 100000")
+			}
+			cfg.UserPrefix = prefix
+			res, err := loadtest.RunChat(ctx, d, cfg, stderr)
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(stdout, "chat: sent %d, accepted %d (%.0f/s), errors %d; delivered %d of %d; lost %d, duplicated %d, reordered %d, phantom %d\n",
+				res.Sent, res.Accepted, res.Throughput, res.Errors, res.Delivered, res.Expected, res.Lost, res.Duplicated, res.Reordered, res.Phantom)
+			fmt.Fprintf(stdout, "send->accepted p50 %.1fms p99 %.1fms max %.1fms; send->delivered p50 %.1fms p99 %.1fms max %.1fms\n",
+				res.AcceptedP50, res.AcceptedP99, res.AcceptedMax, res.DeliveredP50, res.DeliveredP99, res.DeliveredMax)
+			return res, nil
+		}
 	default:
-		return fmt.Errorf("unknown scenario %q (want idle or broadcast)", scenario)
+		return fmt.Errorf("unknown scenario %q (want idle, broadcast or chat)", scenario)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
