@@ -39,7 +39,8 @@ type ChatResult struct {
 	Errors       int     `json:"errors"`
 	Delivered    int     `json:"delivered"`
 	Expected     int     `json:"expected"`
-	Lost         int     `json:"lost"`
+	// Undelivered are expected deliveries not seen within 10 s after the run: lost, or late.
+	Undelivered  int     `json:"undelivered"`
 	Duplicated   int     `json:"duplicated"`
 	Reordered    int     `json:"reordered"`
 	Phantom      int     `json:"phantom"`
@@ -199,7 +200,7 @@ loop:
 	conns = nil
 
 	res.Expected = 2 * res.Accepted // both members' devices, the sender's included
-	res.Lost = max(0, res.Expected-(res.Delivered-res.Duplicated))
+	res.Undelivered = max(0, res.Expected-(res.Delivered-res.Duplicated))
 	res.Throughput = float64(res.Accepted) / elapsed.Seconds()
 	ms := func(v []int64, p float64) float64 { return float64(percentile(v, p)) / 1e6 }
 	sortInt64(accepted)

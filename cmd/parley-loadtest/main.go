@@ -118,8 +118,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err != nil {
 				return nil, err
 			}
-			fmt.Fprintf(stdout, "chat: sent %d, accepted %d (%.0f/s), errors %d; delivered %d of %d; lost %d, duplicated %d, reordered %d, phantom %d\n",
-				res.Sent, res.Accepted, res.Throughput, res.Errors, res.Delivered, res.Expected, res.Lost, res.Duplicated, res.Reordered, res.Phantom)
+			fmt.Fprintf(stdout, "chat: sent %d, accepted %d (%.0f/s), errors %d; delivered %d of %d; undelivered after 10s %d, duplicated %d, reordered %d, phantom %d\n",
+				res.Sent, res.Accepted, res.Throughput, res.Errors, res.Delivered, res.Expected, res.Undelivered, res.Duplicated, res.Reordered, res.Phantom)
 			fmt.Fprintf(stdout, "send->accepted p50 %.1fms p99 %.1fms max %.1fms; send->delivered p50 %.1fms p99 %.1fms max %.1fms\n",
 				res.AcceptedP50, res.AcceptedP99, res.AcceptedMax, res.DeliveredP50, res.DeliveredP99, res.DeliveredMax)
 			return res, nil
