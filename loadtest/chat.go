@@ -33,12 +33,12 @@ type ChatConfig struct {
 // ChatResult is what the chat scenario measured and what its checker found. Every accepted
 // message must reach both members' devices exactly once, in seq order.
 type ChatResult struct {
-	Users        int     `json:"users"`
-	Sent         int     `json:"sent"`
-	Accepted     int     `json:"accepted"`
-	Errors       int     `json:"errors"`
-	Delivered    int     `json:"delivered"`
-	Expected     int     `json:"expected"`
+	Users     int `json:"users"`
+	Sent      int `json:"sent"`
+	Accepted  int `json:"accepted"`
+	Errors    int `json:"errors"`
+	Delivered int `json:"delivered"`
+	Expected  int `json:"expected"`
 	// Undelivered are expected deliveries not seen within 10 s after the run: lost, or late.
 	Undelivered  int     `json:"undelivered"`
 	Duplicated   int     `json:"duplicated"`
