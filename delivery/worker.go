@@ -49,11 +49,21 @@ func NewWorker(cfg Config, js jetstream.JetStream, nc *nats.Conn, store *history
 }
 
 // Run consumes every partition until ctx ends. Messages being processed when ctx ends are
-// left unacknowledged and are redelivered (to this or another worker).
+// left unacknowledged and are redelivered (to this or another worker). If a partition's
+// consumer cannot be set up, Run stops the others and returns the error.
 func (w *Worker) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, w.cfg.Ingest.Partitions)
-	for p := 0; p < w.cfg.Ingest.Partitions; p++ {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		cancel()
+	}
+	for p := 0; p < w.cfg.Ingest.Partitions && ctx.Err() == nil; p++ {
 		cons, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Ingest.Stream, jetstream.ConsumerConfig{
 			Durable:        "sequencer-" + strconv.Itoa(p),
 			Description:    "Parley sequencer of partition " + strconv.Itoa(p),
@@ -68,19 +78,21 @@ func (w *Worker) Run(ctx context.Context) error {
 			PinnedTTL:      w.cfg.PinnedTTL,
 		})
 		if err != nil {
-			return fmt.Errorf("consumer of partition %d: %w", p, err)
+			if ctx.Err() == nil {
+				fail(fmt.Errorf("consumer of partition %d: %w", p, err))
+			}
+			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := w.consume(ctx, p, cons); err != nil {
-				errs <- err
+				fail(err)
 			}
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	return <-errs
+	return firstErr
 }
 
 // consume pulls one partition. last holds the last seq of each conversation seen while this
@@ -269,11 +281,9 @@ func (w *Worker) memberList(ctx context.Context, ps *partitionState, conv chat.C
 
 // MessageFrame is the protocol frame of a stored message.
 func MessageFrame(m chat.Message) protocol.Frame {
+	w := history.WireMessage(m)
 	return protocol.Frame{
-		Type: protocol.TypeMessage, Conversation: m.Conversation.String(), Seq: m.Seq,
-		Sender: string(m.Sender), SenderDevice: string(m.SenderDevice), ClientMsgID: formatUUID(m.ClientMsgID),
-		Kind: string(m.Kind), Body: m.Body, TS: m.CreatedAt.UnixMilli(),
+		Type: protocol.TypeMessage, Conversation: w.Conversation, Seq: w.Seq, Sender: w.Sender,
+		SenderDevice: w.SenderDevice, ClientMsgID: w.ClientMsgID, Kind: w.Kind, Body: w.Body, TargetSeq: w.TargetSeq, TS: w.TS,
 	}
 }
-
-func formatUUID(b [16]byte) string { return chat.ConversationID(b).String() }

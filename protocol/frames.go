@@ -109,6 +109,8 @@ type Frame struct {
 	TS int64 `json:"ts,omitempty"`
 	// Kind qualifies a message (text, edit, delete, ...) or a receipt (delivered, read).
 	Kind string `json:"kind,omitempty"`
+	// TargetSeq is the message an event (edit, delete, reaction) refers to.
+	TargetSeq int64 `json:"target_seq,omitempty"`
 
 	// Users are the users of presence.subscribe and presence.unsubscribe.
 	Users []string `json:"users,omitempty"`

@@ -54,9 +54,7 @@ func (a inboxAdapter) Sync(ctx context.Context, user chat.UserID, f protocol.Fra
 			LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread()})
 	}
 	for _, m := range res.Messages {
-		out.Messages = append(out.Messages, protocol.Message{Conversation: m.Conversation.String(), Seq: m.Seq,
-			Sender: string(m.Sender), SenderDevice: string(m.SenderDevice), ClientMsgID: chat.ConversationID(m.ClientMsgID).String(),
-			Kind: string(m.Kind), Body: m.Body, TargetSeq: m.TargetSeq, TS: m.CreatedAt.UnixMilli()})
+		out.Messages = append(out.Messages, history.WireMessage(m))
 	}
 	return out, nil
 }

@@ -370,9 +370,7 @@ func (a *API) listMessages(w http.ResponseWriter, r *http.Request, _ auth.Identi
 	}
 	out := MessagesJSON{Messages: make([]protocol.Message, 0, len(page))}
 	for _, m := range page {
-		out.Messages = append(out.Messages, protocol.Message{Conversation: m.Conversation.String(), Seq: m.Seq,
-			Sender: string(m.Sender), SenderDevice: string(m.SenderDevice), ClientMsgID: chat.ConversationID(m.ClientMsgID).String(),
-			Kind: string(m.Kind), Body: m.Body, TargetSeq: m.TargetSeq, TS: m.CreatedAt.UnixMilli()})
+		out.Messages = append(out.Messages, history.WireMessage(m))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
