@@ -37,11 +37,12 @@ build: ## Build bin/parleyd.
 run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in the foreground.
 	@deploy/local/run.sh $(BIN)/parleyd
 
-test: deps lint ## Start the stack if needed, run all tests with the race detector, stop what it started.
+test: deps lint ## Start the stack if needed, run all tests (-race), then the outage tests (they restart Cassandra), stop what it started.
 	@started=$$(mktemp); trap 'rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
 	rc=0; $(GO) test $(GOTEST_FLAGS) ./... || rc=$$?; \
+	if [ $$rc -eq 0 ]; then $(GO) test $(GOTEST_FLAGS) -tags outage -run Outage ./cmd/parleyd || rc=$$?; fi; \
 	$(STACK) down --from-file "$$started"; \
 	exit $$rc
 
@@ -49,6 +50,7 @@ lint: ## gofmt and go vet.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null || true); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@$(GO) vet ./...
+	@$(GO) vet -tags outage ./cmd/parleyd
 
 bench: deps up ## Run the Go benchmarks (figures go to docs/benchmarks.md).
 	@$(GO) test -run '^$$' -bench . -benchmem ./...

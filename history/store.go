@@ -10,6 +10,7 @@ import (
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 
+	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/chat"
 )
 
@@ -36,6 +37,8 @@ type Config struct {
 	MaxMembers int
 	// MaxPage bounds one page of messages. Default 200.
 	MaxPage int
+	// Breaker guards every call (nil: none). Build it with IsCassandraFailure.
+	Breaker *backend.Breaker
 }
 
 // Defaults.
@@ -49,6 +52,25 @@ const (
 type Store struct {
 	s   *gocql.Session
 	cfg Config
+}
+
+// Guard runs fn, a series of Cassandra calls, under the store's circuit breaker. Only failures
+// of Cassandra itself count against it: not-found, a taken seq or a bad request are answers.
+func (st *Store) Guard(fn func() error) error {
+	if st.cfg.Breaker == nil {
+		return fn()
+	}
+	return st.cfg.Breaker.Do(fn)
+}
+
+// IsCassandraFailure reports whether err counts as a failure of Cassandra (for the breaker).
+func IsCassandraFailure(err error) bool {
+	switch {
+	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrSeqTaken), errors.Is(err, ErrInvalid),
+		errors.Is(err, ErrTooManyMembers), errors.Is(err, context.Canceled), errors.Is(err, backend.ErrUnavailable):
+		return false
+	}
+	return true
 }
 
 // New returns a Store on a session bound to Parley's keyspace.
@@ -91,10 +113,7 @@ func (m Member) Active() bool { return m.LeftSeq == 0 }
 
 func uuid(id chat.ConversationID) gocql.UUID { return gocql.UUID(id) }
 
-// CreateDirect creates the direct conversation of a and b if it does not exist and returns
-// its id (the same for both users, see chat.DirectConversationID). created is false when it
-// existed already.
-func (st *Store) CreateDirect(ctx context.Context, a, b chat.UserID, now time.Time) (id chat.ConversationID, created bool, err error) {
+func (st *Store) createDirect(ctx context.Context, a, b chat.UserID, now time.Time) (id chat.ConversationID, created bool, err error) {
 	if a == b {
 		return id, false, fmt.Errorf("%w: a direct conversation needs two different users", ErrInvalid)
 	}
@@ -123,8 +142,7 @@ func (st *Store) CreateDirect(ctx context.Context, a, b chat.UserID, now time.Ti
 	return id, created, nil
 }
 
-// CreateGroup creates a group owned by creator with the other members, and returns its id.
-func (st *Store) CreateGroup(ctx context.Context, creator chat.UserID, title string, members []chat.UserID, now time.Time) (chat.ConversationID, error) {
+func (st *Store) createGroup(ctx context.Context, creator chat.UserID, title string, members []chat.UserID, now time.Time) (chat.ConversationID, error) {
 	all := []chat.UserID{creator}
 	for _, m := range members {
 		if !slices.Contains(all, m) {
@@ -178,8 +196,7 @@ func (st *Store) addToInbox(ctx context.Context, id chat.ConversationID, user ch
 	return nil
 }
 
-// Conversation returns a conversation's metadata, or ErrNotFound.
-func (st *Store) Conversation(ctx context.Context, id chat.ConversationID) (Conversation, error) {
+func (st *Store) conversation(ctx context.Context, id chat.ConversationID) (Conversation, error) {
 	c := Conversation{ID: id}
 	var kind, createdBy string
 	err := st.s.Query(`SELECT kind, title, created_by, created_at FROM conversations WHERE conversation_id = ?`, uuid(id)).
@@ -194,8 +211,7 @@ func (st *Store) Conversation(ctx context.Context, id chat.ConversationID) (Conv
 	return c, nil
 }
 
-// Member returns user's membership of a conversation, or ErrNotFound when there is none.
-func (st *Store) Member(ctx context.Context, id chat.ConversationID, user chat.UserID) (Member, error) {
+func (st *Store) member(ctx context.Context, id chat.ConversationID, user chat.UserID) (Member, error) {
 	m := Member{User: user}
 	var role string
 	err := st.s.Query(`SELECT role, joined_seq, left_seq FROM conversation_members WHERE conversation_id = ? AND user_id = ?`,
@@ -210,8 +226,7 @@ func (st *Store) Member(ctx context.Context, id chat.ConversationID, user chat.U
 	return m, nil
 }
 
-// Members returns every member, past ones included (LeftSeq > 0).
-func (st *Store) Members(ctx context.Context, id chat.ConversationID) ([]Member, error) {
+func (st *Store) members(ctx context.Context, id chat.ConversationID) ([]Member, error) {
 	iter := st.s.Query(`SELECT user_id, role, joined_seq, left_seq FROM conversation_members WHERE conversation_id = ?`,
 		uuid(id)).WithContext(ctx).Idempotent(true).Iter()
 	var (
@@ -233,12 +248,7 @@ func (st *Store) bucket(seq int64) int64 { return seq / st.cfg.BucketSize }
 
 const messageColumns = `seq, kind, sender_id, sender_device, client_msg_id, body, target_seq, created_at`
 
-// Append stores messages of one conversation with consecutive seqs. Each bucket's rows go in
-// one conditional batch (IF NOT EXISTS, one Paxos round per partition): if any seq exists
-// already, nothing of that bucket is written and ErrSeqTaken is returned. It then raises the
-// conversation's last_seq hint. The client_msg_id map is written separately, before, by
-// ClaimClientMsgID (see docs/delivery.md for why that order).
-func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
+func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -280,9 +290,7 @@ func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat
 	return nil
 }
 
-// ClaimClientMsgID records that a sender's client_msg_id is being given seq. A later claim for
-// the same id overwrites it (a stale claim whose seq went to another message is replaced).
-func (st *Store) ClaimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte, seq int64) error {
+func (st *Store) claimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte, seq int64) error {
 	if err := st.s.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
 		uuid(id), string(sender), gocql.UUID(clientMsgID), seq).WithContext(ctx).Idempotent(true).Exec(); err != nil {
 		return fmt.Errorf("record client_msg_id: %w", err)
@@ -290,8 +298,7 @@ func (st *Store) ClaimClientMsgID(ctx context.Context, id chat.ConversationID, s
 	return nil
 }
 
-// MessageAt returns the message at seq, if it exists.
-func (st *Store) MessageAt(ctx context.Context, id chat.ConversationID, seq int64) (chat.Message, bool, error) {
+func (st *Store) messageAt(ctx context.Context, id chat.ConversationID, seq int64) (chat.Message, bool, error) {
 	page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq = ?`,
 		uuid(id), st.bucket(seq), seq)
 	if err != nil || len(page) == 0 {
@@ -300,10 +307,8 @@ func (st *Store) MessageAt(ctx context.Context, id chat.ConversationID, seq int6
 	return page[0], true, nil
 }
 
-// IsActiveMember reports whether user is a current member of the conversation (false, nil
-// for a conversation that does not exist).
-func (st *Store) IsActiveMember(ctx context.Context, id chat.ConversationID, user chat.UserID) (bool, error) {
-	m, err := st.Member(ctx, id, user)
+func (st *Store) isActiveMember(ctx context.Context, id chat.ConversationID, user chat.UserID) (bool, error) {
+	m, err := st.member(ctx, id, user)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
@@ -326,8 +331,7 @@ func preview(body string) string {
 	return body[:n]
 }
 
-// SeqOf returns the seq a sender's client_msg_id was given in a conversation, if any.
-func (st *Store) SeqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte) (int64, bool, error) {
+func (st *Store) seqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte) (int64, bool, error) {
 	var seq int64
 	err := st.s.Query(`SELECT seq FROM message_ids WHERE conversation_id = ? AND sender_id = ? AND client_msg_id = ?`,
 		uuid(id), string(sender), gocql.UUID(clientMsgID)).WithContext(ctx).Idempotent(true).Scan(&seq)
@@ -340,10 +344,7 @@ func (st *Store) SeqOf(ctx context.Context, id chat.ConversationID, sender chat.
 	return seq, true, nil
 }
 
-// LastSeq returns the highest seq stored in a conversation (0 when empty). It starts from the
-// conversation's last_seq hint and walks forward over full buckets, so a stale hint costs a
-// read or two, never a wrong answer. ErrNotFound if the conversation does not exist.
-func (st *Store) LastSeq(ctx context.Context, id chat.ConversationID) (int64, error) {
+func (st *Store) lastSeq(ctx context.Context, id chat.ConversationID) (int64, error) {
 	var hint int64
 	err := st.s.Query(`SELECT last_seq FROM conversations WHERE conversation_id = ?`, uuid(id)).
 		WithContext(ctx).Idempotent(true).Scan(&hint)
@@ -371,15 +372,13 @@ func (st *Store) LastSeq(ctx context.Context, id chat.ConversationID) (int64, er
 	}
 }
 
-// Before returns up to limit messages with seq < before, newest first. before <= 0 means
-// from the latest message.
-func (st *Store) Before(ctx context.Context, id chat.ConversationID, before int64, limit int) ([]chat.Message, error) {
+func (st *Store) before(ctx context.Context, id chat.ConversationID, before int64, limit int) ([]chat.Message, error) {
 	limit, err := st.clamp(limit)
 	if err != nil {
 		return nil, err
 	}
 	if before <= 0 {
-		last, err := st.LastSeq(ctx, id)
+		last, err := st.lastSeq(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -397,8 +396,7 @@ func (st *Store) Before(ctx context.Context, id chat.ConversationID, before int6
 	return out, nil
 }
 
-// After returns up to limit messages with seq > after, oldest first.
-func (st *Store) After(ctx context.Context, id chat.ConversationID, after int64, limit int) ([]chat.Message, error) {
+func (st *Store) after(ctx context.Context, id chat.ConversationID, after int64, limit int) ([]chat.Message, error) {
 	limit, err := st.clamp(limit)
 	if err != nil {
 		return nil, err
@@ -449,4 +447,96 @@ func (st *Store) read(ctx context.Context, id chat.ConversationID, stmt string, 
 		return nil, fmt.Errorf("read messages: %w", err)
 	}
 	return out, nil
+}
+
+// The exported methods run under the store's circuit breaker (Config.Breaker): while it is
+// open they fail fast with backend.ErrUnavailable instead of waiting for Cassandra to time out.
+
+// CreateDirect creates the direct conversation of a and b if it does not exist and returns
+// its id (the same for both users, see chat.DirectConversationID). created is false when it
+// existed already.
+func (st *Store) CreateDirect(ctx context.Context, a, b chat.UserID, now time.Time) (id chat.ConversationID, created bool, err error) {
+	err = st.Guard(func() error { id, created, err = st.createDirect(ctx, a, b, now); return err })
+	return
+}
+
+// CreateGroup creates a group owned by creator with the other members, and returns its id.
+func (st *Store) CreateGroup(ctx context.Context, creator chat.UserID, title string, members []chat.UserID, now time.Time) (id chat.ConversationID, err error) {
+	err = st.Guard(func() error { id, err = st.createGroup(ctx, creator, title, members, now); return err })
+	return
+}
+
+// Conversation returns a conversation's metadata, or ErrNotFound.
+func (st *Store) Conversation(ctx context.Context, id chat.ConversationID) (c Conversation, err error) {
+	err = st.Guard(func() error { c, err = st.conversation(ctx, id); return err })
+	return
+}
+
+// Member returns user's membership of a conversation, or ErrNotFound when there is none.
+func (st *Store) Member(ctx context.Context, id chat.ConversationID, user chat.UserID) (m Member, err error) {
+	err = st.Guard(func() error { m, err = st.member(ctx, id, user); return err })
+	return
+}
+
+// Members returns every member, past ones included (LeftSeq > 0).
+func (st *Store) Members(ctx context.Context, id chat.ConversationID) (ms []Member, err error) {
+	err = st.Guard(func() error { ms, err = st.members(ctx, id); return err })
+	return
+}
+
+// Append stores messages of one conversation with consecutive seqs. Each bucket's rows go in
+// one conditional batch (IF NOT EXISTS, one Paxos round per partition): if any seq exists
+// already, nothing of that bucket is written and ErrSeqTaken is returned. It then raises the
+// conversation's last_seq hint. The client_msg_id map is written separately, before, by
+// ClaimClientMsgID (see docs/delivery.md for why that order).
+func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) (err error) {
+	err = st.Guard(func() error { err = st.append(ctx, id, msgs); return err })
+	return
+}
+
+// ClaimClientMsgID records that a sender's client_msg_id is being given seq. A later claim for
+// the same id overwrites it (a stale claim whose seq went to another message is replaced).
+func (st *Store) ClaimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte, seq int64) (err error) {
+	err = st.Guard(func() error { err = st.claimClientMsgID(ctx, id, sender, clientMsgID, seq); return err })
+	return
+}
+
+// MessageAt returns the message at seq, if it exists.
+func (st *Store) MessageAt(ctx context.Context, id chat.ConversationID, seq int64) (m chat.Message, ok bool, err error) {
+	err = st.Guard(func() error { m, ok, err = st.messageAt(ctx, id, seq); return err })
+	return
+}
+
+// IsActiveMember reports whether user is a current member of the conversation (false, nil
+// for a conversation that does not exist).
+func (st *Store) IsActiveMember(ctx context.Context, id chat.ConversationID, user chat.UserID) (ok bool, err error) {
+	err = st.Guard(func() error { ok, err = st.isActiveMember(ctx, id, user); return err })
+	return
+}
+
+// SeqOf returns the seq a sender's client_msg_id was given in a conversation, if any.
+func (st *Store) SeqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte) (seq int64, ok bool, err error) {
+	err = st.Guard(func() error { seq, ok, err = st.seqOf(ctx, id, sender, clientMsgID); return err })
+	return
+}
+
+// LastSeq returns the highest seq stored in a conversation (0 when empty). It starts from the
+// conversation's last_seq hint and walks forward over full buckets, so a stale hint costs a
+// read or two, never a wrong answer. ErrNotFound if the conversation does not exist.
+func (st *Store) LastSeq(ctx context.Context, id chat.ConversationID) (last int64, err error) {
+	err = st.Guard(func() error { last, err = st.lastSeq(ctx, id); return err })
+	return
+}
+
+// Before returns up to limit messages with seq < before, newest first. before <= 0 means
+// from the latest message.
+func (st *Store) Before(ctx context.Context, id chat.ConversationID, before int64, limit int) (page []chat.Message, err error) {
+	err = st.Guard(func() error { page, err = st.before(ctx, id, before, limit); return err })
+	return
+}
+
+// After returns up to limit messages with seq > after, oldest first.
+func (st *Store) After(ctx context.Context, id chat.ConversationID, after int64, limit int) (page []chat.Message, err error) {
+	err = st.Guard(func() error { page, err = st.after(ctx, id, after, limit); return err })
+	return
 }

@@ -53,19 +53,25 @@ func (e Entry) Unread() int64 { return max(0, e.LastSeq-e.ReadSeq) }
 // List returns the user's conversations, most recently active first. Conversations the user
 // has left are not listed.
 func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
-	iter := in.s.Query(`SELECT conversation_id, read_seq, read_at FROM user_conversations WHERE user_id = ? LIMIT ?`,
-		string(user), MaxConversations).WithContext(ctx).Idempotent(true).Iter()
-	var (
-		entries []Entry
-		cid     gocql.UUID
-		e       Entry
-	)
-	for iter.Scan(&cid, &e.ReadSeq, &e.ReadAt) {
-		e.Conversation = chat.ConversationID(cid)
-		entries = append(entries, e)
-	}
-	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("read inbox: %w", err)
+	var entries []Entry
+	err := in.history.Guard(func() error {
+		iter := in.s.Query(`SELECT conversation_id, read_seq, read_at FROM user_conversations WHERE user_id = ? LIMIT ?`,
+			string(user), MaxConversations).WithContext(ctx).Idempotent(true).Iter()
+		var (
+			cid gocql.UUID
+			e   Entry
+		)
+		for iter.Scan(&cid, &e.ReadSeq, &e.ReadAt) {
+			e.Conversation = chat.ConversationID(cid)
+			entries = append(entries, e)
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read inbox: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	// One read per conversation, 32 at a time.
 	var (
@@ -79,7 +85,7 @@ func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			errs[i] = in.fill(ctx, &entries[i])
+			errs[i] = in.history.Guard(func() error { return in.fill(ctx, &entries[i]) })
 		}()
 	}
 	wg.Wait()
@@ -142,6 +148,19 @@ func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.Conve
 		return 0, false, err
 	}
 	seq = min(seq, last)
+	var (
+		read  int64
+		moved bool
+	)
+	err = in.history.Guard(func() error {
+		read, moved, err = in.markRead(ctx, user, conv, seq)
+		return err
+	})
+	return read, moved, err
+}
+
+// markRead moves the read position forward with a compare-and-set loop.
+func (in *Inbox) markRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (int64, bool, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		var cur int64
 		err := in.s.Query(`SELECT read_seq FROM user_conversations WHERE user_id = ? AND conversation_id = ?`,

@@ -162,6 +162,7 @@ type runConfig struct {
 	redis           backend.RedisConfig
 	nats            backend.NATSConfig
 	cassandra       backend.CassandraConfig
+	breaker         backend.BreakerConfig
 	replication     schema.Replication
 	migrate         bool
 	startupTimeout  time.Duration
@@ -214,6 +215,14 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 
 	cassandraFlags(fs, &c.cassandra)
 	migrationFlags(fs, &c.replication)
+	durationFlag(fs, &c.breaker.Window, "cassandra-breaker-window", 10*time.Second, time.Second, 10*time.Minute,
+		"Window over which Cassandra failures are counted by the circuit breaker.")
+	intFlag(fs, &c.breaker.MinRequests, "cassandra-breaker-min-requests", 10, 1, 1000000,
+		"Calls the window needs before the breaker may open.")
+	floatFlag(fs, &c.breaker.FailureRatio, "cassandra-breaker-failure-ratio", 0.5, 0.01, 1,
+		"Share of failed calls in the window that opens the breaker (calls then fail fast with 503/unavailable).")
+	durationFlag(fs, &c.breaker.OpenFor, "cassandra-breaker-open-for", 5*time.Second, 100*time.Millisecond, 10*time.Minute,
+		"How long the breaker stays open before a trial call.")
 	boolFlag(fs, &c.migrate, "cassandra-migrate", true,
 		"Apply pending schema migrations at start; false: refuse to start unless the schema is current.")
 }
@@ -225,6 +234,9 @@ func (c *runConfig) validate() error {
 		if err != nil {
 			return err
 		}
+	}
+	if err := c.breaker.Validate(); err != nil {
+		return err
 	}
 	if c.jwksFile != "" {
 		ks, err := auth.LoadJWKS(c.jwksFile)

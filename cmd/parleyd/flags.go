@@ -120,6 +120,20 @@ func intFlag(fs *flag.FlagSet, p *int, name string, def, lo, hi int, usage strin
 	}, strconv.Itoa, usage)
 }
 
+// floatFlag accepts a number in [lo, hi].
+func floatFlag(fs *flag.FlagSet, p *float64, name string, def, lo, hi float64, usage string) {
+	defineValue(fs, p, name, def, func(s string) (float64, error) {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return 0, fmt.Errorf("not a number")
+		}
+		if f < lo || f > hi {
+			return 0, fmt.Errorf("%v out of range [%v, %v]", f, lo, hi)
+		}
+		return f, nil
+	}, func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }, usage)
+}
+
 // enumFlag accepts one of allowed.
 func enumFlag(fs *flag.FlagSet, p *string, name, def string, allowed []string, usage string) {
 	defineValue(fs, p, name, def, func(s string) (string, error) {

@@ -151,7 +151,11 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 
 	var store *history.Store
 	if d.cassandra != nil {
-		if store, err = history.New(d.cassandra, history.Config{}); err != nil {
+		breaker, err := backend.NewBreaker("cassandra", cfg.breaker, history.IsCassandraFailure, reg)
+		if err != nil {
+			return abort(d, err)
+		}
+		if store, err = history.New(d.cassandra, history.Config{Breaker: breaker}); err != nil {
 			return abort(d, err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -114,6 +115,8 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
 	case errors.Is(err, chat.ErrInvalidID), errors.Is(err, chat.ErrInvalidConversation):
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
+	case errors.Is(err, backend.ErrUnavailable):
+		return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable, msg: "storage unavailable; retry later", retryAfter: 5}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable, msg: "timed out; retry later", retryAfter: 2}
 	}
