@@ -31,6 +31,58 @@ type Reader interface {
 	MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error)
 }
 
+// Acker records that a device received a conversation up to a seq. Its ReadResult-shaped
+// answer is the user's delivered position, whether it moved, and who gets the "delivered"
+// receipt (the other members).
+type Acker interface {
+	Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error)
+}
+
+// EnableAck makes the edge accept ack frames: the device's cursor and the user's delivered
+// position move forward, and the other members get a "delivered" receipt when the position
+// moved. Call before serving.
+func (s *Server) EnableAck(a Acker) {
+	s.Handle(protocol.TypeAck, func(ctx context.Context, c *Conn, f protocol.Frame) {
+		conv, err := chat.ParseConversationID(f.Conversation)
+		if err != nil {
+			c.SendError(f.ID, protocol.Errorf(protocol.CodeBadRequest, "conversation is not a UUID"))
+			return
+		}
+		ctx, cancel := context.WithTimeout(ctx, sendTimeout)
+		defer cancel()
+		res, perr := a.Ack(ctx, c.user, c.device, conv, f.Seq)
+		if perr != nil {
+			c.SendError(f.ID, perr)
+			return
+		}
+		if f.ID != "" {
+			c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, Seq: res.ReadSeq})
+		}
+		if res.Moved {
+			s.publishReceipt(f.Conversation, res.ReadSeq, c.user, "delivered", res.Notify)
+		}
+	})
+}
+
+// publishReceipt sends a receipt frame to users' subjects. Best effort: sync carries the
+// positions too.
+func (s *Server) publishReceipt(conv string, seq int64, user chat.UserID, kind string, to []chat.UserID) {
+	if s.nc == nil {
+		return
+	}
+	data, err := protocol.Encode(protocol.Frame{Type: protocol.TypeReceipt, Conversation: conv,
+		Seq: seq, User: string(user), Kind: kind, TS: s.now().UnixMilli()})
+	if err != nil {
+		return
+	}
+	for _, u := range to {
+		m := nats.NewMsg(routing.UserSubject(u))
+		m.Header.Set(routing.HeaderFrameType, string(protocol.TypeReceipt))
+		m.Data = data
+		_ = s.nc.PublishMsg(m)
+	}
+}
+
 // EnableSync makes the edge answer sync frames. Call before serving.
 func (s *Server) EnableSync(sy Syncer) {
 	s.Handle(protocol.TypeSync, func(ctx context.Context, c *Conn, f protocol.Frame) {
@@ -65,19 +117,8 @@ func (s *Server) EnableRead(r Reader) {
 		if f.ID != "" {
 			c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, Seq: res.ReadSeq})
 		}
-		if !res.Moved || s.nc == nil {
-			return
-		}
-		data, err := protocol.Encode(protocol.Frame{Type: protocol.TypeReceipt, Conversation: f.Conversation,
-			Seq: res.ReadSeq, User: string(c.user), Kind: "read", TS: s.now().UnixMilli()})
-		if err != nil {
-			return
-		}
-		for _, u := range res.Notify {
-			m := nats.NewMsg(routing.UserSubject(u))
-			m.Header.Set(routing.HeaderFrameType, string(protocol.TypeReceipt))
-			m.Data = data
-			_ = s.nc.PublishMsg(m) // best effort: sync carries read positions too
+		if res.Moved {
+			s.publishReceipt(f.Conversation, res.ReadSeq, c.user, "read", res.Notify)
 		}
 	})
 }

@@ -277,3 +277,73 @@ func parseSince(s string) (time.Time, error) {
 	}
 	return time.UnixMilli(ms), nil
 }
+
+// Ack records that user's device has received a conversation up to seq (clamped to the last
+// seq): the device's cursor moves forward, and so does the user's delivered position when this
+// is the first of their devices to get that far. It reports the user's delivered position
+// after the call and whether it moved (then "delivered" receipts are due). ErrNotFound when
+// the user is not a member.
+func (in *Inbox) Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (int64, bool, error) {
+	ok, err := in.history.IsActiveMember(ctx, conv, user)
+	if err != nil {
+		return 0, false, err
+	}
+	if !ok {
+		return 0, false, history.ErrNotFound
+	}
+	last, err := in.history.LastSeq(ctx, conv)
+	if err != nil {
+		return 0, false, err
+	}
+	seq = min(seq, last)
+	var (
+		delivered int64
+		moved     bool
+	)
+	err = in.history.Guard(func() error {
+		if _, _, err := forward(ctx, in.s, "device_cursors", "seq",
+			`user_id = ? AND device_id = ? AND conversation_id = ?`, []any{string(user), string(device), gocql.UUID(conv)}, seq); err != nil {
+			return err
+		}
+		delivered, moved, err = forward(ctx, in.s, "user_conversations", "delivered_seq",
+			`user_id = ? AND conversation_id = ?`, []any{string(user), gocql.UUID(conv)}, seq)
+		return err
+	})
+	return delivered, moved, err
+}
+
+// forward raises an integer column to seq with compare-and-set, never lowering it (several
+// devices may acknowledge at once). It returns the value after the call and whether it moved.
+// A missing row or value counts as 0. table, column and where are constants of this package.
+func forward(ctx context.Context, s *gocql.Session, table, column, where string, key []any, seq int64) (int64, bool, error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		var cur *int64
+		err := s.Query(`SELECT `+column+` FROM `+table+` WHERE `+where, key...).WithContext(ctx).Idempotent(true).Scan(&cur)
+		exists := err == nil
+		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
+			return 0, false, fmt.Errorf("read %s: %w", column, err)
+		}
+		if cur != nil && seq <= *cur {
+			return *cur, false, nil
+		}
+		var applied bool
+		switch {
+		case !exists && table == "device_cursors":
+			applied, err = s.Query(`INSERT INTO device_cursors (user_id, device_id, conversation_id, seq) VALUES (?, ?, ?, ?) IF NOT EXISTS`,
+				append(key, seq)...).WithContext(ctx).MapScanCAS(map[string]any{})
+		case cur == nil:
+			applied, err = s.Query(`UPDATE `+table+` SET `+column+` = ? WHERE `+where+` IF `+column+` = null`,
+				append([]any{seq}, key...)...).WithContext(ctx).MapScanCAS(map[string]any{})
+		default:
+			applied, err = s.Query(`UPDATE `+table+` SET `+column+` = ? WHERE `+where+` IF `+column+` = ?`,
+				append(append([]any{seq}, key...), *cur)...).WithContext(ctx).MapScanCAS(map[string]any{})
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("move %s: %w", column, err)
+		}
+		if applied {
+			return seq, true, nil
+		}
+	}
+	return 0, false, fmt.Errorf("move %s: too much contention", column)
+}

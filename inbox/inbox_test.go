@@ -168,3 +168,38 @@ func TestMarkReadOnlyMovesForward(t *testing.T) {
 		t.Errorf("bad since-token: %v; want ErrInvalid", err)
 	}
 }
+
+// The first device to acknowledge a seq moves the user's delivered position; another device
+// acknowledging less, or the same, does not; cursors never move back.
+func TestAckMovesDeliveredForward(t *testing.T) {
+	in, h := setup(t)
+	p := teststack.ID(t)
+	me, you := chat.UserID(p+"_me"), chat.UserID(p+"_you")
+	conv, _, err := h.CreateDirect(bg, me, you, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, h, conv, you, 8)
+	steps := []struct {
+		device    chat.DeviceID
+		seq       int64
+		delivered int64
+		moved     bool
+	}{
+		{"phone", 3, 3, true},
+		{"laptop", 2, 3, false}, // behind the phone: nothing new delivered
+		{"laptop", 5, 5, true},
+		{"phone", 4, 5, false},
+		{"phone", 100, 8, true}, // clamped to the last seq
+		{"phone", 8, 8, false},
+	}
+	for _, s := range steps {
+		d, moved, err := in.Ack(bg, me, s.device, conv, s.seq)
+		if err != nil || d != s.delivered || moved != s.moved {
+			t.Errorf("Ack(%s, %d) = %d, %v, %v; want %d, %v", s.device, s.seq, d, moved, err, s.delivered, s.moved)
+		}
+	}
+	if _, _, err := in.Ack(bg, chat.UserID(p+"_stranger"), "d", conv, 1); !errors.Is(err, history.ErrNotFound) {
+		t.Errorf("stranger acks: %v; want ErrNotFound", err)
+	}
+}

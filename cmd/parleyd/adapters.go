@@ -21,6 +21,7 @@ type inboxAdapter struct {
 var (
 	_ edge.Syncer = inboxAdapter{}
 	_ edge.Reader = inboxAdapter{}
+	_ edge.Acker  = inboxAdapter{}
 )
 
 func toProtocolError(err error) *protocol.Error {
@@ -59,6 +60,34 @@ func (a inboxAdapter) Sync(ctx context.Context, user chat.UserID, f protocol.Fra
 	return out, nil
 }
 
+func (a inboxAdapter) Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (edge.ReadResult, *protocol.Error) {
+	delivered, moved, err := a.inbox.Ack(ctx, user, device, conv, seq)
+	if err != nil {
+		return edge.ReadResult{}, toProtocolError(err)
+	}
+	res := edge.ReadResult{ReadSeq: delivered, Moved: moved}
+	if moved {
+		res.Notify = a.activeMembers(ctx, conv, user)
+	}
+	return res, nil
+}
+
+// activeMembers lists the current members but except (best effort: on error, nobody; the
+// receipts are then skipped and sync repairs).
+func (a inboxAdapter) activeMembers(ctx context.Context, conv chat.ConversationID, except chat.UserID) []chat.UserID {
+	members, err := a.history.Members(ctx, conv)
+	if err != nil {
+		return nil
+	}
+	var out []chat.UserID
+	for _, m := range members {
+		if m.Active() && m.User != except {
+			out = append(out, m.User)
+		}
+	}
+	return out
+}
+
 func (a inboxAdapter) MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (edge.ReadResult, *protocol.Error) {
 	read, moved, err := a.inbox.MarkRead(ctx, user, conv, seq)
 	if err != nil {
@@ -66,15 +95,8 @@ func (a inboxAdapter) MarkRead(ctx context.Context, user chat.UserID, conv chat.
 	}
 	res := edge.ReadResult{ReadSeq: read, Moved: moved}
 	if moved {
-		members, err := a.history.Members(ctx, conv)
-		if err != nil {
-			return res, nil // the position moved; only the receipts are skipped (sync repairs)
-		}
-		for _, m := range members {
-			if m.Active() {
-				res.Notify = append(res.Notify, m.User)
-			}
-		}
+		// The reader's own other devices learn the new position too.
+		res.Notify = append(a.activeMembers(ctx, conv, user), user)
 	}
 	return res, nil
 }

@@ -272,6 +272,16 @@ func TestRunAgainstStack(t *testing.T) {
 			t.Errorf("%s received %+v; want the message at seq 1", name, f)
 		}
 	}
+	// Bob's device acknowledges it: alice gets the delivered receipt.
+	if err := wsBob.WriteJSON(protocol.Frame{Type: protocol.TypeAck, ID: "a1", Conversation: conv.String(), Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(wsBob); f.Type != protocol.TypeOK || f.ID != "a1" || f.Seq != 1 {
+		t.Errorf("reply to ack: %+v; want ok with seq 1", f)
+	}
+	if f := next(ws); f.Type != protocol.TypeReceipt || f.Kind != "delivered" || f.User != string(bob) || f.Seq != 1 {
+		t.Errorf("alice got %+v; want bob's delivered receipt at seq 1", f)
+	}
 	// Bob reads it: his device gets ok, alice gets the read receipt.
 	if err := wsBob.WriteJSON(protocol.Frame{Type: protocol.TypeRead, ID: "r1", Conversation: conv.String(), Seq: 1}); err != nil {
 		t.Fatal(err)

@@ -147,8 +147,6 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	if err != nil {
 		return abort(nil, err)
 	}
-	adm.AddCheck(d.checks()...)
-
 	var store *history.Store
 	if d.cassandra != nil {
 		breaker, err := backend.NewBreaker("cassandra", cfg.breaker, history.IsCassandraFailure, reg)
@@ -206,6 +204,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			ia := inboxAdapter{inbox: inbox.New(d.cassandra, store), history: store}
 			edgeSv.EnableSync(ia)
 			edgeSv.EnableRead(ia)
+			edgeSv.EnableAck(ia)
 			mux.Handle(protocol.Path, edgeSv)
 			g.Go(func() error { return edgeSv.Run(gctx) })
 		}
@@ -240,6 +239,9 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			return nil
 		})
 	}
+	// Ready only now that every listener and component runs: a load balancer must not send
+	// traffic before the public listener accepts it.
+	adm.AddCheck(d.checks()...)
 	logger.Info("parleyd running", "roles", cfg.roles.String())
 
 	<-gctx.Done()
