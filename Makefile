@@ -13,7 +13,7 @@ GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
 export PARLEY_STATE_DIR := $(STATE_DIR)
 
-.PHONY: help deps up down status run build test lint bench clean
+.PHONY: help deps up down status run build test lint bench loadtest clean
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,12 @@ lint: ## gofmt and go vet.
 
 bench: deps up ## Run the Go benchmarks (figures go to docs/benchmarks.md).
 	@$(GO) test -run '^$$' -bench . -benchmem ./...
+
+loadtest: ## One-minute chat load test against the parleyd that `make run` started (run it in another terminal).
+	@$(GO) build -o $(BIN)/parley-loadtest ./cmd/parley-loadtest
+	@PARLEY_AUTH_HS256_SECRET=$${PARLEY_AUTH_HS256_SECRET:-$$(cat $(STATE_DIR)/dev-hs256-secret 2>/dev/null)} \
+	  $(BIN)/parley-loadtest chat --users 200 --rate 200 --duration 60s --json $(STATE_DIR)/loadtest-chat.json
+	@echo "result: $(STATE_DIR)/loadtest-chat.json"
 
 clean: down ## Stop the stack and delete its state (.parley/) and bin/.
 	rm -rf $(STATE_DIR) $(BIN)

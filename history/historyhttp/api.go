@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/history"
@@ -43,6 +46,10 @@ type Config struct {
 	MaxBodyBytes int
 	// RequestTimeout bounds each request's work. Default 10s.
 	RequestTimeout time.Duration
+	// RequestsPerSecond and Burst limit each user's requests (token bucket); above them the
+	// API answers 429 with Retry-After. Defaults 20 and 40.
+	RequestsPerSecond int
+	Burst             int
 }
 
 // API serves the history routes.
@@ -54,6 +61,7 @@ type API struct {
 	pub      Publisher
 	logger   *slog.Logger
 	now      func() time.Time
+	limits   *userLimits
 }
 
 // New returns the API.
@@ -64,7 +72,14 @@ func New(cfg Config, store *history.Store, in *inbox.Inbox, verifier Verifier, p
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 10 * time.Second
 	}
-	return &API{cfg: cfg, store: store, inbox: in, verifier: verifier, pub: pub, logger: logger, now: time.Now}
+	if cfg.RequestsPerSecond == 0 {
+		cfg.RequestsPerSecond = 20
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = 40
+	}
+	return &API{cfg: cfg, store: store, inbox: in, verifier: verifier, pub: pub, logger: logger, now: time.Now,
+		limits: newUserLimits(rate.Limit(cfg.RequestsPerSecond), cfg.Burst)}
 }
 
 // Routes are the API's routes, for the table-driven authorization test and the OpenAPI file.
@@ -165,6 +180,11 @@ func (a *API) authed(h handler) http.Handler {
 				code = protocol.CodeTokenExpired
 			}
 			a.writeError(w, r, errorf(http.StatusUnauthorized, code, "invalid or expired token"))
+			return
+		}
+		if !a.limits.allow(id.User, a.now()) {
+			a.writeError(w, r, &apiError{status: http.StatusTooManyRequests, code: protocol.CodeRateLimited,
+				msg: fmt.Sprintf("more than %d requests per second", a.cfg.RequestsPerSecond), retryAfter: 1})
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.RequestTimeout)
@@ -500,4 +520,44 @@ func (a *API) markRead(w http.ResponseWriter, r *http.Request, id auth.Identity)
 	}
 	writeJSON(w, http.StatusOK, ReadJSON{ReadSeq: read})
 	return nil
+}
+
+// userLimits holds one token bucket per user (golang.org/x/time/rate). Buckets idle for a
+// minute are dropped, so the map holds only recently active users.
+type userLimits struct {
+	limit rate.Limit
+	burst int
+
+	mu    sync.Mutex
+	users map[chat.UserID]*userLimit
+	swept time.Time
+}
+
+type userLimit struct {
+	l    *rate.Limiter
+	seen time.Time
+}
+
+func newUserLimits(limit rate.Limit, burst int) *userLimits {
+	return &userLimits{limit: limit, burst: burst, users: map[chat.UserID]*userLimit{}}
+}
+
+func (u *userLimits) allow(user chat.UserID, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if now.Sub(u.swept) > time.Minute {
+		for k, v := range u.users {
+			if now.Sub(v.seen) > time.Minute {
+				delete(u.users, k)
+			}
+		}
+		u.swept = now
+	}
+	ul := u.users[user]
+	if ul == nil {
+		ul = &userLimit{l: rate.NewLimiter(u.limit, u.burst)}
+		u.users[user] = ul
+	}
+	ul.seen = now
+	return ul.l.AllowN(now, 1)
 }

@@ -312,3 +312,28 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Errorf("openapi documents %d operations; the API serves %d", documented, len(historyhttp.Routes))
 	}
 }
+
+// Over the per-user request rate the API answers 429 with Retry-After; other users are not
+// affected.
+func TestRateLimit(t *testing.T) {
+	e := newEnv(t)
+	greedy, calm := e.user("greedy"), e.user("calm")
+	limited := 0
+	for i := 0; i < 60; i++ {
+		var eb errBody
+		resp := e.do("GET", "/v1/conversations", greedy, nil, nil, &eb)
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+			if eb.Code != protocol.CodeRateLimited || !eb.Retryable || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("429 body %+v, Retry-After %q", eb, resp.Header.Get("Retry-After"))
+			}
+		}
+	}
+	if limited == 0 {
+		t.Error("60 requests at once (burst 40) were never limited")
+	}
+	var in historyhttp.InboxJSON
+	if resp := e.do("GET", "/v1/conversations", calm, nil, nil, &in); resp.StatusCode != http.StatusOK {
+		t.Errorf("another user: %d; want 200", resp.StatusCode)
+	}
+}
