@@ -42,7 +42,15 @@ type Acker interface {
 // position move forward, and the other members get a "delivered" receipt when the position
 // moved. Call before serving.
 func (s *Server) EnableAck(a Acker) {
-	s.Handle(protocol.TypeAck, func(ctx context.Context, c *Conn, f protocol.Frame) {
+	s.Handle(protocol.TypeAck, s.positionHandler("delivered", func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error) {
+		return a.Ack(ctx, c.user, c.device, conv, seq)
+	}))
+}
+
+// positionHandler serves ack and read: move a position, answer ok (with an id) and send the
+// receipt of kind to the users the mover names when the position moved.
+func (s *Server) positionHandler(kind string, move func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error)) Handler {
+	return func(ctx context.Context, c *Conn, f protocol.Frame) {
 		conv, err := chat.ParseConversationID(f.Conversation)
 		if err != nil {
 			c.SendError(f.ID, protocol.Errorf(protocol.CodeBadRequest, "conversation is not a UUID"))
@@ -50,7 +58,7 @@ func (s *Server) EnableAck(a Acker) {
 		}
 		ctx, cancel := context.WithTimeout(ctx, sendTimeout)
 		defer cancel()
-		res, perr := a.Ack(ctx, c.user, c.device, conv, f.Seq)
+		res, perr := move(ctx, c, conv, f.Seq)
 		if perr != nil {
 			c.SendError(f.ID, perr)
 			return
@@ -59,9 +67,9 @@ func (s *Server) EnableAck(a Acker) {
 			c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, Seq: res.ReadSeq})
 		}
 		if res.Moved {
-			s.publishReceipt(f.Conversation, res.ReadSeq, c.user, "delivered", res.Notify)
+			s.publishReceipt(f.Conversation, res.ReadSeq, c.user, kind, res.Notify)
 		}
-	})
+	}
 }
 
 // publishReceipt sends a receipt frame to users' subjects. Best effort: sync carries the
@@ -99,26 +107,10 @@ func (s *Server) EnableSync(sy Syncer) {
 }
 
 // EnableRead makes the edge accept read frames: the read position moves forward and every
-// member's devices get a read receipt. Call before serving.
+// member's devices (the reader's other devices included) get a read receipt. Call before
+// serving.
 func (s *Server) EnableRead(r Reader) {
-	s.Handle(protocol.TypeRead, func(ctx context.Context, c *Conn, f protocol.Frame) {
-		conv, err := chat.ParseConversationID(f.Conversation)
-		if err != nil {
-			c.SendError(f.ID, protocol.Errorf(protocol.CodeBadRequest, "conversation is not a UUID"))
-			return
-		}
-		ctx, cancel := context.WithTimeout(ctx, sendTimeout)
-		defer cancel()
-		res, perr := r.MarkRead(ctx, c.user, conv, f.Seq)
-		if perr != nil {
-			c.SendError(f.ID, perr)
-			return
-		}
-		if f.ID != "" {
-			c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, Seq: res.ReadSeq})
-		}
-		if res.Moved {
-			s.publishReceipt(f.Conversation, res.ReadSeq, c.user, "read", res.Notify)
-		}
-	})
+	s.Handle(protocol.TypeRead, s.positionHandler("read", func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error) {
+		return r.MarkRead(ctx, c.user, conv, seq)
+	}))
 }

@@ -132,22 +132,31 @@ func (in *Inbox) fill(ctx context.Context, e *Entry) error {
 	return nil
 }
 
+// clampForMember checks that user is a current member (ErrNotFound otherwise) and clamps seq
+// to the conversation's last seq: nobody reads or receives the future.
+func (in *Inbox) clampForMember(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (int64, error) {
+	ok, err := in.history.IsActiveMember(ctx, conv, user)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, history.ErrNotFound
+	}
+	last, err := in.history.LastSeq(ctx, conv)
+	if err != nil {
+		return 0, err
+	}
+	return min(seq, last), nil
+}
+
 // MarkRead moves user's read position in a conversation forward to seq (clamped to the last
 // seq). It reports the read position after the call and whether it moved. ErrNotFound when
 // the user is not a member.
 func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (int64, bool, error) {
-	ok, err := in.history.IsActiveMember(ctx, conv, user)
+	seq, err := in.clampForMember(ctx, user, conv, seq)
 	if err != nil {
 		return 0, false, err
 	}
-	if !ok {
-		return 0, false, history.ErrNotFound
-	}
-	last, err := in.history.LastSeq(ctx, conv)
-	if err != nil {
-		return 0, false, err
-	}
-	seq = min(seq, last)
 	var (
 		read  int64
 		moved bool
@@ -284,18 +293,10 @@ func parseSince(s string) (time.Time, error) {
 // after the call and whether it moved (then "delivered" receipts are due). ErrNotFound when
 // the user is not a member.
 func (in *Inbox) Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (int64, bool, error) {
-	ok, err := in.history.IsActiveMember(ctx, conv, user)
+	seq, err := in.clampForMember(ctx, user, conv, seq)
 	if err != nil {
 		return 0, false, err
 	}
-	if !ok {
-		return 0, false, history.ErrNotFound
-	}
-	last, err := in.history.LastSeq(ctx, conv)
-	if err != nil {
-		return 0, false, err
-	}
-	seq = min(seq, last)
 	var (
 		delivered int64
 		moved     bool
