@@ -16,40 +16,39 @@ type Syncer interface {
 	Sync(ctx context.Context, user chat.UserID, req protocol.Frame) (protocol.Frame, *protocol.Error)
 }
 
-// ReadResult is what marking read did.
-type ReadResult struct {
-	// ReadSeq is the user's read position after the call; Moved says whether it changed.
-	ReadSeq int64
-	Moved   bool
-	// Notify are the users to send the read receipt to: the members, the reader included (so
-	// the reader's other devices learn the new position).
+// Position is a user's read or delivered position after an ack or read frame.
+type Position struct {
+	// Seq is the position after the call; Moved says whether it changed.
+	Seq   int64
+	Moved bool
+	// Notify are the users to send the receipt to when it moved: for read, the members with
+	// the reader included (their other devices learn the position); for delivered, the others.
 	Notify []chat.UserID
 }
 
 // Reader moves a user's read position forward.
 type Reader interface {
-	MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error)
+	MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (Position, *protocol.Error)
 }
 
-// Acker records that a device received a conversation up to a seq. Its ReadResult-shaped
-// answer is the user's delivered position, whether it moved, and who gets the "delivered"
-// receipt (the other members).
+// Acker records that a device received a conversation up to a seq; the Position is the
+// user's delivered position.
 type Acker interface {
-	Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error)
+	Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (Position, *protocol.Error)
 }
 
 // EnableAck makes the edge accept ack frames: the device's cursor and the user's delivered
 // position move forward, and the other members get a "delivered" receipt when the position
 // moved. Call before serving.
 func (s *Server) EnableAck(a Acker) {
-	s.Handle(protocol.TypeAck, s.positionHandler("delivered", func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error) {
+	s.Handle(protocol.TypeAck, s.positionHandler("delivered", func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (Position, *protocol.Error) {
 		return a.Ack(ctx, c.user, c.device, conv, seq)
 	}))
 }
 
 // positionHandler serves ack and read: move a position, answer ok (with an id) and send the
 // receipt of kind to the users the mover names when the position moved.
-func (s *Server) positionHandler(kind string, move func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error)) Handler {
+func (s *Server) positionHandler(kind string, move func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (Position, *protocol.Error)) Handler {
 	return func(ctx context.Context, c *Conn, f protocol.Frame) {
 		conv, err := chat.ParseConversationID(f.Conversation)
 		if err != nil {
@@ -64,10 +63,10 @@ func (s *Server) positionHandler(kind string, move func(ctx context.Context, c *
 			return
 		}
 		if f.ID != "" {
-			c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, Seq: res.ReadSeq})
+			c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, Seq: res.Seq})
 		}
 		if res.Moved {
-			s.publishReceipt(f.Conversation, res.ReadSeq, c.user, kind, res.Notify)
+			s.publishReceipt(f.Conversation, res.Seq, c.user, kind, res.Notify)
 		}
 	}
 }
@@ -110,7 +109,7 @@ func (s *Server) EnableSync(sy Syncer) {
 // member's devices (the reader's other devices included) get a read receipt. Call before
 // serving.
 func (s *Server) EnableRead(r Reader) {
-	s.Handle(protocol.TypeRead, s.positionHandler("read", func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (ReadResult, *protocol.Error) {
+	s.Handle(protocol.TypeRead, s.positionHandler("read", func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (Position, *protocol.Error) {
 		return r.MarkRead(ctx, c.user, conv, seq)
 	}))
 }

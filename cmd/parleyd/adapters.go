@@ -60,12 +60,12 @@ func (a inboxAdapter) Sync(ctx context.Context, user chat.UserID, f protocol.Fra
 	return out, nil
 }
 
-func (a inboxAdapter) Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (edge.ReadResult, *protocol.Error) {
+func (a inboxAdapter) Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (edge.Position, *protocol.Error) {
 	delivered, moved, err := a.inbox.Ack(ctx, user, device, conv, seq)
 	if err != nil {
-		return edge.ReadResult{}, toProtocolError(err)
+		return edge.Position{}, toProtocolError(err)
 	}
-	res := edge.ReadResult{ReadSeq: delivered, Moved: moved}
+	res := edge.Position{Seq: delivered, Moved: moved}
 	if moved {
 		res.Notify = a.activeMembers(ctx, conv, user)
 	}
@@ -88,12 +88,12 @@ func (a inboxAdapter) activeMembers(ctx context.Context, conv chat.ConversationI
 	return out
 }
 
-func (a inboxAdapter) MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (edge.ReadResult, *protocol.Error) {
+func (a inboxAdapter) MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (edge.Position, *protocol.Error) {
 	read, moved, err := a.inbox.MarkRead(ctx, user, conv, seq)
 	if err != nil {
-		return edge.ReadResult{}, toProtocolError(err)
+		return edge.Position{}, toProtocolError(err)
 	}
-	res := edge.ReadResult{ReadSeq: read, Moved: moved}
+	res := edge.Position{Seq: read, Moved: moved}
 	if moved {
 		// The reader's own other devices learn the new position too.
 		res.Notify = append(a.activeMembers(ctx, conv, user), user)
