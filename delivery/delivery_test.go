@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,7 +54,13 @@ func newPipeline(t *testing.T, cfg delivery.Config) *pipeline {
 	if err := ingest.EnsureStream(ctx, n.JetStream, cfg.Ingest); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = n.JetStream.DeleteStream(context.Background(), cfg.Ingest.Stream) })
+	if err := delivery.EnsureDeadLetters(ctx, n.JetStream, cfg.Ingest); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.JetStream.DeleteStream(context.Background(), cfg.Ingest.Stream)
+		_ = n.JetStream.DeleteStream(context.Background(), delivery.DeadLetterStream(cfg.Ingest))
+	})
 	store, err := history.New(teststack.Cassandra(t), history.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -283,5 +290,60 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// An accepted message that cannot be sequenced is kept in the dead-letter stream with its
+// reason, and a replay after the cause is fixed sequences it.
+func TestDeadLettersAndReplay(t *testing.T) {
+	p := newPipeline(t, delivery.Config{})
+	p.startWorker()
+	ctx := context.Background()
+
+	// A malformed record published straight on a partition subject.
+	if _, err := p.n.JetStream.Publish(ctx, p.cfg.Ingest.SubjectPrefix+"0", []byte("not a record")); err != nil {
+		t.Fatal(err)
+	}
+	// A send to a conversation this keyspace does not have (yet).
+	a, b := chat.UserID(teststack.ID(t)+"_a"), chat.UserID(teststack.ID(t)+"_b")
+	conv := chat.DirectConversationID(a, b)
+	p.send(conv, a, 1)
+
+	var dead []delivery.DeadLetter
+	if !teststack.Eventually(t, 20*time.Second, func() bool {
+		var err error
+		dead, err = delivery.ListDeadLetters(ctx, p.n.JetStream, p.cfg.Ingest, 10)
+		return err == nil && len(dead) == 2
+	}) {
+		t.Fatalf("dead letters: %+v; want 2", dead)
+	}
+	var unknown delivery.DeadLetter
+	for _, d := range dead {
+		switch {
+		case strings.Contains(d.Reason, "malformed"):
+		case strings.Contains(d.Reason, "not found"):
+			unknown = d
+		default:
+			t.Errorf("dead letter with reason %q", d.Reason)
+		}
+	}
+	if unknown.ID == 0 {
+		t.Fatalf("no dead letter for the unknown conversation in %+v", dead)
+	}
+
+	// Fix the cause, replay: the message is sequenced, once, and leaves the dead letters.
+	if _, _, err := p.store.CreateDirect(ctx, a, b, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := delivery.ReplayDeadLetter(ctx, p.n.JetStream, p.cfg.Ingest, unknown.ID); err != nil {
+		t.Fatal(err)
+	}
+	checkLog(t, p.waitLog(conv, 1), 1)
+	left, err := delivery.ListDeadLetters(ctx, p.n.JetStream, p.cfg.Ingest, 10)
+	if err != nil || len(left) != 1 {
+		t.Errorf("after the replay %d dead letters remain (%v); want the malformed one only", len(left), err)
+	}
+	if err := delivery.ReplayDeadLetter(ctx, p.n.JetStream, p.cfg.Ingest, unknown.ID); err == nil {
+		t.Error("replaying a deleted dead letter succeeded")
 	}
 }

@@ -16,7 +16,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_delivery_messages_total",
-			Help: "Ingest messages handled, by outcome (sequenced, duplicate, retry, poison).",
+			Help: "Ingest messages handled, by outcome (sequenced, duplicate, retry, dead_letter).",
 		}, []string{"outcome"}),
 		sequencing: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_delivery_sequencing_seconds", Help: "Time to sequence and store one message.", Buckets: lat,

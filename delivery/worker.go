@@ -36,7 +36,7 @@ type Worker struct {
 	now     func() time.Time
 }
 
-// NewWorker returns a Worker. ingest.EnsureStream must have succeeded.
+// NewWorker returns a Worker. ingest.EnsureStream and EnsureDeadLetters must have succeeded.
 func NewWorker(cfg Config, js jetstream.JetStream, nc *nats.Conn, store *history.Store, reg prometheus.Registerer, logger *slog.Logger) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -146,19 +146,15 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.M
 	start := w.now()
 	s, err := ingest.Decode(msg.Data())
 	if err != nil {
-		w.logger.Error("terminating malformed ingest message", "subject", msg.Subject(), "err", err)
-		w.metrics.outcomes.WithLabelValues("poison").Inc()
-		_ = msg.Term()
+		w.deadLetter(ctx, msg, err)
 		return
 	}
 	m, dup, err := w.sequence(ctx, ps, s)
 	if errors.Is(err, history.ErrNotFound) {
 		// The edge checked membership before accepting, so the conversation existed: this
-		// worker is pointed at another keyspace than the edge. Retrying cannot help.
-		w.logger.Error("terminating message of an unknown conversation (edge and delivery on different keyspaces?)",
-			"conversation", s.Conversation)
-		w.metrics.outcomes.WithLabelValues("poison").Inc()
-		_ = msg.Term()
+		// worker is pointed at another keyspace than the edge. Retrying cannot help now; an
+		// operator can replay the message once the cause is fixed.
+		w.deadLetter(ctx, msg, fmt.Errorf("conversation %s not found (edge and delivery on different keyspaces?)", s.Conversation))
 		return
 	}
 	if err != nil {

@@ -6,10 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parleyhq/parley/delivery"
+	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/chat"
@@ -104,4 +107,78 @@ func ignoreHelp(err error) error {
 		return nil
 	}
 	return err
+}
+
+func dlqCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	const synopsis = "Usage: parleyd dlq list [flags]\n       parleyd dlq replay ID [flags]\n\n" +
+		"Dead letters are accepted sends that could not be sequenced (docs/delivery.md). list shows them with\n" +
+		"their reason; replay ID puts one back into the ingest stream once the cause is fixed (a resend is\n" +
+		"deduplicated, so replaying twice cannot create a second message) and deletes the dead letter."
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprintln(stdout, synopsis)
+			return nil
+		}
+		return usageError{errors.New("want dlq list or dlq replay ID")}
+	}
+	sub, args := args[0], args[1:]
+	var id uint64
+	if sub == "replay" {
+		if len(args) == 0 {
+			return usageError{errors.New("dlq replay needs the ID shown by dlq list")}
+		}
+		n, err := strconv.ParseUint(args[0], 10, 64)
+		if err != nil || n == 0 {
+			return usageError{fmt.Errorf("dlq replay: %q is not an ID (a positive integer from dlq list)", args[0])}
+		}
+		id, args = n, args[1:]
+	}
+	var (
+		lc    logConfig
+		nc    backend.NATSConfig
+		dc    delivery.Config
+		limit int
+	)
+	fs := flag.NewFlagSet("dlq", flag.ContinueOnError)
+	lc.register(fs)
+	stringFlag(fs, &nc.URL, "nats-url", backend.DefaultNATSURL, func(s string) error {
+		return (backend.NATSConfig{URL: s}).Validate()
+	}, "NATS server URL(s), comma-separated.")
+	deliveryFlags(fs, &dc)
+	intFlag(fs, &limit, "limit", 100, 1, 100000, "How many dead letters dlq list shows at most.")
+	if err := parseCommandFlags(fs, args, getenv, stdout, synopsis); err != nil {
+		return ignoreHelp(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	n, err := backend.OpenNATS(ctx, nc, prometheus.NewRegistry(), lc.logger(stderr))
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	if sub == "replay" {
+		if err := delivery.ReplayDeadLetter(ctx, n.JetStream, dc.Ingest, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "dead letter %d replayed\n", id)
+		return nil
+	}
+	dead, err := delivery.ListDeadLetters(ctx, n.JetStream, dc.Ingest, limit)
+	if err != nil {
+		return err
+	}
+	if len(dead) == 0 {
+		fmt.Fprintln(stdout, "no dead letters")
+		return nil
+	}
+	for _, d := range dead {
+		summary := string(d.Data)
+		if s, err := ingest.Decode(d.Data); err == nil {
+			summary = fmt.Sprintf("conversation %s sender %s client_msg_id %s", s.Conversation, s.Sender, chat.ConversationID(s.ClientMsgID))
+		} else if len(summary) > 80 {
+			summary = summary[:80] + "..."
+		}
+		fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\n", d.ID, d.Time.UTC().Format(time.RFC3339), d.Reason, summary)
+	}
+	return nil
 }

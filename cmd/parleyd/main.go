@@ -4,6 +4,7 @@
 //	parleyd run      [--roles=all|edge,delivery,api] [flags]   serve
 //	parleyd migrate  [flags]                                   apply the Cassandra schema
 //	parleyd token    --user ID [--device D] [--ttl 24h]        mint a development token
+//	parleyd dlq      list | replay ID                          inspect and replay dead letters
 //	parleyd version
 //
 // Every flag can also be set with a PARLEY_* environment variable; `parleyd CMD --help` lists
@@ -50,6 +51,7 @@ Commands:
   run       serve the roles given by --roles (default all: edge, delivery, api)
   migrate   create the keyspace and apply pending Cassandra migrations
   token     mint a development token (HS256) for a user
+  dlq       list the dead letters, or replay one (dlq list | dlq replay ID)
   version   print the version
 
 Run 'parleyd COMMAND --help' for the flags of a command.`
@@ -68,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrateCommand(ctx, args, getenv, stdout, stderr)
 	case "token":
 		return tokenCommand(args, getenv, stdout)
+	case "dlq":
+		return dlqCommand(ctx, args, getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "parleyd", version())
 		return nil
@@ -75,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, synopsis)
 		return nil
 	}
-	return usageError{fmt.Errorf("unknown command %q (want run, migrate, token or version)", cmd)}
+	return usageError{fmt.Errorf("unknown command %q (want run, migrate, token, dlq or version)", cmd)}
 }
 
 // parseCommandFlags parses a subcommand's flags; --help prints its usage and returns errHelp.

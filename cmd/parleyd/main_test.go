@@ -52,6 +52,9 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 		{"stray argument", []string{"run", "extra"}, nil, []string{`unexpected argument "extra"`}},
 		{"unknown flag", []string{"run", "--nope"}, nil, []string{"nope"}},
 		{"unknown command", []string{"serve"}, nil, []string{`unknown command "serve"`}},
+		{"dlq without subcommand", []string{"dlq"}, nil, []string{"dlq list or dlq replay ID"}},
+		{"dlq replay without id", []string{"dlq", "replay"}, nil, []string{"needs the ID"}},
+		{"dlq replay bad id", []string{"dlq", "replay", "x1"}, nil, []string{`"x1" is not an ID`}},
 		{"token without user", []string{"token", "--auth-hs256-secret=" + testSecret}, nil, []string{"--user is required"}},
 		{"token without secret", []string{"token", "--user=a"}, nil, []string{"auth-hs256-secret"}},
 		{"token short secret", []string{"token", "--user=a", "--auth-hs256-secret=short"}, nil, []string{"at least 32"}},
@@ -105,6 +108,15 @@ func TestFlagWinsOverEnvironment(t *testing.T) {
 	}
 	if cfg.redis.DB != 3 || cfg.nats.URL != "nats://10.0.0.1:4222" {
 		t.Errorf("redis db %d, nats url %q; want 3 (flag) and the env URL", cfg.redis.DB, cfg.nats.URL)
+	}
+}
+
+func TestDLQListOnTheStack(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"dlq", "list"}, env(map[string]string{
+		"PARLEY_DELIVERY_STREAM": "T_" + teststack.ID(t), "PARLEY_NATS_URL": os.Getenv("PARLEY_NATS_URL")}), &out, io.Discard)
+	if err != nil || strings.TrimSpace(out.String()) != "no dead letters" {
+		t.Errorf("dlq list on a fresh stream: %q, %v", out.String(), err)
 	}
 }
 

@@ -160,6 +160,9 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	{ // every role publishes to or consumes the ingest stream
 		ectx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
 		err := ingest.EnsureStream(ectx, d.nats.JetStream, cfg.delivery.Ingest)
+		if err == nil {
+			err = delivery.EnsureDeadLetters(ectx, d.nats.JetStream, cfg.delivery.Ingest)
+		}
 		cancel()
 		if err != nil {
 			return abort(d, err)
