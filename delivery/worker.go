@@ -202,7 +202,12 @@ func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send
 			return m, false, err
 		}
 		if exists && stored.Sender == s.Sender && stored.ClientMsgID == s.ClientMsgID {
-			return stored, true, nil // sent before: same message, same seq
+			// Sent before: same message, same seq. A crash may have come between the append and
+			// the last-seq write that the inbox reads; make sure that write happened.
+			if err := w.store.RaiseLast(ctx, conv, stored); err != nil {
+				return m, false, err
+			}
+			return stored, true, nil
 		}
 		// Claimed but not stored (a crash between the two writes), or the claim went stale.
 	}

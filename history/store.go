@@ -318,6 +318,18 @@ func (st *Store) isActiveMember(ctx context.Context, id chat.ConversationID, use
 	return m.Active(), nil
 }
 
+// raiseLast sets the conversation's last-activity columns to m if they are behind it (a
+// conditional update: it never lowers them). The delivery worker calls it when it finds a
+// message already stored, to repair a crash between Append's two writes.
+func (st *Store) raiseLast(ctx context.Context, id chat.ConversationID, m chat.Message) error {
+	_, err := st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE conversation_id = ? IF last_seq < ?`,
+		m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), uuid(id), m.Seq).WithContext(ctx).MapScanCAS(map[string]any{})
+	if err != nil {
+		return fmt.Errorf("raise last_seq: %w", err)
+	}
+	return nil
+}
+
 // preview is the start of a message body for inbox entries: at most 100 bytes, cut on a rune
 // boundary.
 func preview(body string) string {
@@ -482,6 +494,11 @@ func (st *Store) Member(ctx context.Context, id chat.ConversationID, user chat.U
 func (st *Store) Members(ctx context.Context, id chat.ConversationID) (ms []Member, err error) {
 	err = st.Guard(func() error { ms, err = st.members(ctx, id); return err })
 	return
+}
+
+// RaiseLast makes the conversation's last seq, time and preview at least m's; see raiseLast.
+func (st *Store) RaiseLast(ctx context.Context, id chat.ConversationID, m chat.Message) error {
+	return st.Guard(func() error { return st.raiseLast(ctx, id, m) })
 }
 
 // Append stores messages of one conversation with consecutive seqs. Each bucket's rows go in
