@@ -9,6 +9,7 @@ type metrics struct {
 	fenced       prometheus.Counter
 	fanout       prometheus.Counter
 	fanoutErrors prometheus.Counter
+	pending      *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,7 +35,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "parley_delivery_fanout_errors_total", Help: "Live fan-outs that failed (the members sync instead).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors} {
+	m.pending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "parley_delivery_partition_pending",
+		Help: "Messages of a partition not yet delivered to a worker (consumer lag), by partition; refreshed every 5s.",
+	}, []string{"partition"})
+	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.pending} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

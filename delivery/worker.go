@@ -63,6 +63,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		errOnce.Do(func() { firstErr = err })
 		cancel()
 	}
+	var consumers []jetstream.Consumer
 	for p := 0; p < w.cfg.Ingest.Partitions && ctx.Err() == nil; p++ {
 		cons, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Ingest.Stream, jetstream.ConsumerConfig{
 			Durable:        "sequencer-" + strconv.Itoa(p),
@@ -83,6 +84,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			break
 		}
+		consumers = append(consumers, cons)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -91,8 +93,34 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.watchLag(ctx, consumers)
+	}()
 	wg.Wait()
 	return firstErr
+}
+
+// watchLag refreshes the consumer-lag gauge of every partition every 5 seconds.
+func (w *Worker) watchLag(ctx context.Context, consumers []jetstream.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		for p, c := range consumers {
+			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			info, err := c.Info(ictx)
+			cancel()
+			if err == nil {
+				w.metrics.pending.WithLabelValues(strconv.Itoa(p)).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // consume pulls one partition. last holds the last seq of each conversation seen while this
