@@ -131,30 +131,23 @@ func RunBroadcast(ctx context.Context, d *Dialer, cfg BroadcastConfig, progress 
 	for u := range subjects {
 		subjects[u] = routing.UserSubject(chat.UserID(fmt.Sprintf("%s%d", cfg.UserPrefix, u)))
 	}
-	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
-	defer tick.Stop()
-	end := time.After(cfg.Duration)
 	seq := int64(0)
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-end:
-			break loop
-		case <-tick.C:
-			seq++
-			data, _ := protocol.Encode(protocol.Frame{Type: protocol.TypeMessage, Seq: seq,
-				Conversation: "7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10", Body: strconv.FormatInt(time.Now().UnixNano(), 10)})
-			for _, s := range subjects {
-				m := nats.NewMsg(s)
-				m.Header.Set(routing.HeaderFrameType, string(protocol.TypeMessage))
-				m.Data = data
-				if err := nc.PublishMsg(m); err != nil {
-					return res, err
-				}
+	err = paced(ctx, cfg.Rate, cfg.Duration, func() error {
+		seq++
+		data, _ := protocol.Encode(protocol.Frame{Type: protocol.TypeMessage, Seq: seq,
+			Conversation: "7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10", Body: strconv.FormatInt(time.Now().UnixNano(), 10)})
+		for _, s := range subjects {
+			m := nats.NewMsg(s)
+			m.Header.Set(routing.HeaderFrameType, string(protocol.TypeMessage))
+			m.Data = data
+			if err := nc.PublishMsg(m); err != nil {
+				return err
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return res, err
 	}
 	_ = nc.Flush()
 	res.Sent = int(seq)

@@ -3,8 +3,6 @@ package loadtest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -150,37 +148,25 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 	}
 
 	start := time.Now()
-	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
-	end := time.After(cfg.Duration)
 	next := 0
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-end:
-			break loop
-		case <-tick.C:
-			c := conns[next%len(conns)]
-			next++
-			var id [16]byte
-			_, _ = rand.Read(id[:])
-			id[6], id[8] = id[6]&0x0f|0x40, id[8]&0x3f|0x80
-			cmid := fmt.Sprintf("%s-%s-%s-%s-%s", hex.EncodeToString(id[0:4]), hex.EncodeToString(id[4:6]),
-				hex.EncodeToString(id[6:8]), hex.EncodeToString(id[8:10]), hex.EncodeToString(id[10:16]))
-			mu.Lock()
-			sentAt[cmid] = time.Now()
-			res.Sent++
-			mu.Unlock()
-			c.mu.Lock()
-			err := c.ws.WriteJSON(protocol.Frame{Type: protocol.TypeSend, ID: cmid[:8], Conversation: c.conv, ClientMsgID: cmid, Body: "load test message"})
-			c.mu.Unlock()
-			if err != nil {
-				return res, fmt.Errorf("send: %w", err)
-			}
+	err := paced(ctx, cfg.Rate, cfg.Duration, func() error {
+		c := conns[next%len(conns)]
+		next++
+		cmid := chat.NewConversationID().String() // any random UUID
+		mu.Lock()
+		sentAt[cmid] = time.Now()
+		res.Sent++
+		mu.Unlock()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.ws.WriteJSON(protocol.Frame{Type: protocol.TypeSend, ID: cmid[:8], Conversation: c.conv, ClientMsgID: cmid, Body: "load test message"}); err != nil {
+			return fmt.Errorf("send: %w", err)
 		}
+		return nil
+	})
+	if err != nil {
+		return res, err
 	}
-	tick.Stop()
 	elapsed := time.Since(start)
 	// Wait for stragglers: until every accepted message reached both members, or 10s.
 	deadline := time.Now().Add(10 * time.Second)

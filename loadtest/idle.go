@@ -136,3 +136,24 @@ func percentile(sorted []int64, p float64) int64 {
 }
 
 func sortInt64(v []int64) { sort.Slice(v, func(i, j int) bool { return v[i] < v[j] }) }
+
+// paced calls fn rate times a second until duration has passed or ctx ends, and stops at the
+// first error fn returns.
+func paced(ctx context.Context, rate int, duration time.Duration, fn func() error) error {
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	end := time.NewTimer(duration)
+	defer end.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-end.C:
+			return nil
+		case <-tick.C:
+			if err := fn(); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,6 +1,11 @@
 package loadtest
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
 
 func TestTargetCheckRefusesRemote(t *testing.T) {
 	for _, tt := range []struct {
@@ -39,5 +44,17 @@ func TestPercentile(t *testing.T) {
 	sortInt64(v)
 	if percentile(v, 0) != 1 || percentile(v, 50) != 3 || percentile(v, 100) != 5 || percentile(nil, 99) != 0 {
 		t.Errorf("percentiles of %v wrong", v)
+	}
+}
+
+func TestPacedStopsAtDurationAndOnError(t *testing.T) {
+	n := 0
+	if err := paced(context.Background(), 100, 200*time.Millisecond, func() error { n++; return nil }); err != nil || n == 0 || n > 25 {
+		t.Errorf("paced at 100/s for 200ms: %d calls, %v", n, err)
+	}
+	boom := errors.New("boom")
+	n = 0
+	if err := paced(context.Background(), 1000, time.Minute, func() error { n++; return boom }); !errors.Is(err, boom) || n != 1 {
+		t.Errorf("paced with a failing fn: %d calls, %v; want 1 and the error", n, err)
 	}
 }
