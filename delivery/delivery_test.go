@@ -125,7 +125,7 @@ func (p *pipeline) waitLog(conv chat.ConversationID, n int) []chat.Message {
 	}
 	after := int64(0)
 	for {
-		page, err := p.store.After(context.Background(), conv, after, 200)
+		page, err := p.store.After(context.Background(), conv, history.Window{}, after, 200)
 		if err != nil {
 			p.t.Fatal(err)
 		}

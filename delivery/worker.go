@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -178,6 +179,15 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.M
 		return
 	}
 	m, dup, err := w.sequence(ctx, ps, s)
+	var rej *rejection
+	if errors.As(err, &rej) {
+		// A membership change that no longer applies (the user is already in, or already out,
+		// or the group is full): it is answered by not happening, and nothing is appended.
+		w.logger.Info("membership change rejected", "conversation", s.Conversation, "kind", s.Kind, "member", s.TargetUser, "reason", rej.reason)
+		w.metrics.outcomes.WithLabelValues("rejected").Inc()
+		_ = msg.Ack()
+		return
+	}
 	if errors.Is(err, history.ErrNotFound) {
 		// The edge checked membership before accepting, so the conversation existed: this
 		// worker is pointed at another keyspace than the edge. Retrying cannot help now; an
@@ -217,8 +227,12 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.M
 // sequence gives s its seq and stores it, or finds the seq it was already given.
 func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send) (chat.Message, bool, error) {
 	conv := s.Conversation
-	m := chat.Message{Conversation: conv, Kind: chat.MessageText, Sender: s.Sender, SenderDevice: s.SenderDevice,
-		ClientMsgID: s.ClientMsgID, Body: s.Body, CreatedAt: w.now().UTC().Truncate(time.Millisecond)}
+	m := chat.Message{Conversation: conv, Kind: s.Kind, Sender: s.Sender, SenderDevice: s.SenderDevice,
+		ClientMsgID: s.ClientMsgID, Body: s.Body, TargetSeq: s.TargetSeq, TargetUser: s.TargetUser,
+		CreatedAt: w.now().UTC().Truncate(time.Millisecond)}
+	if m.Kind == "" {
+		m.Kind = chat.MessageText
+	}
 
 	claimed, ok, err := w.store.SeqOf(ctx, conv, s.Sender, s.ClientMsgID)
 	if err != nil {
@@ -235,9 +249,18 @@ func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send
 			if err := w.store.RaiseLast(ctx, conv, stored); err != nil {
 				return m, false, err
 			}
+			// Likewise between the append and applying an event's effects.
+			if err := w.applyEffects(ctx, ps, stored); err != nil {
+				return m, false, err
+			}
 			return stored, true, nil
 		}
 		// Claimed but not stored (a crash between the two writes), or the claim went stale.
+	}
+	if m.Kind.Membership() {
+		if err := w.checkMembership(ctx, m); err != nil {
+			return m, false, err
+		}
 	}
 	for attempt := 0; attempt < 5; attempt++ {
 		last, known := ps.last[conv]
@@ -261,9 +284,59 @@ func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send
 			return m, false, err
 		}
 		ps.last[conv] = m.Seq
-		return m, false, nil
+		return m, false, w.applyEffects(ctx, ps, m)
 	}
 	return m, false, fmt.Errorf("seq of conversation %s taken 5 times in a row", conv)
+}
+
+// rejection is a membership event that does not apply when it comes to be sequenced.
+type rejection struct{ reason string }
+
+func (r *rejection) Error() string { return "rejected: " + r.reason }
+
+// checkMembership decides whether a membership event still applies now, in sequence order:
+// the edge and the API checked when they accepted it, but other changes may have been
+// sequenced since.
+func (w *Worker) checkMembership(ctx context.Context, m chat.Message) error {
+	mem, err := w.store.Member(ctx, m.Conversation, m.TargetUser)
+	in := err == nil && mem.Active()
+	if err != nil && !errors.Is(err, history.ErrNotFound) {
+		return err
+	}
+	switch {
+	case m.Kind == chat.MessageMemberAdded && in:
+		return &rejection{"already a member"}
+	case m.Kind != chat.MessageMemberAdded && !in:
+		return &rejection{"not a member"}
+	case m.Kind == chat.MessageMemberAdded:
+		all, err := w.store.Members(ctx, m.Conversation)
+		if err != nil {
+			return err
+		}
+		active := 0
+		for _, x := range all {
+			if x.Active() {
+				active++
+			}
+		}
+		if active >= w.store.MaxMembers() {
+			return &rejection{"the group is full"}
+		}
+	}
+	return nil
+}
+
+// applyEffects folds a stored event into the state it changes. Idempotent: it runs again when
+// a redelivery finds the event stored.
+func (w *Worker) applyEffects(ctx context.Context, ps *partitionState, m chat.Message) error {
+	switch {
+	case m.Kind.TargetsMessage():
+		return w.store.ApplyEvent(ctx, m)
+	case m.Kind.Membership():
+		delete(ps.members, m.Conversation) // the next fan-out reads the new member list
+		return w.store.ApplyMembership(ctx, m)
+	}
+	return nil
 }
 
 // fanOut publishes the sequenced message on every current member's user subject, the
@@ -274,6 +347,10 @@ func (w *Worker) fanOut(ctx context.Context, ps *partitionState, m chat.Message)
 		w.metrics.fanoutErrors.Inc()
 		w.logger.Warn("fan-out: members", "conversation", m.Conversation, "err", err)
 		return
+	}
+	if m.Kind == chat.MessageMemberRemoved || m.Kind == chat.MessageMemberLeft {
+		// The member who is out learns it too (their other devices, or an admin's kick).
+		users = append(slices.Clip(users), m.TargetUser)
 	}
 	data, err := protocol.Encode(MessageFrame(m))
 	if err != nil {
@@ -313,6 +390,7 @@ func MessageFrame(m chat.Message) protocol.Frame {
 	w := history.WireMessage(m)
 	return protocol.Frame{
 		Type: protocol.TypeMessage, Conversation: w.Conversation, Seq: w.Seq, Sender: w.Sender,
-		SenderDevice: w.SenderDevice, ClientMsgID: w.ClientMsgID, Kind: w.Kind, Body: w.Body, TargetSeq: w.TargetSeq, TS: w.TS,
+		SenderDevice: w.SenderDevice, ClientMsgID: w.ClientMsgID, Kind: w.Kind, Body: w.Body, TargetSeq: w.TargetSeq,
+		User: w.User, TS: w.TS,
 	}
 }

@@ -54,7 +54,7 @@ func (s *Server) EnableSend(members Membership, pub Publisher) {
 		}
 		now := s.now()
 		if err := pub.Publish(ctx, ingest.Send{Conversation: conv, Sender: c.user, SenderDevice: c.device,
-			ClientMsgID: cmid, Body: f.Body, AcceptedAt: now}); err != nil {
+			ClientMsgID: cmid, Body: f.Body, Kind: chat.MessageText, AcceptedAt: now}); err != nil {
 			s.logger.Warn("send: publish", "conversation", conv, "err", err)
 			c.SendError(f.ID, protocol.Errorf(protocol.CodeUnavailable, "message not accepted; retry with the same client_msg_id"))
 			return

@@ -90,6 +90,9 @@ func New(s *gocql.Session, cfg Config) (*Store, error) {
 	return &Store{s: s, cfg: cfg}, nil
 }
 
+// MaxMembers is the configured largest group.
+func (st *Store) MaxMembers() int { return st.cfg.MaxMembers }
+
 // Conversation is a conversation's metadata.
 type Conversation struct {
 	ID        chat.ConversationID
@@ -99,8 +102,9 @@ type Conversation struct {
 	CreatedAt time.Time
 }
 
-// Member is a user's membership. A member may read seqs from JoinedSeq (exclusive: the
-// messages after they joined) up to LeftSeq when they have left or were removed (LeftSeq > 0).
+// Member is a user's membership. A member may read the seqs of Window: from JoinedSeq (0 for
+// the members a conversation was created with, else the seq of the member_added event) up to
+// LeftSeq once they have left or were removed (LeftSeq > 0: the seq of that event).
 type Member struct {
 	User      chat.UserID
 	Role      chat.Role
@@ -110,6 +114,21 @@ type Member struct {
 
 // Active reports whether the member is still in the conversation.
 func (m Member) Active() bool { return m.LeftSeq == 0 }
+
+// Window is the member's visible range of seqs.
+func (m Member) Window() Window { return Window{From: m.JoinedSeq, To: m.LeftSeq} }
+
+// Window is a range of seqs a reader may see: From <= seq, and seq <= To unless To is 0. The
+// zero Window is everything.
+type Window struct{ From, To int64 }
+
+// Contains reports whether seq is inside w.
+func (w Window) Contains(seq int64) bool { return seq >= w.From && (w.To == 0 || seq <= w.To) }
+
+// CanAdmin reports whether the member may add and remove members and delete others' messages.
+func (m Member) CanAdmin() bool {
+	return m.Active() && (m.Role == chat.RoleOwner || m.Role == chat.RoleAdmin)
+}
 
 func uuid(id chat.ConversationID) gocql.UUID { return gocql.UUID(id) }
 
@@ -246,7 +265,7 @@ func (st *Store) members(ctx context.Context, id chat.ConversationID) ([]Member,
 
 func (st *Store) bucket(seq int64) int64 { return seq / st.cfg.BucketSize }
 
-const messageColumns = `seq, kind, sender_id, sender_device, client_msg_id, body, target_seq, created_at`
+const messageColumns = `seq, kind, sender_id, sender_device, client_msg_id, body, target_seq, target_user, created_at`
 
 func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
 	if len(msgs) == 0 {
@@ -265,9 +284,9 @@ func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat
 		b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(gocql.LocalSerial)
 		for _, m := range msgs[start:end] {
 			b.Query(`INSERT INTO messages (conversation_id, bucket, `+messageColumns+`)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
 				uuid(id), st.bucket(m.Seq), m.Seq, string(m.Kind), string(m.Sender), string(m.SenderDevice),
-				gocql.UUID(m.ClientMsgID), m.Body, m.TargetSeq, m.CreatedAt)
+				gocql.UUID(m.ClientMsgID), m.Body, m.TargetSeq, string(m.TargetUser), m.CreatedAt)
 		}
 		applied, iter, err := b.MapExecCAS(map[string]any{})
 		if iter != nil {
@@ -282,10 +301,23 @@ func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat
 		start = end
 	}
 	last := msgs[len(msgs)-1]
-	if err := st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE conversation_id = ?`,
-		last.Seq, last.CreatedAt, preview(last.Body), string(last.Sender), uuid(id)).
-		WithContext(ctx).Idempotent(true).Exec(); err != nil {
+	q := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last.Seq, uuid(id))
+	if text := lastText(msgs); text != nil {
+		// The inbox's preview and activity time follow text messages, not events.
+		q = st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ?, last_text_seq = ? WHERE conversation_id = ?`,
+			last.Seq, text.CreatedAt, preview(text.Body), string(text.Sender), text.Seq, uuid(id))
+	}
+	if err := q.WithContext(ctx).Idempotent(true).Exec(); err != nil {
 		return fmt.Errorf("update last_seq: %w", err)
+	}
+	return nil
+}
+
+func lastText(msgs []chat.Message) *chat.Message {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if msgs[i].Kind == chat.MessageText {
+			return &msgs[i]
+		}
 	}
 	return nil
 }
@@ -322,8 +354,12 @@ func (st *Store) isActiveMember(ctx context.Context, id chat.ConversationID, use
 // conditional update: it never lowers them). The delivery worker calls it when it finds a
 // message already stored, to repair a crash between Append's two writes.
 func (st *Store) raiseLast(ctx context.Context, id chat.ConversationID, m chat.Message) error {
-	_, err := st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE conversation_id = ? IF last_seq < ?`,
-		m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), uuid(id), m.Seq).WithContext(ctx).MapScanCAS(map[string]any{})
+	q := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ? IF last_seq < ?`, m.Seq, uuid(id), m.Seq)
+	if m.Kind == chat.MessageText {
+		q = st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ?, last_text_seq = ? WHERE conversation_id = ? IF last_seq < ?`,
+			m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), m.Seq, uuid(id), m.Seq)
+	}
+	_, err := q.WithContext(ctx).MapScanCAS(map[string]any{})
 	if err != nil {
 		return fmt.Errorf("raise last_seq: %w", err)
 	}
@@ -384,7 +420,7 @@ func (st *Store) lastSeq(ctx context.Context, id chat.ConversationID) (int64, er
 	}
 }
 
-func (st *Store) before(ctx context.Context, id chat.ConversationID, before int64, limit int) ([]chat.Message, error) {
+func (st *Store) before(ctx context.Context, id chat.ConversationID, w Window, before int64, limit int) ([]chat.Message, error) {
 	limit, err := st.clamp(limit)
 	if err != nil {
 		return nil, err
@@ -396,30 +432,37 @@ func (st *Store) before(ctx context.Context, id chat.ConversationID, before int6
 		}
 		before = last + 1
 	}
+	if w.To > 0 {
+		before = min(before, w.To+1)
+	}
+	floor := max(w.From, 1) // the lowest seq to return
 	var out []chat.Message
-	for b := st.bucket(before - 1); b >= 0 && len(out) < limit && before > 1; b-- {
-		page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq < ? LIMIT ?`,
-			uuid(id), b, before, limit-len(out))
+	for b := st.bucket(before - 1); b >= st.bucket(floor) && len(out) < limit && before > floor; b-- {
+		page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq < ? AND seq >= ? LIMIT ?`,
+			uuid(id), b, before, floor, limit-len(out))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, page...)
 	}
-	return out, nil
+	return out, st.fold(ctx, id, out)
 }
 
-func (st *Store) after(ctx context.Context, id chat.ConversationID, after int64, limit int) ([]chat.Message, error) {
+func (st *Store) after(ctx context.Context, id chat.ConversationID, w Window, after int64, limit int) ([]chat.Message, error) {
 	limit, err := st.clamp(limit)
 	if err != nil {
 		return nil, err
 	}
-	if after < 0 {
-		after = 0
-	}
+	after = max(after, w.From-1, 0)
 	var out []chat.Message
-	for b := st.bucket(after + 1); len(out) < limit; b++ {
-		page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
-			uuid(id), b, after, limit-len(out))
+	for b := st.bucket(after + 1); len(out) < limit && (w.To == 0 || after < w.To); b++ {
+		stmt, args := `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
+			[]any{uuid(id), b, after, limit - len(out)}
+		if w.To > 0 {
+			stmt, args = `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? AND seq <= ? ORDER BY seq ASC LIMIT ?`,
+				[]any{uuid(id), b, after, w.To, limit - len(out)}
+		}
+		page, err := st.read(ctx, id, stmt, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -428,8 +471,9 @@ func (st *Store) after(ctx context.Context, id chat.ConversationID, after int64,
 		if len(page) == 0 || page[len(page)-1].Seq < (b+1)*st.cfg.BucketSize-1 {
 			break
 		}
+		after = page[len(page)-1].Seq
 	}
-	return out, nil
+	return out, st.fold(ctx, id, out)
 }
 
 func (st *Store) clamp(limit int) (int, error) {
@@ -447,12 +491,17 @@ func (st *Store) read(ctx context.Context, id chat.ConversationID, stmt string, 
 	var (
 		out                  []chat.Message
 		kind, sender, device string
+		target               string
 		cmid                 gocql.UUID
-		m                    chat.Message
 	)
-	for iter.Scan(&m.Seq, &kind, &sender, &device, &cmid, &m.Body, &m.TargetSeq, &m.CreatedAt) {
+	for {
+		var m chat.Message
+		if !iter.Scan(&m.Seq, &kind, &sender, &device, &cmid, &m.Body, &m.TargetSeq, &target, &m.CreatedAt) {
+			break
+		}
 		m.Conversation = id
 		m.Kind, m.Sender, m.SenderDevice, m.ClientMsgID = chat.MessageKind(kind), chat.UserID(sender), chat.DeviceID(device), [16]byte(cmid)
+		m.TargetUser = chat.UserID(target)
 		out = append(out, m)
 	}
 	if err := iter.Close(); err != nil {
@@ -545,15 +594,31 @@ func (st *Store) LastSeq(ctx context.Context, id chat.ConversationID) (last int6
 	return
 }
 
-// Before returns up to limit messages with seq < before, newest first. before <= 0 means
-// from the latest message.
-func (st *Store) Before(ctx context.Context, id chat.ConversationID, before int64, limit int) (page []chat.Message, err error) {
-	err = st.Guard(func() error { page, err = st.before(ctx, id, before, limit); return err })
+// Before returns up to limit messages inside w with seq < before, newest first. before <= 0
+// means from the latest message. Text messages come with their latest state (edits, deletion,
+// reactions) folded in.
+func (st *Store) Before(ctx context.Context, id chat.ConversationID, w Window, before int64, limit int) (page []chat.Message, err error) {
+	err = st.Guard(func() error { page, err = st.before(ctx, id, w, before, limit); return err })
 	return
 }
 
-// After returns up to limit messages with seq > after, oldest first.
-func (st *Store) After(ctx context.Context, id chat.ConversationID, after int64, limit int) (page []chat.Message, err error) {
-	err = st.Guard(func() error { page, err = st.after(ctx, id, after, limit); return err })
+// After returns up to limit messages inside w with seq > after, oldest first, with their
+// latest state as Before.
+func (st *Store) After(ctx context.Context, id chat.ConversationID, w Window, after int64, limit int) (page []chat.Message, err error) {
+	err = st.Guard(func() error { page, err = st.after(ctx, id, w, after, limit); return err })
 	return
+}
+
+// ApplyEvent folds a stored edit, deletion or reaction event into its target's latest state.
+// It is idempotent and commutative (see the events migration), so the delivery worker may
+// repeat it after a crash.
+func (st *Store) ApplyEvent(ctx context.Context, m chat.Message) error {
+	return st.Guard(func() error { return st.applyEvent(ctx, m) })
+}
+
+// ApplyMembership applies a stored membership event (member added, removed, left) to the
+// member list and the member's inbox row. Repeating it, also after later membership events of
+// the same user were applied, changes nothing.
+func (st *Store) ApplyMembership(ctx context.Context, m chat.Message) error {
+	return st.Guard(func() error { return st.applyMembership(ctx, m) })
 }

@@ -139,7 +139,7 @@ func TestPagingAcrossBuckets(t *testing.T) {
 	var seen []int64
 	before := int64(0)
 	for {
-		page, err := st.Before(ctx(t), id, before, 7)
+		page, err := st.Before(ctx(t), id, history.Window{}, before, 7)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,7 +165,7 @@ func TestPagingAcrossBuckets(t *testing.T) {
 		var got []int64
 		after := start
 		for {
-			page, err := st.After(ctx(t), id, after, 6)
+			page, err := st.After(ctx(t), id, history.Window{}, after, 6)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -238,7 +238,7 @@ func TestAppendFencesTakenSeqs(t *testing.T) {
 	if err := st.Append(ctx(t), id, stale); !errors.Is(err, history.ErrSeqTaken) {
 		t.Fatalf("stale append = %v; want ErrSeqTaken", err)
 	}
-	page, err := st.After(ctx(t), id, 0, 10)
+	page, err := st.After(ctx(t), id, history.Window{}, 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,5 +247,49 @@ func TestAppendFencesTakenSeqs(t *testing.T) {
 	}
 	if err := st.Append(ctx(t), id, append(msgs(id, "x", 7, 7), msgs(id, "x", 9, 9)...)); !errors.Is(err, history.ErrInvalid) {
 		t.Errorf("non-consecutive input: %v; want ErrInvalid", err)
+	}
+}
+
+// Membership events may be applied more than once (a redelivery after a crash), also after
+// later events of the same user: the member's row always ends as the latest event left it.
+func TestMembershipEventsReplay(t *testing.T) {
+	st, _ := newStore(t, history.Config{})
+	owner, bob := user(t, "owner"), user(t, "bob")
+	id, err := st.CreateGroup(ctx(t), owner, "g", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := func(seq int64, kind chat.MessageKind) chat.Message {
+		m := chat.Message{Conversation: id, Seq: seq, Kind: kind, Sender: owner, TargetUser: bob, CreatedAt: time.Now()}
+		if err := st.Append(ctx(t), id, []chat.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	apply := func(m chat.Message) {
+		if err := st.ApplyMembership(ctx(t), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(step string, want history.Member) {
+		t.Helper()
+		got, err := st.Member(ctx(t), id, bob)
+		if err != nil || got.JoinedSeq != want.JoinedSeq || got.LeftSeq != want.LeftSeq {
+			t.Errorf("%s: member = %+v, %v; want joined %d left %d", step, got, err, want.JoinedSeq, want.LeftSeq)
+		}
+	}
+	added, removed := ev(1, chat.MessageMemberAdded), ev(2, chat.MessageMemberRemoved)
+	apply(added)
+	apply(added)
+	check("added twice", history.Member{JoinedSeq: 1})
+	apply(removed)
+	apply(added) // a late replay of the add
+	check("removed, add replayed", history.Member{JoinedSeq: 1, LeftSeq: 2})
+	again := ev(3, chat.MessageMemberAdded)
+	apply(again)
+	apply(removed) // a late replay of the removal
+	check("re-added, removal replayed", history.Member{JoinedSeq: 3})
+	if w := (history.Member{JoinedSeq: 3}).Window(); w.Contains(2) || !w.Contains(3) || !w.Contains(99) {
+		t.Errorf("window %+v", w)
 	}
 }

@@ -45,23 +45,46 @@ type Entry struct {
 	LastAt       time.Time // last message, or creation when there is none
 	Preview      string
 	LastSender   chat.UserID
+	// JoinedSeq and LeftSeq bound what the user may see of the conversation (see
+	// history.Member). For a conversation the user left, LastSeq is LeftSeq and the last
+	// activity fields are cleared: nothing after leaving is shown.
+	JoinedSeq int64
+	LeftSeq   int64
 }
+
+// Window is the user's visible range of the conversation.
+func (e Entry) Window() history.Window { return history.Window{From: e.JoinedSeq, To: e.LeftSeq} }
 
 // Unread is the number of messages after the read position.
 func (e Entry) Unread() int64 { return max(0, e.LastSeq-e.ReadSeq) }
 
 // List returns the user's conversations, most recently active first. Conversations the user
-// has left are not listed.
+// has left or was removed from are not listed.
 func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
+	all, err := in.list(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, e := range all {
+		if e.LeftSeq == 0 {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// list is List including the conversations the user left (sync delivers up to the leaving).
+func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	var entries []Entry
 	err := in.history.Guard(func() error {
-		iter := in.s.Query(`SELECT conversation_id, read_seq, read_at FROM user_conversations WHERE user_id = ? LIMIT ?`,
+		iter := in.s.Query(`SELECT conversation_id, read_seq, read_at, joined_seq, left_seq FROM user_conversations WHERE user_id = ? LIMIT ?`,
 			string(user), MaxConversations).WithContext(ctx).Idempotent(true).Iter()
 		var (
 			cid gocql.UUID
 			e   Entry
 		)
-		for iter.Scan(&cid, &e.ReadSeq, &e.ReadAt) {
+		for iter.Scan(&cid, &e.ReadSeq, &e.ReadAt, &e.JoinedSeq, &e.LeftSeq) {
 			e.Conversation = chat.ConversationID(cid)
 			entries = append(entries, e)
 		}
@@ -115,9 +138,10 @@ func (in *Inbox) fill(ctx context.Context, e *Entry) error {
 		lastAt       time.Time
 		created      time.Time
 	)
-	err := in.s.Query(`SELECT kind, title, created_at, last_seq, last_at, last_preview, last_sender FROM conversations WHERE conversation_id = ?`,
+	var lastText int64
+	err := in.s.Query(`SELECT kind, title, created_at, last_seq, last_at, last_preview, last_sender, last_text_seq FROM conversations WHERE conversation_id = ?`,
 		gocql.UUID(e.Conversation)).WithContext(ctx).Idempotent(true).
-		Scan(&kind, &e.Title, &created, &e.LastSeq, &lastAt, &e.Preview, &sender)
+		Scan(&kind, &e.Title, &created, &e.LastSeq, &lastAt, &e.Preview, &sender, &lastText)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return history.ErrNotFound
 	}
@@ -128,6 +152,13 @@ func (in *Inbox) fill(ctx context.Context, e *Entry) error {
 	e.LastAt = lastAt
 	if lastAt.IsZero() {
 		e.LastAt = created
+	}
+	if e.LeftSeq > 0 || (lastText > 0 && lastText < e.JoinedSeq) {
+		// The last message is outside what the user may see: no preview of it.
+		e.LastAt, e.Preview, e.LastSender = created, "", ""
+	}
+	if e.LeftSeq > 0 {
+		e.LastSeq = min(e.LastSeq, e.LeftSeq)
 	}
 	return nil
 }
@@ -227,14 +258,17 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req SyncRequest) (S
 		limit = 200
 	}
 	limit = min(limit, 1000)
-	entries, err := in.List(ctx, user)
+	entries, err := in.list(ctx, user)
 	if err != nil {
 		return SyncResult{}, err
 	}
 	res := SyncResult{Since: req.Since}
 	for _, e := range entries {
-		cursor := req.Cursors[e.Conversation]
+		cursor := max(req.Cursors[e.Conversation], e.JoinedSeq-1)
 		changed := e.LastSeq > cursor || e.LastAt.After(since) || e.ReadAt.After(since)
+		if e.LeftSeq > 0 {
+			changed = e.LastSeq > cursor // up to and including the leaving, then never again
+		}
 		if !changed {
 			continue
 		}
@@ -244,7 +278,7 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req SyncRequest) (S
 				res.More = true
 				break
 			}
-			page, err := in.history.After(ctx, e.Conversation, after, min(limit-len(res.Messages), 200))
+			page, err := in.history.After(ctx, e.Conversation, e.Window(), after, min(limit-len(res.Messages), 200))
 			if err != nil {
 				return SyncResult{}, err
 			}

@@ -203,3 +203,44 @@ func TestAckMovesDeliveredForward(t *testing.T) {
 		t.Errorf("stranger acks: %v; want ErrNotFound", err)
 	}
 }
+
+// A removed member's device syncs up to and including its removal, and nothing after it.
+func TestSyncStopsAtRemoval(t *testing.T) {
+	in, h := setup(t)
+	p := teststack.ID(t)
+	owner, bob := chat.UserID(p+"_owner"), chat.UserID(p+"_bob")
+	conv, err := h.CreateGroup(bg, owner, "g", []chat.UserID{bob}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, h, conv, owner, 3)
+	rm := chat.Message{Conversation: conv, Seq: 4, Kind: chat.MessageMemberRemoved, Sender: owner, TargetUser: bob, CreatedAt: time.Now()}
+	if err := h.Append(bg, conv, []chat.Message{rm}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ApplyMembership(bg, rm); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, h, conv, owner, 5) // seqs 5-9: not for bob
+
+	res, err := in.Sync(bg, bob, inbox.SyncRequest{Cursors: map[chat.ConversationID]int64{conv: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Messages) != 3 || res.Messages[0].Seq != 2 || res.Messages[2].Seq != 4 || res.Messages[2].Kind != chat.MessageMemberRemoved {
+		t.Fatalf("sync after removal = %+v; want seqs 2-4 ending with the removal", res.Messages)
+	}
+	if len(res.Conversations) != 1 || res.Conversations[0].LastSeq != 4 || res.Conversations[0].Preview != "" {
+		t.Errorf("conversation entry = %+v; want last seq 4 and no preview", res.Conversations)
+	}
+	res, err = in.Sync(bg, bob, inbox.SyncRequest{Since: res.Since, Cursors: map[chat.ConversationID]int64{conv: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Messages) != 0 || len(res.Conversations) != 0 {
+		t.Errorf("sync after catching up with the removal = %+v; want nothing", res)
+	}
+	if list, err := in.List(bg, bob); err != nil || len(list) != 0 {
+		t.Errorf("bob's inbox = %+v, %v; want empty", list, err)
+	}
+}

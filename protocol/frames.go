@@ -161,7 +161,23 @@ type Message struct {
 	Kind         string `json:"kind"`
 	Body         string `json:"body,omitempty"`
 	TargetSeq    int64  `json:"target_seq,omitempty"`
-	TS           int64  `json:"ts"`
+	// User is the member a membership event (member_added, member_removed, member_left) is about.
+	User string `json:"user,omitempty"`
+	TS   int64  `json:"ts"`
+
+	// The latest state of a text message, in history reads and sync (never in live message
+	// frames, which carry the log entry as it was sequenced): EditedSeq is the seq of the
+	// latest edit (Body is then the edited text), Deleted hides the body, Reactions are the
+	// current reactions.
+	EditedSeq int64      `json:"edited_seq,omitempty"`
+	Deleted   bool       `json:"deleted,omitempty"`
+	Reactions []Reaction `json:"reactions,omitempty"`
+}
+
+// Reaction is one emoji on a message and the users who added it.
+type Reaction struct {
+	Emoji string   `json:"emoji"`
+	Users []string `json:"users"`
 }
 
 // Conversation is one inbox entry of a sync.result.

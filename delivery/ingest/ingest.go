@@ -26,6 +26,11 @@ type Send struct {
 	SenderDevice chat.DeviceID       `json:"sender_device"`
 	ClientMsgID  [16]byte            `json:"-"`
 	Body         string              `json:"body"`
+	// Kind is what to append: text (the zero value means text) or an event; TargetSeq and
+	// TargetUser are the message or member the event is about (see chat.MessageKind).
+	Kind       chat.MessageKind `json:"-"`
+	TargetSeq  int64            `json:"-"`
+	TargetUser chat.UserID      `json:"-"`
 	// AcceptedAt is when the edge published it (Unix milliseconds in the record).
 	AcceptedAt time.Time `json:"-"`
 }
@@ -37,6 +42,9 @@ type record struct {
 	Sender       string `json:"sender"`
 	SenderDevice string `json:"sender_device,omitempty"`
 	Body         string `json:"body"`
+	Kind         string `json:"kind,omitempty"`
+	TargetSeq    int64  `json:"target_seq,omitempty"`
+	TargetUser   string `json:"target_user,omitempty"`
 	AcceptedMS   int64  `json:"accepted_ms"`
 }
 
@@ -44,6 +52,7 @@ func encodeSend(s Send) ([]byte, error) {
 	return json.Marshal(record{
 		Conversation: s.Conversation.String(), ClientMsgID: hex.EncodeToString(s.ClientMsgID[:]),
 		Sender: string(s.Sender), SenderDevice: string(s.SenderDevice), Body: s.Body,
+		Kind: string(s.Kind), TargetSeq: s.TargetSeq, TargetUser: string(s.TargetUser),
 		AcceptedMS: s.AcceptedAt.UnixMilli(),
 	})
 }
@@ -70,8 +79,23 @@ func Decode(data []byte) (Send, error) {
 	if _, err := chat.ParseUserID(r.Sender); err != nil {
 		return Send{}, fmt.Errorf("%w: %v", ErrPoison, err)
 	}
+	kind := chat.MessageKind(r.Kind)
+	if kind == "" {
+		kind = chat.MessageText
+	}
+	switch {
+	case !kind.Known():
+		return Send{}, fmt.Errorf("%w: unknown kind %q", ErrPoison, r.Kind)
+	case kind.TargetsMessage() && r.TargetSeq < 1:
+		return Send{}, fmt.Errorf("%w: %s without target_seq", ErrPoison, kind)
+	case kind.Membership():
+		if _, err := chat.ParseUserID(r.TargetUser); err != nil {
+			return Send{}, fmt.Errorf("%w: %s target_user: %v", ErrPoison, kind, err)
+		}
+	}
 	return Send{Conversation: conv, Sender: chat.UserID(r.Sender), SenderDevice: chat.DeviceID(r.SenderDevice),
-		ClientMsgID: cmid, Body: r.Body, AcceptedAt: time.UnixMilli(r.AcceptedMS)}, nil
+		ClientMsgID: cmid, Body: r.Body, Kind: kind, TargetSeq: r.TargetSeq, TargetUser: chat.UserID(r.TargetUser),
+		AcceptedAt: time.UnixMilli(r.AcceptedMS)}, nil
 }
 
 // Partition is the partition of a conversation: FNV-1a of its id, modulo n.

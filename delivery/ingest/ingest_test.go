@@ -9,19 +9,29 @@ import (
 )
 
 func TestRecordRoundTrip(t *testing.T) {
-	s := Send{Conversation: chat.NewConversationID(), Sender: "alice", SenderDevice: "phone",
+	base := Send{Conversation: chat.NewConversationID(), Sender: "alice", SenderDevice: "phone",
 		ClientMsgID: [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, Body: "héllo \"quoted\"",
-		AcceptedAt: time.UnixMilli(1_795_380_881_123)}
-	data, err := encodeSend(s)
-	if err != nil {
-		t.Fatal(err)
+		Kind: chat.MessageText, AcceptedAt: time.UnixMilli(1_795_380_881_123)}
+	edit, added := base, base
+	edit.Kind, edit.TargetSeq = chat.MessageEdit, 41
+	added.Kind, added.TargetUser, added.Body = chat.MessageMemberAdded, "carol", ""
+	for _, s := range []Send{base, edit, added} {
+		data, err := encodeSend(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != s {
+			t.Errorf("Decode(encode(s)) = %+v; want %+v", got, s)
+		}
 	}
-	got, err := Decode(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != s {
-		t.Errorf("Decode(encode(s)) = %+v; want %+v", got, s)
+	// A record without a kind (written before kinds existed) is a text message.
+	got, err := Decode([]byte(`{"conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"0102030405060708090a0b0c0d0e0f10","sender":"a","body":"b"}`))
+	if err != nil || got.Kind != chat.MessageText {
+		t.Errorf("Decode(no kind) = %+v, %v; want a text message", got, err)
 	}
 }
 
@@ -31,6 +41,9 @@ func TestDecodePoison(t *testing.T) {
 		"bad conversation": `{"conversation":"x","client_msg_id":"0102030405060708090a0b0c0d0e0f10","sender":"a","body":"b"}`,
 		"bad cmid":         `{"conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"zz","sender":"a","body":"b"}`,
 		"bad sender":       `{"conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"0102030405060708090a0b0c0d0e0f10","sender":"a b","body":"b"}`,
+		"unknown kind":     `{"conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"0102030405060708090a0b0c0d0e0f10","sender":"a","kind":"poke"}`,
+		"edit no target":   `{"conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"0102030405060708090a0b0c0d0e0f10","sender":"a","kind":"edit","body":"b"}`,
+		"added no member":  `{"conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"0102030405060708090a0b0c0d0e0f10","sender":"a","kind":"member_added"}`,
 	} {
 		if _, err := Decode([]byte(data)); !errors.Is(err, ErrPoison) {
 			t.Errorf("%s: Decode = %v; want ErrPoison", name, err)

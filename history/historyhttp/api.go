@@ -90,6 +90,13 @@ var Routes = []struct{ Method, Pattern string }{
 	{http.MethodGet, "/v1/conversations/{id}/messages"},
 	{http.MethodPost, "/v1/conversations/{id}/messages"},
 	{http.MethodPost, "/v1/conversations/{id}/read"},
+	{http.MethodPatch, "/v1/conversations/{id}/messages/{seq}"},
+	{http.MethodDelete, "/v1/conversations/{id}/messages/{seq}"},
+	{http.MethodPut, "/v1/conversations/{id}/messages/{seq}/reactions/{emoji}"},
+	{http.MethodDelete, "/v1/conversations/{id}/messages/{seq}/reactions/{emoji}"},
+	{http.MethodPost, "/v1/conversations/{id}/members"},
+	{http.MethodDelete, "/v1/conversations/{id}/members/{user}"},
+	{http.MethodPost, "/v1/conversations/{id}/leave"},
 }
 
 // Register adds the routes to mux.
@@ -97,9 +104,17 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("GET /v1/conversations", a.authed(a.listConversations))
 	mux.Handle("POST /v1/conversations", a.authed(a.createConversation))
 	mux.Handle("GET /v1/conversations/{id}", a.authed(a.member(a.getConversation)))
-	mux.Handle("GET /v1/conversations/{id}/messages", a.authed(a.member(a.listMessages)))
+	// Former members may still read what they saw while they were members.
+	mux.Handle("GET /v1/conversations/{id}/messages", a.authed(a.formerMember(a.listMessages)))
 	mux.Handle("POST /v1/conversations/{id}/messages", a.authed(a.member(a.postMessage)))
 	mux.Handle("POST /v1/conversations/{id}/read", a.authed(a.member(a.markRead)))
+	mux.Handle("PATCH /v1/conversations/{id}/messages/{seq}", a.authed(a.member(a.editMessage)))
+	mux.Handle("DELETE /v1/conversations/{id}/messages/{seq}", a.authed(a.member(a.deleteMessage)))
+	mux.Handle("PUT /v1/conversations/{id}/messages/{seq}/reactions/{emoji}", a.authed(a.member(a.react(true))))
+	mux.Handle("DELETE /v1/conversations/{id}/messages/{seq}/reactions/{emoji}", a.authed(a.member(a.react(false))))
+	mux.Handle("POST /v1/conversations/{id}/members", a.authed(a.member(a.addMember)))
+	mux.Handle("DELETE /v1/conversations/{id}/members/{user}", a.authed(a.member(a.removeMember)))
+	mux.Handle("POST /v1/conversations/{id}/leave", a.authed(a.member(a.leave)))
 }
 
 // apiError is an error with its HTTP status and stable code.
@@ -161,7 +176,10 @@ type handler func(w http.ResponseWriter, r *http.Request, id auth.Identity) erro
 
 type ctxKey int
 
-const convKey ctxKey = 0
+const (
+	convKey ctxKey = iota
+	memberKey
+)
 
 // authed checks the bearer token, bounds the request, and maps the handler's error.
 func (a *API) authed(h handler) http.Handler {
@@ -197,25 +215,37 @@ func (a *API) authed(h handler) http.Handler {
 
 // member resolves {id} and lets only current members through; anyone else gets the 404 of a
 // conversation that does not exist.
-func (a *API) member(h handler) handler {
+func (a *API) member(h handler) handler { return a.membership(h, false) }
+
+// formerMember is member that also lets through users who left or were removed (their
+// Window ends where they left).
+func (a *API) formerMember(h handler) handler { return a.membership(h, true) }
+
+func (a *API) membership(h handler, former bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 		conv, err := chat.ParseConversationID(r.PathValue("id"))
 		if err != nil {
 			return errorf(http.StatusNotFound, protocol.CodeNotFound, "no such conversation")
 		}
-		ok, err := a.store.IsActiveMember(r.Context(), conv, id.User)
+		m, err := a.store.Member(r.Context(), conv, id.User)
 		if err != nil {
-			return err
+			return err // ErrNotFound for a non-member
 		}
-		if !ok {
+		if !m.Active() && !former {
 			return history.ErrNotFound
 		}
-		return h(w, r.WithContext(context.WithValue(r.Context(), convKey, conv)), id)
+		ctx := context.WithValue(context.WithValue(r.Context(), convKey, conv), memberKey, m)
+		return h(w, r.WithContext(ctx), id)
 	}
 }
 
 func convOf(r *http.Request) chat.ConversationID {
 	return r.Context().Value(convKey).(chat.ConversationID)
+}
+
+// memberOf is the caller's membership, set by member and formerMember.
+func memberOf(r *http.Request) history.Member {
+	return r.Context().Value(memberKey).(history.Member)
 }
 
 // decodeJSON reads a JSON body of at most limit bytes into v.
@@ -380,13 +410,14 @@ func (a *API) listMessages(w http.ResponseWriter, r *http.Request, _ auth.Identi
 	}
 	limit = min(limit, 200) // clamped; 0 means the default of 50
 	var page []chat.Message
+	win := memberOf(r).Window()
 	if hasAfter {
-		page, err = a.store.After(r.Context(), convOf(r), after, int(limit))
+		page, err = a.store.After(r.Context(), convOf(r), win, after, int(limit))
 	} else {
 		if hasBefore && before == 0 {
 			before = 1 // nothing is before seq 1
 		}
-		page, err = a.store.Before(r.Context(), convOf(r), before, int(limit))
+		page, err = a.store.Before(r.Context(), convOf(r), win, before, int(limit))
 	}
 	if err != nil {
 		return err
@@ -407,7 +438,9 @@ type postRequest struct {
 type AcceptedJSON struct {
 	Conversation string `json:"conversation"`
 	ClientMsgID  string `json:"client_msg_id"`
-	AcceptedAt   int64  `json:"accepted_at"`
+	// Kind is the kind of the accepted entry (text, edit, delete, reaction, ...).
+	Kind       string `json:"kind,omitempty"`
+	AcceptedAt int64  `json:"accepted_at"`
 }
 
 func (a *API) postMessage(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
@@ -432,11 +465,12 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, id auth.Identi
 		device = "rest"
 	}
 	if err := a.pub.Publish(r.Context(), ingest.Send{Conversation: convOf(r), Sender: id.User, SenderDevice: device,
-		ClientMsgID: cmid, Body: req.Body, AcceptedAt: now}); err != nil {
+		ClientMsgID: cmid, Body: req.Body, Kind: chat.MessageText, AcceptedAt: now}); err != nil {
 		return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable,
 			msg: "message not accepted; retry with the same Idempotency-Key", retryAfter: 1}
 	}
-	writeJSON(w, http.StatusAccepted, AcceptedJSON{Conversation: convOf(r).String(), ClientMsgID: cmid.String(), AcceptedAt: now.UnixMilli()})
+	writeJSON(w, http.StatusAccepted, AcceptedJSON{Conversation: convOf(r).String(), ClientMsgID: cmid.String(),
+		Kind: string(chat.MessageText), AcceptedAt: now.UnixMilli()})
 	return nil
 }
 

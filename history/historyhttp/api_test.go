@@ -136,10 +136,11 @@ func TestEveryRouteRefusesStrangers(t *testing.T) {
 	}
 	missing := chat.NewConversationID().String()
 	for _, rt := range historyhttp.Routes {
-		path := strings.ReplaceAll(rt.Pattern, "{id}", conv.ID)
+		pattern := strings.NewReplacer("{seq}", "1", "{emoji}", "%F0%9F%91%8D", "{user}", string(bob)).Replace(rt.Pattern)
+		path := strings.ReplaceAll(pattern, "{id}", conv.ID)
 		var body any
 		hdr := map[string]string{}
-		if rt.Method == "POST" {
+		if rt.Method == "POST" || rt.Method == "PATCH" {
 			body = map[string]any{"kind": "direct", "with": "x", "body": "hi", "seq": 1}
 			hdr["Idempotency-Key"] = chat.NewConversationID().String()
 		}
@@ -151,8 +152,8 @@ func TestEveryRouteRefusesStrangers(t *testing.T) {
 		if !strings.Contains(rt.Pattern, "{id}") {
 			continue
 		}
-		for who, p := range map[string]string{"non-member": path, "missing conversation": strings.ReplaceAll(rt.Pattern, "{id}", missing),
-			"malformed id": strings.ReplaceAll(rt.Pattern, "{id}", "nope")} {
+		for who, p := range map[string]string{"non-member": path, "missing conversation": strings.ReplaceAll(pattern, "{id}", missing),
+			"malformed id": strings.ReplaceAll(pattern, "{id}", "nope")} {
 			eb = errBody{}
 			resp = e.do(rt.Method, p, mallory, body, hdr, &eb)
 			if resp.StatusCode != 404 || eb.Code != protocol.CodeNotFound {
