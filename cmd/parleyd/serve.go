@@ -216,8 +216,12 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			if err != nil {
 				return abort(d, fmt.Errorf("embedded openapi.yaml: %w", err))
 			}
-			historyhttp.New(historyhttp.Config{MaxBodyBytes: cfg.edge.MaxBodyBytes}, store, inbox.New(d.cassandra, store), authority, in,
-				logger.With("component", "api")).Register(mux)
+			api, err := historyhttp.New(historyhttp.Config{MaxBodyBytes: cfg.edge.MaxBodyBytes}, store, inbox.New(d.cassandra, store), authority, in,
+				reg, logger.With("component", "api"))
+			if err != nil {
+				return abort(d, err)
+			}
+			api.Register(mux)
 			mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")
 				_, _ = w.Write(openapi)

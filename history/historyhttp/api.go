@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/delivery/ingest"
@@ -62,10 +64,13 @@ type API struct {
 	logger   *slog.Logger
 	now      func() time.Time
 	limits   *userLimits
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 }
 
-// New returns the API.
-func New(cfg Config, store *history.Store, in *inbox.Inbox, verifier Verifier, pub Publisher, logger *slog.Logger) *API {
+// New returns the API. Its metrics (requests by route and status, latency by route) are
+// registered on reg.
+func New(cfg Config, store *history.Store, in *inbox.Inbox, verifier Verifier, pub Publisher, reg prometheus.Registerer, logger *slog.Logger) (*API, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 16 << 10
 	}
@@ -78,8 +83,24 @@ func New(cfg Config, store *history.Store, in *inbox.Inbox, verifier Verifier, p
 	if cfg.Burst == 0 {
 		cfg.Burst = 40
 	}
-	return &API{cfg: cfg, store: store, inbox: in, verifier: verifier, pub: pub, logger: logger, now: time.Now,
-		limits: newUserLimits(rate.Limit(cfg.RequestsPerSecond), cfg.Burst)}
+	a := &API{cfg: cfg, store: store, inbox: in, verifier: verifier, pub: pub, logger: logger, now: time.Now,
+		limits: newUserLimits(rate.Limit(cfg.RequestsPerSecond), cfg.Burst),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_api_requests_total",
+			Help: "History API requests by route and HTTP status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "parley_api_request_duration_seconds",
+			Help:    "History API request latency by route.",
+			Buckets: []float64{.001, .0025, .005, .01, .02, .03, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+	}
+	for _, c := range []prometheus.Collector{a.requests, a.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("history api metrics: %w", err)
+		}
+	}
+	return a, nil
 }
 
 // Routes are the API's routes, for the table-driven authorization test and the OpenAPI file.
@@ -101,6 +122,23 @@ var Routes = []struct{ Method, Pattern string }{
 
 // Register adds the routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
+	a.register(instrumented{mux, a})
+}
+
+// instrumented wraps each route in the request counter and latency histogram, labelled
+// with the route pattern (never the raw path: ids would make the label set unbounded).
+type instrumented struct {
+	mux *http.ServeMux
+	a   *API
+}
+
+func (m instrumented) Handle(pattern string, h http.Handler) {
+	labels := prometheus.Labels{"route": pattern}
+	m.mux.Handle(pattern, promhttp.InstrumentHandlerDuration(m.a.duration.MustCurryWith(labels),
+		promhttp.InstrumentHandlerCounter(m.a.requests.MustCurryWith(labels), h)))
+}
+
+func (a *API) register(mux interface{ Handle(string, http.Handler) }) {
 	mux.Handle("GET /v1/conversations", a.authed(a.listConversations))
 	mux.Handle("POST /v1/conversations", a.authed(a.createConversation))
 	mux.Handle("GET /v1/conversations/{id}", a.authed(a.member(a.getConversation)))

@@ -35,6 +35,7 @@ type env struct {
 	auth   *auth.Authority
 	store  *history.Store
 	prefix string
+	reg    *prometheus.Registry
 }
 
 func newEnv(t *testing.T) *env {
@@ -71,10 +72,15 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { stop(); <-done })
 
 	mux := http.NewServeMux()
-	historyhttp.New(historyhttp.Config{MaxBodyBytes: 1024}, store, inbox.New(teststack.Cassandra(t), store), a, in, logger).Register(mux)
+	reg := prometheus.NewRegistry()
+	api, err := historyhttp.New(historyhttp.Config{MaxBodyBytes: 1024}, store, inbox.New(teststack.Cassandra(t), store), a, in, reg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.Register(mux)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
-	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id}
+	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id, reg: reg}
 }
 
 func (e *env) user(name string) chat.UserID { return chat.UserID(e.prefix + "_" + name) }
@@ -240,6 +246,37 @@ func TestConversationsAndMessages(t *testing.T) {
 	e.do("GET", "/v1/conversations?limit=1&cursor="+next, alice, nil, nil, &in)
 	if len(in.Conversations) != 1 || in.Conversations[0].ID != direct.ID || in.Next != "" {
 		t.Errorf("inbox page 2: %+v", in)
+	}
+
+	// Every request is counted by route pattern and status, and timed by route.
+	want := map[string]float64{"GET /v1/conversations 200": 3, "POST /v1/conversations/{id}/messages 202": 4,
+		"POST /v1/conversations 201": 2, "POST /v1/conversations 200": 1}
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, timed := map[string]float64{}, 0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			switch mf.GetName() {
+			case "parley_api_requests_total":
+				counts[l["route"]+" "+l["code"]] = m.GetCounter().GetValue()
+			case "parley_api_request_duration_seconds":
+				timed += int(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for k, v := range want {
+		if counts[k] != v {
+			t.Errorf("parley_api_requests_total %s = %v; want %v (all: %v)", k, counts[k], v, counts)
+		}
+	}
+	if timed == 0 {
+		t.Error("no request was timed")
 	}
 }
 

@@ -41,6 +41,17 @@ func (e *env) waitSeq(conv string, user chat.UserID, seq int64) []protocol.Messa
 	return msgs
 }
 
+// waitState waits until the messages user sees satisfy ok (an event's seq is readable a moment
+// before its effect is applied; members are pushed the event only after it is).
+func (e *env) waitState(conv string, user chat.UserID, ok func([]protocol.Message) bool) []protocol.Message {
+	e.t.Helper()
+	var msgs []protocol.Message
+	if !teststack.Eventually(e.t, 30*time.Second, func() bool { msgs, _ = e.tryPage(conv, user); return ok(msgs) }) {
+		e.t.Fatalf("state never reached; last seen %+v", msgs)
+	}
+	return msgs
+}
+
 func (e *env) expect(method, path string, user chat.UserID, body any, status int) historyhttp.AcceptedJSON {
 	e.t.Helper()
 	var acc historyhttp.AcceptedJSON
@@ -81,18 +92,23 @@ func TestEditsDeletionsReactions(t *testing.T) {
 	e.expect("PATCH", base+"/9", bob, map[string]any{"body": "future"}, 404)        // no such message
 	thumbs := "/reactions/" + url.PathEscape("👍")
 	e.expect("PUT", base+"/1"+thumbs, carol, nil, 202) // seq 4
-	msgs := e.waitSeq(g.ID, alice, 4)
+	msgs := e.waitState(g.ID, alice, func(msgs []protocol.Message) bool { return len(bySeq(msgs, 1).Reactions) == 1 })
 	e.expect("PUT", base+"/1"+thumbs, carol, nil, 204)                         // already there
 	e.expect("PUT", base+"/1"+thumbs, bob, nil, 202)                           // seq 5
 	e.expect("PATCH", base+"/3", bob, map[string]any{"body": "x"}, 409)        // an event, not a message
 	e.expect("PUT", base+"/1/reactions/"+url.PathEscape("a b"), bob, nil, 400) // a space
 	e.expect("DELETE", base+"/2", alice, nil, 202)                             // the owner deletes bob's: seq 6
 	e.expect("PATCH", base+"/2", bob, map[string]any{"body": "too late"}, 202) // seq 7 (before the delete is applied)
-	msgs = e.waitSeq(g.ID, alice, 6)
+	e.waitState(g.ID, alice, func(msgs []protocol.Message) bool { return bySeq(msgs, 2).Deleted })
 	e.expect("DELETE", base+"/2", alice, nil, 204) // already deleted
 	msgs = e.waitSeq(g.ID, alice, 7)
 	e.expect("DELETE", base+"/1"+thumbs, carol, nil, 202) // seq 8
-	msgs = e.waitSeq(g.ID, alice, 8)
+	// An event's seq is readable a moment before its effect is applied (members are pushed the
+	// event only after): wait for the state.
+	msgs = e.waitState(g.ID, alice, func(msgs []protocol.Message) bool {
+		r := bySeq(msgs, 1).Reactions
+		return bySeq(msgs, 8).Seq == 8 && len(r) == 1 && len(r[0].Users) == 1
+	})
 
 	if len(msgs) != 8 {
 		t.Fatalf("log has %d entries; want 8: %+v", len(msgs), msgs)
