@@ -179,6 +179,15 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.M
 		return
 	}
 	m, dup, err := w.sequence(ctx, ps, s)
+	var users []chat.UserID
+	if err == nil {
+		// Every member's inbox row learns the new entry before the ack: a crash here redelivers,
+		// the dedupe path finds the entry stored and comes back to this step.
+		users, err = w.recipients(ctx, ps, m)
+		if err == nil {
+			err = w.store.UpdateInboxes(ctx, m, users)
+		}
+	}
 	var rej *rejection
 	if errors.As(err, &rej) {
 		// A membership change that no longer applies (the user is already in, or already out,
@@ -220,7 +229,7 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.M
 		w.metrics.outcomes.WithLabelValues("sequenced").Inc()
 		w.metrics.sequencing.Observe(w.now().Sub(start).Seconds())
 	}
-	w.fanOut(ctx, ps, m)
+	w.fanOut(m, users)
 	w.metrics.endToEnd.Observe(w.now().Sub(s.AcceptedAt).Seconds())
 }
 
@@ -339,19 +348,22 @@ func (w *Worker) applyEffects(ctx context.Context, ps *partitionState, m chat.Me
 	return nil
 }
 
-// fanOut publishes the sequenced message on every current member's user subject, the
-// sender's included (their other devices). Best effort: failures are counted, sync repairs.
-func (w *Worker) fanOut(ctx context.Context, ps *partitionState, m chat.Message) {
+// recipients are the users an entry is for: the current members, and for a removal or leaving
+// also the member who is out (their devices learn it, their inbox row records it).
+func (w *Worker) recipients(ctx context.Context, ps *partitionState, m chat.Message) ([]chat.UserID, error) {
 	users, err := w.memberList(ctx, ps, m.Conversation)
 	if err != nil {
-		w.metrics.fanoutErrors.Inc()
-		w.logger.Warn("fan-out: members", "conversation", m.Conversation, "err", err)
-		return
+		return nil, err
 	}
 	if m.Kind == chat.MessageMemberRemoved || m.Kind == chat.MessageMemberLeft {
-		// The member who is out learns it too (their other devices, or an admin's kick).
 		users = append(slices.Clip(users), m.TargetUser)
 	}
+	return users, nil
+}
+
+// fanOut publishes the sequenced message on every recipient's user subject, the sender's
+// included (their other devices). Best effort: failures are counted, sync repairs.
+func (w *Worker) fanOut(m chat.Message, users []chat.UserID) {
 	data, err := protocol.Encode(MessageFrame(m))
 	if err != nil {
 		return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
@@ -196,8 +197,13 @@ func (st *Store) applyMembership(ctx context.Context, m chat.Message) error {
 	}
 	if mem.Active() {
 		// Listed from the join on, with nothing unread (the join event itself included).
-		if _, err := st.s.Query(`INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, joined_seq) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS`,
-			user, conv, mem.JoinedSeq, m.CreatedAt, mem.JoinedSeq).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
+		c, err := st.conversation(ctx, m.Conversation)
+		if err != nil {
+			return err
+		}
+		if _, err := st.s.Query(`INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
+			user, conv, mem.JoinedSeq, m.CreatedAt, string(c.Kind), c.Title, m.CreatedAt, mem.JoinedSeq).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
 			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
 		}
 		if err := st.s.Query(`UPDATE user_conversations SET joined_seq = ?, left_seq = null WHERE user_id = ? AND conversation_id = ?`,
@@ -225,4 +231,51 @@ func (st *Store) raiseRead(ctx context.Context, user chat.UserID, id chat.Conver
 		return fmt.Errorf("raise read position: %w", err)
 	}
 	return nil
+}
+
+// updateInboxes writes m as the last activity of the conversation into each user's inbox row:
+// last_seq for every entry, and last_at, preview and sender for text messages. The cells are
+// written USING TIMESTAMP <seq>, so a row never goes back to an older entry, whatever order
+// the writes land in, and repeating them is harmless. At most 32 writes are in flight.
+func (st *Store) updateInboxes(ctx context.Context, m chat.Message, users []chat.UserID) error {
+	stmt := `UPDATE user_conversations USING TIMESTAMP ? SET last_seq = ? WHERE user_id = ? AND conversation_id = ?`
+	args := func(u chat.UserID) []any { return []any{m.Seq, m.Seq, string(u), uuid(m.Conversation)} }
+	if m.Kind == chat.MessageText {
+		stmt = `UPDATE user_conversations USING TIMESTAMP ? SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE user_id = ? AND conversation_id = ?`
+		args = func(u chat.UserID) []any {
+			return []any{m.Seq, m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), string(u), uuid(m.Conversation)}
+		}
+	}
+	if len(users) == 1 {
+		return st.s.Query(stmt, args(users[0])...).WithContext(ctx).Idempotent(true).Exec()
+	}
+	var (
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, 32)
+		mu    sync.Mutex
+		first error
+	)
+	for _, u := range users {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := st.s.Query(stmt, args(u)...).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("update inbox: %w", err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// UpdateInboxes writes a stored entry into its members' inbox rows (see updateInboxes). The
+// delivery worker calls it for every entry it sequences, before acknowledging it.
+func (st *Store) UpdateInboxes(ctx context.Context, m chat.Message, users []chat.UserID) error {
+	return st.Guard(func() error { return st.updateInboxes(ctx, m, users) })
 }

@@ -154,7 +154,7 @@ func (st *Store) createDirect(ctx context.Context, a, b chat.UserID, now time.Ti
 		return id, created, fmt.Errorf("add direct members: %w", err)
 	}
 	for _, u := range []chat.UserID{a, b} {
-		if err := st.addToInbox(ctx, id, u, now, true); err != nil {
+		if err := st.addToInbox(ctx, Conversation{ID: id, Kind: chat.KindDirect}, u, now, true); err != nil {
 			return id, created, err
 		}
 	}
@@ -191,7 +191,7 @@ func (st *Store) createGroup(ctx context.Context, creator chat.UserID, title str
 		return id, fmt.Errorf("add group members: %w", err)
 	}
 	for _, u := range all {
-		if err := st.addToInbox(ctx, id, u, now, false); err != nil {
+		if err := st.addToInbox(ctx, Conversation{ID: id, Kind: chat.KindGroup, Title: title}, u, now, false); err != nil {
 			return id, err
 		}
 	}
@@ -201,13 +201,14 @@ func (st *Store) createGroup(ctx context.Context, creator chat.UserID, title str
 // addToInbox lists the conversation in user's inbox with nothing read. With keep (a direct
 // conversation, which may be created again) IF NOT EXISTS keeps an existing read position; a
 // new group has none to keep and skips the Paxos round per member.
-func (st *Store) addToInbox(ctx context.Context, id chat.ConversationID, user chat.UserID, now time.Time, keep bool) error {
-	const insert = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at) VALUES (?, ?, 0, ?)`
+func (st *Store) addToInbox(ctx context.Context, c Conversation, user chat.UserID, now time.Time, keep bool) error {
+	const insert = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq) VALUES (?, ?, 0, ?, ?, ?, ?, 0)`
+	args := []any{string(user), uuid(c.ID), now, string(c.Kind), c.Title, now}
 	var err error
 	if keep {
-		_, err = st.s.Query(insert+` IF NOT EXISTS`, string(user), uuid(id), now).WithContext(ctx).MapScanCAS(map[string]any{})
+		_, err = st.s.Query(insert+` IF NOT EXISTS`, args...).WithContext(ctx).MapScanCAS(map[string]any{})
 	} else {
-		err = st.s.Query(insert, string(user), uuid(id), now).WithContext(ctx).Exec()
+		err = st.s.Query(insert, args...).WithContext(ctx).Exec()
 	}
 	if err != nil {
 		return fmt.Errorf("add to inbox: %w", err)
@@ -304,8 +305,8 @@ func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat
 	q := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last.Seq, uuid(id))
 	if text := lastText(msgs); text != nil {
 		// The inbox's preview and activity time follow text messages, not events.
-		q = st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ?, last_text_seq = ? WHERE conversation_id = ?`,
-			last.Seq, text.CreatedAt, preview(text.Body), string(text.Sender), text.Seq, uuid(id))
+		q = st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE conversation_id = ?`,
+			last.Seq, text.CreatedAt, preview(text.Body), string(text.Sender), uuid(id))
 	}
 	if err := q.WithContext(ctx).Idempotent(true).Exec(); err != nil {
 		return fmt.Errorf("update last_seq: %w", err)
@@ -356,8 +357,8 @@ func (st *Store) isActiveMember(ctx context.Context, id chat.ConversationID, use
 func (st *Store) raiseLast(ctx context.Context, id chat.ConversationID, m chat.Message) error {
 	q := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ? IF last_seq < ?`, m.Seq, uuid(id), m.Seq)
 	if m.Kind == chat.MessageText {
-		q = st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ?, last_text_seq = ? WHERE conversation_id = ? IF last_seq < ?`,
-			m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), m.Seq, uuid(id), m.Seq)
+		q = st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE conversation_id = ? IF last_seq < ?`,
+			m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), uuid(id), m.Seq)
 	}
 	_, err := q.WithContext(ctx).MapScanCAS(map[string]any{})
 	if err != nil {

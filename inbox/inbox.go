@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
@@ -75,17 +74,32 @@ func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 }
 
 // list is List including the conversations the user left (sync delivers up to the leaving).
+// It is one read of the user's partition: every row carries what the list shows.
 func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	var entries []Entry
 	err := in.history.Guard(func() error {
-		iter := in.s.Query(`SELECT conversation_id, read_seq, read_at, joined_seq, left_seq FROM user_conversations WHERE user_id = ? LIMIT ?`,
+		iter := in.s.Query(`SELECT conversation_id, kind, title, added_at, read_seq, read_at, joined_seq, left_seq,
+			last_seq, last_at, last_preview, last_sender FROM user_conversations WHERE user_id = ? LIMIT ?`,
 			string(user), MaxConversations).WithContext(ctx).Idempotent(true).Iter()
 		var (
-			cid gocql.UUID
-			e   Entry
+			cid          gocql.UUID
+			kind, sender string
+			added        time.Time
 		)
-		for iter.Scan(&cid, &e.ReadSeq, &e.ReadAt, &e.JoinedSeq, &e.LeftSeq) {
-			e.Conversation = chat.ConversationID(cid)
+		for {
+			var e Entry
+			if !iter.Scan(&cid, &kind, &e.Title, &added, &e.ReadSeq, &e.ReadAt, &e.JoinedSeq, &e.LeftSeq,
+				&e.LastSeq, &e.LastAt, &e.Preview, &sender) {
+				break
+			}
+			e.Conversation, e.Kind, e.LastSender = chat.ConversationID(cid), chat.Kind(kind), chat.UserID(sender)
+			if e.LastAt.IsZero() {
+				e.LastAt = added // no message yet: the time it entered the inbox
+			}
+			if e.LeftSeq > 0 {
+				// Out of the conversation: nothing after leaving is shown.
+				e.LastSeq, e.LastAt, e.Preview, e.LastSender = min(e.LastSeq, e.LeftSeq), added, "", ""
+			}
 			entries = append(entries, e)
 		}
 		if err := iter.Close(); err != nil {
@@ -96,71 +110,13 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	// One read per conversation, 32 at a time.
-	var (
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, 32)
-		errs = make([]error, len(entries))
-	)
-	for i := range entries {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			errs[i] = in.history.Guard(func() error { return in.fill(ctx, &entries[i]) })
-		}()
-	}
-	wg.Wait()
-	out := entries[:0]
-	for i, e := range entries {
-		switch {
-		case errors.Is(errs[i], history.ErrNotFound):
-			continue // removed concurrently
-		case errs[i] != nil:
-			return nil, errs[i]
+	sort.Slice(entries, func(i, j int) bool {
+		if !entries[i].LastAt.Equal(entries[j].LastAt) {
+			return entries[i].LastAt.After(entries[j].LastAt)
 		}
-		out = append(out, e)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].LastAt.Equal(out[j].LastAt) {
-			return out[i].LastAt.After(out[j].LastAt)
-		}
-		return out[i].Conversation.String() < out[j].Conversation.String()
+		return entries[i].Conversation.String() < entries[j].Conversation.String()
 	})
-	return out, nil
-}
-
-// fill reads a conversation's kind, title and last activity into e.
-func (in *Inbox) fill(ctx context.Context, e *Entry) error {
-	var (
-		kind, sender string
-		lastAt       time.Time
-		created      time.Time
-	)
-	var lastText int64
-	err := in.s.Query(`SELECT kind, title, created_at, last_seq, last_at, last_preview, last_sender, last_text_seq FROM conversations WHERE conversation_id = ?`,
-		gocql.UUID(e.Conversation)).WithContext(ctx).Idempotent(true).
-		Scan(&kind, &e.Title, &created, &e.LastSeq, &lastAt, &e.Preview, &sender, &lastText)
-	if errors.Is(err, gocql.ErrNotFound) {
-		return history.ErrNotFound
-	}
-	if err != nil {
-		return fmt.Errorf("read conversation: %w", err)
-	}
-	e.Kind, e.LastSender = chat.Kind(kind), chat.UserID(sender)
-	e.LastAt = lastAt
-	if lastAt.IsZero() {
-		e.LastAt = created
-	}
-	if e.LeftSeq > 0 || (lastText > 0 && lastText < e.JoinedSeq) {
-		// The last message is outside what the user may see: no preview of it.
-		e.LastAt, e.Preview, e.LastSender = created, "", ""
-	}
-	if e.LeftSeq > 0 {
-		e.LastSeq = min(e.LastSeq, e.LeftSeq)
-	}
-	return nil
+	return entries, nil
 }
 
 // clampForMember checks that user is a current member (ErrNotFound otherwise) and clamps seq

@@ -26,8 +26,8 @@ func setup(t *testing.T) (*inbox.Inbox, *history.Store) {
 
 var bg = context.Background()
 
-// appendN stores n messages from sender after the conversation's current last seq, as the
-// delivery worker does.
+// appendN stores n messages from sender after the conversation's current last seq, and
+// writes them into the members' inbox rows, as the delivery worker does.
 func appendN(t *testing.T, h *history.Store, conv chat.ConversationID, sender chat.UserID, n int) {
 	t.Helper()
 	last, err := h.LastSeq(bg, conv)
@@ -43,6 +43,27 @@ func appendN(t *testing.T, h *history.Store, conv chat.ConversationID, sender ch
 	}
 	if err := h.Append(bg, conv, ms); err != nil {
 		t.Fatal(err)
+	}
+	touch(t, h, ms...)
+}
+
+// touch writes entries into the inbox rows of the conversation's current members.
+func touch(t *testing.T, h *history.Store, ms ...chat.Message) {
+	t.Helper()
+	for _, m := range ms {
+		members, err := h.Members(bg, m.Conversation)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var users []chat.UserID
+		for _, mem := range members {
+			if mem.Active() || mem.User == m.TargetUser {
+				users = append(users, mem.User)
+			}
+		}
+		if err := h.UpdateInboxes(bg, m, users); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -221,6 +242,7 @@ func TestSyncStopsAtRemoval(t *testing.T) {
 	if err := h.ApplyMembership(bg, rm); err != nil {
 		t.Fatal(err)
 	}
+	touch(t, h, rm)
 	appendN(t, h, conv, owner, 5) // seqs 5-9: not for bob
 
 	res, err := in.Sync(bg, bob, inbox.SyncRequest{Cursors: map[chat.ConversationID]int64{conv: 1}})

@@ -1,13 +1,10 @@
 package loadtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,12 +69,16 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 			}
 		}
 	}()
+	api := newREST(d, cfg.API)
 	for i := 0; i < cfg.Users; i += 2 {
 		a, b := fmt.Sprintf("%s%d", cfg.UserPrefix, i), fmt.Sprintf("%s%d", cfg.UserPrefix, i+1)
-		conv, err := d.createDirect(ctx, cfg.API, a, b)
-		if err != nil {
-			return res, err
+		var created struct {
+			ID string `json:"id"`
 		}
+		if _, err := api.do(ctx, "POST", "/v1/conversations", a, map[string]string{"kind": "direct", "with": b}, nil, &created); err != nil {
+			return res, fmt.Errorf("create conversation: %w", err)
+		}
+		conv := created.ID
 		for k, u := range []string{a, b} {
 			c, err := d.Dial(ctx, i+k, u, "d")
 			if err != nil {
@@ -200,31 +201,4 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 		res.DeliveredMax = float64(delivered[len(delivered)-1]) / 1e6
 	}
 	return res, nil
-}
-
-// createDirect creates (or finds) the direct conversation of a and b through the REST API.
-func (d *Dialer) createDirect(ctx context.Context, api, a, b string) (string, error) {
-	tok, err := d.auth.Mint(chat.UserID(a), "", time.Hour)
-	if err != nil {
-		return "", err
-	}
-	body, _ := json.Marshal(map[string]string{"kind": "direct", "with": b})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(api, "/")+"/v1/conversations", bytes.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var out struct {
-		ID string `json:"id"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.ID == "" || resp.StatusCode >= 300 {
-		return "", fmt.Errorf("create conversation: HTTP %d", resp.StatusCode)
-	}
-	return out.ID, nil
 }

@@ -5,6 +5,7 @@
 //	parley-loadtest idle      --conns 19000 [--concurrency 64] [--hold 20s]
 //	parley-loadtest broadcast --users 100 --devices 10 --rate 100 --duration 10s [--runs 3]
 //	parley-loadtest chat      --users 200 --rate 500 --duration 20s
+//	parley-loadtest history   --page-rate 500 --inbox-rate 10 --duration 20s
 //
 // The HS256 secret comes from --secret or PARLEY_AUTH_HS256_SECRET. docs/benchmarks.md has
 // the commands and the figures measured with them.
@@ -38,7 +39,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("want a scenario: idle, broadcast or chat")
+		return errors.New("want a scenario: idle, broadcast, chat or history")
 	}
 	scenario, args := args[0], args[1:]
 	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
@@ -124,8 +125,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				res.AcceptedP50, res.AcceptedP99, res.AcceptedMax, res.DeliveredP50, res.DeliveredP99, res.DeliveredMax)
 			return res, nil
 		}
+	case "history":
+		var cfg loadtest.HistoryConfig
+		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL")
+		fs.IntVar(&cfg.Members, "members", 50, "members of the seeded group (the pages are read by them in turn)")
+		fs.IntVar(&cfg.Messages, "messages", 2000, "messages seeded into the group")
+		fs.IntVar(&cfg.Conversations, "conversations", 1000, "conversations seeded into the reader's inbox")
+		fs.IntVar(&cfg.PageRate, "page-rate", 500, "pages of 50 messages read per second")
+		fs.IntVar(&cfg.InboxRate, "inbox-rate", 10, "whole-inbox listings per second (one user: at most the API's per-user rate)")
+		fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long to read (at most 10m)")
+		runScenario = func(d *loadtest.Dialer) (any, error) {
+			if cfg.Duration > 10*time.Minute || cfg.Messages > 100000 || cfg.Conversations > 5000 || cfg.PageRate > 20000 {
+				return nil, errors.New("bounds: --duration at most 10m, --messages at most 100000, --conversations at most 5000, --page-rate at most 20000")
+			}
+			cfg.UserPrefix = prefix
+			res, err := loadtest.RunHistory(ctx, d, cfg, stderr)
+			if err != nil {
+				return nil, err
+			}
+			for _, l := range []struct {
+				name string
+				l    loadtest.Latency
+			}{{"pages of 50", res.Pages}, {fmt.Sprintf("inbox of %d", res.Conversations), res.Inbox}} {
+				fmt.Fprintf(stdout, "%s: %d requests (%.0f/s), errors %v; p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
+					l.name, l.l.Requests, l.l.Rate, l.l.Errors, l.l.P50, l.l.P90, l.l.P99, l.l.P999, l.l.Max)
+			}
+			return res, nil
+		}
 	default:
-		return fmt.Errorf("unknown scenario %q (want idle, broadcast or chat)", scenario)
+		return fmt.Errorf("unknown scenario %q (want idle, broadcast, chat or history)", scenario)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
