@@ -53,6 +53,12 @@ func (st *Store) applyEvent(ctx context.Context, m chat.Message) error {
 		WithContext(ctx).Idempotent(true).Exec(); err != nil {
 		return fmt.Errorf("apply %s: %w", m.Kind, err)
 	}
+	// Then flag the target's bucket, so reads of it look for state (after the state: a reader
+	// that sees the flag finds the state).
+	if err := st.s.Query(`UPDATE messages SET has_state = true WHERE conversation_id = ? AND bucket = ?`,
+		uuid(m.Conversation), st.bucket(m.TargetSeq)).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		return fmt.Errorf("apply %s: %w", m.Kind, err)
+	}
 	return nil
 }
 
@@ -65,11 +71,15 @@ type messageState struct {
 }
 
 // fold sets the latest state of the text messages in page, and hides the bodies of edits to
-// deleted messages. One range read of message_state per bucket the page touches.
-func (st *Store) fold(ctx context.Context, id chat.ConversationID, page []chat.Message) error {
+// deleted messages. One range read of message_state per bucket the page needs state of;
+// hasState says, for the buckets the page was read from, whether any event targeted them.
+func (st *Store) fold(ctx context.Context, id chat.ConversationID, page []chat.Message, hasState map[int64]bool) error {
 	ranges := map[int64][2]int64{} // bucket -> [lowest, highest] target seq needed
 	need := func(seq int64) {
 		b := st.bucket(seq)
+		if has, known := hasState[b]; known && !has {
+			return // no event ever targeted this bucket
+		}
 		r, ok := ranges[b]
 		if !ok {
 			r = [2]int64{seq, seq}

@@ -268,6 +268,10 @@ func (st *Store) bucket(seq int64) int64 { return seq / st.cfg.BucketSize }
 
 const messageColumns = `seq, kind, sender_id, sender_device, client_msg_id, body, target_seq, target_user, created_at`
 
+// readColumns adds the bucket's has_state flag (a static column: set once an event targets a
+// message of the bucket), so a page of a bucket without events needs no message_state read.
+const readColumns = messageColumns + `, has_state`
+
 func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -332,7 +336,7 @@ func (st *Store) claimClientMsgID(ctx context.Context, id chat.ConversationID, s
 }
 
 func (st *Store) messageAt(ctx context.Context, id chat.ConversationID, seq int64) (chat.Message, bool, error) {
-	page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq = ?`,
+	page, _, err := st.read(ctx, id, `SELECT `+readColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq = ?`,
 		uuid(id), st.bucket(seq), seq)
 	if err != nil || len(page) == 0 {
 		return chat.Message{}, false, err
@@ -437,16 +441,19 @@ func (st *Store) before(ctx context.Context, id chat.ConversationID, w Window, b
 		before = min(before, w.To+1)
 	}
 	floor := max(w.From, 1) // the lowest seq to return
-	var out []chat.Message
+	var (
+		out   []chat.Message
+		state = map[int64]bool{}
+	)
 	for b := st.bucket(before - 1); b >= st.bucket(floor) && len(out) < limit && before > floor; b-- {
-		page, err := st.read(ctx, id, `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq < ? AND seq >= ? LIMIT ?`,
+		page, has, err := st.read(ctx, id, `SELECT `+readColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq < ? AND seq >= ? LIMIT ?`,
 			uuid(id), b, before, floor, limit-len(out))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, page...)
+		out, state[b] = append(out, page...), has
 	}
-	return out, st.fold(ctx, id, out)
+	return out, st.fold(ctx, id, out, state)
 }
 
 func (st *Store) after(ctx context.Context, id chat.ConversationID, w Window, after int64, limit int) ([]chat.Message, error) {
@@ -455,26 +462,29 @@ func (st *Store) after(ctx context.Context, id chat.ConversationID, w Window, af
 		return nil, err
 	}
 	after = max(after, w.From-1, 0)
-	var out []chat.Message
+	var (
+		out   []chat.Message
+		state = map[int64]bool{}
+	)
 	for b := st.bucket(after + 1); len(out) < limit && (w.To == 0 || after < w.To); b++ {
-		stmt, args := `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
+		stmt, args := `SELECT `+readColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
 			[]any{uuid(id), b, after, limit - len(out)}
 		if w.To > 0 {
-			stmt, args = `SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? AND seq <= ? ORDER BY seq ASC LIMIT ?`,
+			stmt, args = `SELECT `+readColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? AND seq <= ? ORDER BY seq ASC LIMIT ?`,
 				[]any{uuid(id), b, after, w.To, limit - len(out)}
 		}
-		page, err := st.read(ctx, id, stmt, args...)
+		page, has, err := st.read(ctx, id, stmt, args...)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, page...)
+		out, state[b] = append(out, page...), has
 		// Seqs are contiguous, so a bucket that does not reach its last seq is the end.
 		if len(page) == 0 || page[len(page)-1].Seq < (b+1)*st.cfg.BucketSize-1 {
 			break
 		}
 		after = page[len(page)-1].Seq
 	}
-	return out, st.fold(ctx, id, out)
+	return out, st.fold(ctx, id, out, state)
 }
 
 func (st *Store) clamp(limit int) (int, error) {
@@ -487,28 +497,31 @@ func (st *Store) clamp(limit int) (int, error) {
 	return min(limit, st.cfg.MaxPage), nil
 }
 
-func (st *Store) read(ctx context.Context, id chat.ConversationID, stmt string, args ...any) ([]chat.Message, error) {
+// read runs a SELECT of readColumns within one bucket and reports the bucket's has_state.
+func (st *Store) read(ctx context.Context, id chat.ConversationID, stmt string, args ...any) ([]chat.Message, bool, error) {
 	iter := st.s.Query(stmt, args...).WithContext(ctx).Idempotent(true).Iter()
 	var (
 		out                  []chat.Message
 		kind, sender, device string
 		target               string
 		cmid                 gocql.UUID
+		has, hasAny          bool
 	)
 	for {
 		var m chat.Message
-		if !iter.Scan(&m.Seq, &kind, &sender, &device, &cmid, &m.Body, &m.TargetSeq, &target, &m.CreatedAt) {
+		if !iter.Scan(&m.Seq, &kind, &sender, &device, &cmid, &m.Body, &m.TargetSeq, &target, &m.CreatedAt, &has) {
 			break
 		}
+		hasAny = hasAny || has
 		m.Conversation = id
 		m.Kind, m.Sender, m.SenderDevice, m.ClientMsgID = chat.MessageKind(kind), chat.UserID(sender), chat.DeviceID(device), [16]byte(cmid)
 		m.TargetUser = chat.UserID(target)
 		out = append(out, m)
 	}
 	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("read messages: %w", err)
+		return nil, false, fmt.Errorf("read messages: %w", err)
 	}
-	return out, nil
+	return out, hasAny, nil
 }
 
 // The exported methods run under the store's circuit breaker (Config.Breaker): while it is
