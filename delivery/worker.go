@@ -368,14 +368,7 @@ func (w *Worker) fanOut(m chat.Message, users []chat.UserID) {
 	if err != nil {
 		return
 	}
-	for _, u := range users {
-		out := nats.NewMsg(routing.UserSubject(u))
-		out.Header.Set(routing.HeaderFrameType, string(protocol.TypeMessage))
-		out.Data = data
-		if err := w.nc.PublishMsg(out); err != nil {
-			w.metrics.fanoutErrors.Inc()
-		}
-	}
+	w.metrics.fanoutErrors.Add(float64(routing.Publish(w.nc, users, string(protocol.TypeMessage), data)))
 	w.metrics.fanout.Add(float64(len(users)))
 }
 

@@ -3,8 +3,6 @@ package edge
 import (
 	"context"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/protocol"
@@ -82,12 +80,7 @@ func (s *Server) publishReceipt(conv string, seq int64, user chat.UserID, kind s
 	if err != nil {
 		return
 	}
-	for _, u := range to {
-		m := nats.NewMsg(routing.UserSubject(u))
-		m.Header.Set(routing.HeaderFrameType, string(protocol.TypeReceipt))
-		m.Data = data
-		_ = s.nc.PublishMsg(m)
-	}
+	routing.Publish(s.nc, to, string(protocol.TypeReceipt), data)
 }
 
 // EnableSync makes the edge answer sync frames. Call before serving.

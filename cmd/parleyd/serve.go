@@ -221,6 +221,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			if err != nil {
 				return abort(d, err)
 			}
+			api.EnableReceipts(d.nats.Conn)
 			api.Register(mux)
 			mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")

@@ -24,6 +24,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/protocol"
 )
 
@@ -66,7 +67,13 @@ type API struct {
 	limits   *userLimits
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	live     routing.MsgPublisher // nil: no live receipts
 }
+
+// EnableReceipts makes a read that moves the caller's position push a read receipt to the
+// other members' devices and the caller's own, as the WebSocket read frame does. Call before
+// serving.
+func (a *API) EnableReceipts(p routing.MsgPublisher) { a.live = p }
 
 // New returns the API. Its metrics (requests by route and status, latency by route) are
 // registered on reg.
@@ -586,12 +593,36 @@ func (a *API) markRead(w http.ResponseWriter, r *http.Request, id auth.Identity)
 	if req.Seq < 1 {
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "seq must be at least 1")
 	}
-	read, _, err := a.inbox.MarkRead(r.Context(), id.User, convOf(r), req.Seq)
+	read, moved, err := a.inbox.MarkRead(r.Context(), id.User, convOf(r), req.Seq)
 	if err != nil {
 		return err
 	}
+	if moved && a.live != nil {
+		a.pushReadReceipt(r.Context(), convOf(r), id.User, read)
+	}
 	writeJSON(w, http.StatusOK, ReadJSON{ReadSeq: read})
 	return nil
+}
+
+// pushReadReceipt tells the members' devices, the reader's own included, that reader has read
+// up to seq. Best effort: sync carries read positions too.
+func (a *API) pushReadReceipt(ctx context.Context, conv chat.ConversationID, reader chat.UserID, seq int64) {
+	members, err := a.store.Members(ctx, conv)
+	if err != nil {
+		return
+	}
+	var to []chat.UserID
+	for _, m := range members {
+		if m.Active() {
+			to = append(to, m.User)
+		}
+	}
+	data, err := protocol.Encode(protocol.Frame{Type: protocol.TypeReceipt, Conversation: conv.String(), Seq: seq,
+		User: string(reader), Kind: "read", TS: a.now().UnixMilli()})
+	if err != nil {
+		return
+	}
+	routing.Publish(a.live, to, string(protocol.TypeReceipt), data)
 }
 
 // userLimits holds one token bucket per user (golang.org/x/time/rate). Buckets idle for a

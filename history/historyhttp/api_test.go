@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/yaml"
 
@@ -36,6 +37,7 @@ type env struct {
 	store  *history.Store
 	prefix string
 	reg    *prometheus.Registry
+	nc     *nats.Conn
 }
 
 func newEnv(t *testing.T) *env {
@@ -77,10 +79,11 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	api.EnableReceipts(n.Conn)
 	api.Register(mux)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
-	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id, reg: reg}
+	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id, reg: reg, nc: n.Conn}
 }
 
 func (e *env) user(name string) chat.UserID { return chat.UserID(e.prefix + "_" + name) }

@@ -1,13 +1,17 @@
 package historyhttp_test
 
 import (
+	"encoding/json"
 	"net/url"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/parleyhq/parley/history/historyhttp"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -223,5 +227,49 @@ func TestMembershipEvents(t *testing.T) {
 	dm := e.page(g.ID, dave)
 	if last := dm[len(dm)-1]; last.Seq != 6 || last.Kind != "member_left" {
 		t.Errorf("dave's history ends with %+v; want his leaving at 6", last)
+	}
+}
+
+// A read through the API pushes a read receipt to the other members and the reader's devices.
+func TestReadPushesReceipts(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice"), e.user("bob")
+	var d historyhttp.ConversationJSON
+	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": string(bob)}, nil, &d)
+	e.do("POST", "/v1/conversations/"+d.ID+"/messages", alice, map[string]any{"body": "hi"}, map[string]string{"Idempotency-Key": chat.NewConversationID().String()}, nil)
+	e.waitSeq(d.ID, bob, 1)
+	got := map[chat.UserID]chan protocol.Frame{}
+	for _, u := range []chat.UserID{alice, bob} {
+		ch := make(chan protocol.Frame, 4)
+		got[u] = ch
+		sub, err := e.nc.Subscribe(routing.UserSubject(u), func(m *nats.Msg) {
+			var f protocol.Frame
+			if json.Unmarshal(m.Data, &f) == nil && m.Header.Get(routing.HeaderFrameType) == string(protocol.TypeReceipt) {
+				ch <- f
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	_ = e.nc.Flush()
+	e.expect("POST", "/v1/conversations/"+d.ID+"/read", bob, map[string]any{"seq": 1}, 200)
+	for u, ch := range got {
+		select {
+		case f := <-ch:
+			if f.Conversation != d.ID || f.Seq != 1 || f.User != string(bob) || f.Kind != "read" {
+				t.Errorf("%s got receipt %+v", u, f)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s got no read receipt", u)
+		}
+	}
+	// Reading the same position again moves nothing and pushes nothing.
+	e.expect("POST", "/v1/conversations/"+d.ID+"/read", bob, map[string]any{"seq": 1}, 200)
+	select {
+	case f := <-got[alice]:
+		t.Errorf("a read that moved nothing pushed %+v", f)
+	case <-time.After(300 * time.Millisecond):
 	}
 }

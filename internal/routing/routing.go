@@ -3,7 +3,11 @@
 // harness share these names without depending on each other or on any store driver.
 package routing
 
-import "github.com/parleyhq/parley/internal/chat"
+import (
+	"github.com/nats-io/nats.go"
+
+	"github.com/parleyhq/parley/internal/chat"
+)
 
 // The edge subscribes to a user's
 // subject while it holds a connection of that user; whoever has a frame for that user
@@ -19,3 +23,22 @@ const (
 // UserSubject is the subject of a user's live events. User ids never contain '.', '*', '>'
 // or whitespace (chat.ParseUserID), so the id is one subject token.
 func UserSubject(u chat.UserID) string { return UserSubjectPrefix + string(u) }
+
+// MsgPublisher publishes one NATS message (*nats.Conn does).
+type MsgPublisher interface {
+	PublishMsg(m *nats.Msg) error
+}
+
+// Publish sends an encoded frame of type frameType to each user's subject and returns how many
+// publishes failed. Live events are best effort: whoever calls this relies on sync to repair.
+func Publish(p MsgPublisher, to []chat.UserID, frameType string, data []byte) (failed int) {
+	for _, u := range to {
+		m := nats.NewMsg(UserSubject(u))
+		m.Header.Set(HeaderFrameType, frameType)
+		m.Data = data
+		if p.PublishMsg(m) != nil {
+			failed++
+		}
+	}
+	return failed
+}
