@@ -37,7 +37,7 @@ var rules = map[string]rule{
 	"internal/backend": {layer: "1", mayImport: layer0},
 	"internal/schema":  {layer: "1", mayImport: layer0, forbidden: []string{"github.com/redis/go-redis", "github.com/nats-io/nats.go"}},
 	"internal/admin":   {layer: "1", mayImport: layer0, forbidden: drivers},
-	"internal/routing": {layer: "1", mayImport: layer0, forbidden: []string{"github.com/"}},
+	"internal/routing": {layer: "1", mayImport: layer0, forbidden: []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis"}},
 	"presence":         {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend", "internal/routing"), forbidden: []string{"github.com/apache/cassandra-gocql-driver"}},
 	"history":          {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend")},
 	"inbox":            {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend", "history")},
