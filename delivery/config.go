@@ -11,7 +11,10 @@ import (
 type Config struct {
 	// Ingest describes the stream the workers consume.
 	Ingest ingest.Config
-	// AckWait is how long a worker may hold a message before it is redelivered. Default 30s.
+	// AckWait is how long a message may go without word from its worker before it is
+	// redelivered. A worker reports progress every AckWait/3 while it processes a message, so
+	// this bounds how long a message waits after its worker died, not how long processing may
+	// take. With PinnedTTL it sets the failover time. Default 10s.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries of one message. Default 200: with RetryDelays that is more
 	// than an hour of retrying a store outage before the message is given up.
@@ -27,7 +30,7 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultAckWait    = 30 * time.Second
+	DefaultAckWait    = 10 * time.Second
 	DefaultMaxDeliver = 200
 	DefaultPinnedTTL  = 10 * time.Second
 )

@@ -173,6 +173,7 @@ const membersTTL = 5 * time.Second
 // nothing and duplicates nothing, is in docs/delivery.md.
 func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.Msg) {
 	start := w.now()
+	defer w.keepAlive(msg)()
 	s, err := ingest.Decode(msg.Data())
 	if err != nil {
 		w.deadLetter(ctx, msg, err)
@@ -296,6 +297,37 @@ func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send
 		return m, false, w.applyEffects(ctx, ps, m)
 	}
 	return m, false, fmt.Errorf("seq of conversation %s taken 5 times in a row", conv)
+}
+
+// keepAlive tells JetStream every AckWait/3 that msg is still being worked on (a slow
+// Cassandra must not get it redelivered behind this worker's back), until the returned stop
+// is called.
+func (w *Worker) keepAlive(msg jetstream.Msg) (stop func()) {
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	every := w.cfg.AckWait / 3
+	var tick func()
+	tick = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		_ = msg.InProgress()
+		t = time.AfterFunc(every, tick)
+	}
+	mu.Lock()
+	t = time.AfterFunc(every, tick)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // rejection is a membership event that does not apply when it comes to be sequenced.

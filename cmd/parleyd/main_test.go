@@ -23,6 +23,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		runChild() // a parleyd process started by a test (kill_test.go)
+	}
 	goleak.VerifyTestMain(m, leakOptions...)
 }
 
