@@ -375,7 +375,11 @@ func (w *Worker) applyEffects(ctx context.Context, ps *partitionState, m chat.Me
 		return w.store.ApplyEvent(ctx, m)
 	case m.Kind.Membership():
 		delete(ps.members, m.Conversation) // the next fan-out reads the new member list
-		return w.store.ApplyMembership(ctx, m)
+		if err := w.store.ApplyMembership(ctx, m); err != nil {
+			return err
+		}
+		// Edges cache membership answers: tell them (best effort; their TTL bounds the rest).
+		_ = w.nc.Publish(routing.MembershipSubject(m.Conversation.String()), nil)
 	}
 	return nil
 }

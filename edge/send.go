@@ -29,6 +29,8 @@ const sendTimeout = 5 * time.Second
 // EnableSend makes the edge accept send frames: members only, answered with accepted once the
 // send is durable in the ingest stream. Call before serving.
 func (s *Server) EnableSend(members Membership, pub Publisher) {
+	cache := newMembershipCache(members, s.now)
+	s.membership = cache
 	s.Handle(protocol.TypeSend, func(ctx context.Context, c *Conn, f protocol.Frame) {
 		conv, err := chat.ParseConversationID(f.Conversation)
 		if err != nil {
@@ -42,7 +44,7 @@ func (s *Server) EnableSend(members Membership, pub Publisher) {
 		}
 		ctx, cancel := context.WithTimeout(ctx, sendTimeout)
 		defer cancel()
-		ok, err := members.IsActiveMember(ctx, conv, c.user)
+		ok, err := cache.IsActiveMember(ctx, conv, c.user)
 		if err != nil {
 			s.logger.Warn("send: membership check", "conversation", conv, "err", err)
 			c.SendError(f.ID, protocol.Errorf(protocol.CodeUnavailable, "cannot check membership now; retry with the same client_msg_id"))

@@ -50,6 +50,8 @@ type Server struct {
 	ctx      context.Context // cancelled by Shutdown's end; handlers' base context
 	cancel   context.CancelFunc
 	natsCh   chan *nats.Msg
+	// membership caches send's membership checks (EnableSend); nil without send.
+	membership *membershipCache
 
 	mu       sync.Mutex
 	buckets  []map[*Conn]struct{} // the sweeper visits one bucket per tick
@@ -418,6 +420,13 @@ func (s *Server) handleRefresh(_ context.Context, c *Conn, f protocol.Frame) {
 func (s *Server) Run(ctx context.Context) error {
 	t := time.NewTicker(sweepTick)
 	defer t.Stop()
+	if s.membership != nil && s.nc != nil {
+		sub, err := s.nc.ChanSubscribe(routing.MembershipSubject("*"), s.natsCh)
+		if err != nil {
+			return fmt.Errorf("edge: subscribe to membership changes: %w", err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	bucket := 0
 	for {
 		select {
@@ -434,6 +443,12 @@ func (s *Server) Run(ctx context.Context) error {
 
 // route forwards a frame published on a user subject to that user's connections here.
 func (s *Server) route(m *nats.Msg) {
+	if conv, ok := strings.CutPrefix(m.Subject, routing.MembershipSubjectPrefix); ok {
+		if id, err := chat.ParseConversationID(conv); err == nil && s.membership != nil {
+			s.membership.invalidate(id)
+		}
+		return
+	}
 	user := chat.UserID(strings.TrimPrefix(m.Subject, routing.UserSubjectPrefix))
 	typ := protocol.Type(m.Header.Get(routing.HeaderFrameType))
 	s.mu.Lock()

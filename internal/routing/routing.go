@@ -20,6 +20,14 @@ const (
 	HeaderFrameType = "Parley-Type"
 )
 
+// MembershipSubjectPrefix + conversation id is where the delivery worker announces that it
+// applied a membership change of that conversation (an empty message); edges drop their
+// cached membership answers for it.
+const MembershipSubjectPrefix = "parley.membership."
+
+// MembershipSubject is the announcement subject of a conversation ("*" for all of them).
+func MembershipSubject(conv string) string { return MembershipSubjectPrefix + conv }
+
 // UserSubject is the subject of a user's live events. User ids never contain '.', '*', '>'
 // or whitespace (chat.ParseUserID), so the id is one subject token.
 func UserSubject(u chat.UserID) string { return UserSubjectPrefix + string(u) }
