@@ -334,11 +334,71 @@ func TestRunAgainstStack(t *testing.T) {
 		t.Errorf("non-member's send: %+v; want not_found", f)
 	}
 
+	// Membership changes reach the edge at once: carol, in a group with alice, sends (so the
+	// edge caches her membership); alice removes her over REST; carol's device gets the removal
+	// live, and her next send is refused although the cached answer has not expired.
+	rest := func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+public+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+aliceTok)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	status, group := rest("POST", "/v1/conversations", `{"kind":"group","title":"g","members":["`+string(carol)+`"]}`)
+	if status != http.StatusCreated {
+		t.Fatalf("create group: %d %v", status, group)
+	}
+	gid, _ := group["id"].(string)
+	until := func(c *websocket.Conn, ok func(protocol.Frame) bool) protocol.Frame {
+		t.Helper()
+		for {
+			if f := next(c); ok(f) {
+				return f
+			}
+		}
+	}
+	send = protocol.Frame{Type: protocol.TypeSend, ID: "g1", Conversation: gid, ClientMsgID: chat.NewConversationID().String(), Body: "hello group"}
+	if err := wsCarol.WriteJSON(send); err != nil {
+		t.Fatal(err)
+	}
+	if f := until(wsCarol, func(f protocol.Frame) bool { return f.ID == "g1" }); f.Type != protocol.TypeAccepted {
+		t.Fatalf("carol's send to the group: %+v; want accepted", f)
+	}
+	if status, _ := rest("DELETE", "/v1/conversations/"+gid+"/members/"+string(carol), ""); status != http.StatusAccepted {
+		t.Fatalf("remove carol: %d", status)
+	}
+	if f := until(wsCarol, func(f protocol.Frame) bool { return f.Type == protocol.TypeMessage && f.Kind == "member_removed" }); f.User != string(carol) || f.Seq != 2 {
+		t.Errorf("carol's removal frame: %+v; want member_removed of carol at seq 2", f)
+	}
+	send.ID, send.ClientMsgID = "g2", chat.NewConversationID().String()
+	if err := wsCarol.WriteJSON(send); err != nil {
+		t.Fatal(err)
+	}
+	if f := until(wsCarol, func(f protocol.Frame) bool { return f.ID == "g2" }); f.Type != protocol.TypeError || f.Code != protocol.CodeNotFound {
+		t.Errorf("a removed member's send: %+v; want not_found", f)
+	}
+
 	// A signal (cancel) drains: the client is told to reconnect, then closed with 1001.
 	cancel()
 	var hint protocol.Frame
-	if err := ws.ReadJSON(&hint); err != nil || hint.Type != protocol.TypeReconnect {
-		t.Errorf("frame after shutdown began: %+v, %v; want reconnect", hint, err)
+	for hint.Type == "" || hint.Type == protocol.TypeMessage { // alice's group traffic may come first
+		hint = protocol.Frame{}
+		if err := ws.ReadJSON(&hint); err != nil {
+			t.Errorf("reading after shutdown began: %v; want reconnect", err)
+			break
+		}
+	}
+	if hint.Type != protocol.TypeReconnect {
+		t.Errorf("frame after shutdown began: %+v; want reconnect", hint)
 	}
 	if _, _, err := ws.ReadMessage(); !websocket.IsCloseError(err, protocol.CloseGoingAway) {
 		t.Errorf("connection ended with %v; want close 1001", err)
