@@ -10,6 +10,8 @@ type metrics struct {
 	fanout       prometheus.Counter
 	fanoutErrors prometheus.Counter
 	pending      *prometheus.GaugeVec
+	owned        *prometheus.GaugeVec
+	redelivered  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,7 +41,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "parley_delivery_partition_pending",
 		Help: "Messages of a partition not yet delivered to a worker (consumer lag), by partition; refreshed every 5s.",
 	}, []string{"partition"})
-	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.pending} {
+	m.owned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "parley_delivery_partition_owned",
+		Help: "1 for each partition this process is the pinned sequencer of, else 0 (a partition gets a pinned sequencer with its first message); refreshed every 5s.",
+	}, []string{"partition"})
+	m.redelivered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_delivery_redeliveries_total", Help: "Ingest messages received again (after a nak, a failover or an ack wait).",
+	})
+	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.pending, m.owned, m.redelivered} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

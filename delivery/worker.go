@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +36,8 @@ type Worker struct {
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+	// pins[p] is the JetStream pin id on the last message of partition p this worker received.
+	pins []atomic.Value
 }
 
 // NewWorker returns a Worker. ingest.EnsureStream and EnsureDeadLetters must have succeeded.
@@ -46,7 +49,9 @@ func NewWorker(cfg Config, js jetstream.JetStream, nc *nats.Conn, store *history
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg.withDefaults(), js: js, nc: nc, store: store, logger: logger, metrics: m, now: time.Now}, nil
+	cfg = cfg.withDefaults()
+	return &Worker{cfg: cfg, js: js, nc: nc, store: store, logger: logger, metrics: m, now: time.Now,
+		pins: make([]atomic.Value, cfg.Ingest.Partitions)}, nil
 }
 
 // Run consumes every partition until ctx ends. Messages being processed when ctx ends are
@@ -114,6 +119,14 @@ func (w *Worker) watchLag(ctx context.Context, consumers []jetstream.Consumer) {
 			cancel()
 			if err == nil {
 				w.metrics.pending.WithLabelValues(strconv.Itoa(p)).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+				owned := 0.0
+				mine, _ := w.pins[p].Load().(string)
+				for _, g := range info.PriorityGroups {
+					if g.Group == priorityGroup && mine != "" && g.PinnedClientID == mine {
+						owned = 1
+					}
+				}
+				w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(owned)
 			}
 		}
 		select {
@@ -150,6 +163,12 @@ func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) er
 			case <-time.After(time.Second):
 			}
 			continue
+		}
+		if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
+			w.pins[p].Store(pin)
+		}
+		if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+			w.metrics.redelivered.Inc()
 		}
 		w.handle(ctx, ps, msg)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -175,6 +176,22 @@ func TestDeliveryProcessKilled(t *testing.T) {
 	t.Logf("failover after SIGKILL: the survivor sequenced again %v after the kill", failover.Round(100*time.Millisecond))
 	if failover > 15*time.Second {
 		t.Errorf("failover took %v; want at most 15s", failover)
+	}
+
+	// The survivor reports that it owns the conversation's partition (a partition gets a
+	// pinned sequencer with its first message; this test sends to one conversation).
+	part := strconv.Itoa(ingest.Partition(conv, icfg.Partitions))
+	owns := func() bool {
+		resp, err := http.Get("http://" + third.admin + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return bytes.Contains(body, []byte(`parley_delivery_partition_owned{partition="`+part+`"} 1`))
+	}
+	if !teststack.Eventually(t, 20*time.Second, owns) {
+		t.Errorf("the survivor does not report owning partition %s", part)
 	}
 
 	// The log: seqs 1..total, each message once, in the order it was published.
