@@ -32,6 +32,10 @@ type Conn struct {
 	// Reader-only state.
 	limiter *rate.Limiter
 	strikes int
+	typing  *rate.Limiter // typing frames; nil until the first one
+
+	// watching is the users this connection watches (presence); guarded by s.mu.
+	watching map[chat.UserID]struct{}
 
 	mu        sync.Mutex
 	queue     []outFrame // nil while idle, so an idle connection holds no queue

@@ -29,10 +29,43 @@ type membershipCache struct {
 	mu    sync.Mutex
 	convs map[chat.ConversationID]map[chat.UserID]time.Time // when the positive answer was read
 	n     int
+	lists map[chat.ConversationID]memberList               // typing's recipients
+}
+
+type memberList struct {
+	users []chat.UserID
+	at    time.Time
+}
+
+// activeMembers returns the conversation's current members, cached like the answers above
+// (and dropped with them on an announcement).
+func (c *membershipCache) activeMembers(ctx context.Context, lister MemberLister, conv chat.ConversationID) ([]chat.UserID, error) {
+	now := c.now()
+	c.mu.Lock()
+	l, ok := c.lists[conv]
+	c.mu.Unlock()
+	if ok && now.Sub(l.at) < membershipTTL {
+		return l.users, nil
+	}
+	users, err := lister.ActiveMembers(ctx, conv)
+	if err != nil {
+		if ok && now.Sub(l.at) < membershipStale {
+			return l.users, nil
+		}
+		return nil, err
+	}
+	c.mu.Lock()
+	if len(c.lists) >= membershipMax/10 {
+		c.lists = map[chat.ConversationID]memberList{}
+	}
+	c.lists[conv] = memberList{users: users, at: now}
+	c.mu.Unlock()
+	return users, nil
 }
 
 func newMembershipCache(inner Membership, now func() time.Time) *membershipCache {
-	return &membershipCache{inner: inner, now: now, convs: map[chat.ConversationID]map[chat.UserID]time.Time{}}
+	return &membershipCache{inner: inner, now: now, convs: map[chat.ConversationID]map[chat.UserID]time.Time{},
+		lists: map[chat.ConversationID]memberList{}}
 }
 
 func (c *membershipCache) IsActiveMember(ctx context.Context, conv chat.ConversationID, user chat.UserID) (bool, error) {
@@ -76,6 +109,7 @@ func (c *membershipCache) invalidate(conv chat.ConversationID) {
 	c.mu.Lock()
 	c.n -= len(c.convs[conv])
 	delete(c.convs, conv)
+	delete(c.lists, conv)
 	c.mu.Unlock()
 }
 

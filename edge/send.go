@@ -29,8 +29,8 @@ const sendTimeout = 5 * time.Second
 // EnableSend makes the edge accept send frames: members only, answered with accepted once the
 // send is durable in the ingest stream. Call before serving.
 func (s *Server) EnableSend(members Membership, pub Publisher) {
-	cache := newMembershipCache(members, s.now)
-	s.membership = cache
+	cache := s.membership
+	cache.inner = members
 	s.Handle(protocol.TypeSend, func(ctx context.Context, c *Conn, f protocol.Frame) {
 		conv, err := chat.ParseConversationID(f.Conversation)
 		if err != nil {

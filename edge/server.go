@@ -50,14 +50,19 @@ type Server struct {
 	ctx      context.Context // cancelled by Shutdown's end; handlers' base context
 	cancel   context.CancelFunc
 	natsCh   chan *nats.Msg
-	// membership caches send's membership checks (EnableSend); nil without send.
+	// membership caches membership answers for send and typing.
 	membership *membershipCache
+	presence   Presence // nil: presence disabled
+	// pendingPresence holds the latest transition per watched user until the next flush
+	// (Run's goroutine only).
+	pendingPresence map[chat.UserID]protocol.PresenceState
 
 	mu       sync.Mutex
 	buckets  []map[*Conn]struct{} // the sweeper visits one bucket per tick
 	next     int                  // bucket of the next connection
 	count    int
 	perIP    map[string]int
+	watchers map[chat.UserID]*watch // users watched (presence) by connections here
 	users    map[chat.UserID]*userConns
 	draining bool
 
@@ -95,7 +100,11 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 		perIP:    map[string]int{},
 		users:    map[chat.UserID]*userConns{},
 		natsCh:   make(chan *nats.Msg, 8192),
+		watchers: map[chat.UserID]*watch{},
+
+		pendingPresence: map[chat.UserID]protocol.PresenceState{},
 	}
+	s.membership = newMembershipCache(nil, func() time.Time { return s.now() })
 	for i := range s.buckets {
 		s.buckets[i] = map[*Conn]struct{}{}
 	}
@@ -309,6 +318,9 @@ func (s *Server) register(c *Conn) {
 	needSub := u.sub == nil && s.nc != nil
 	s.mu.Unlock()
 	s.metrics.connections.Inc()
+	if s.presence != nil {
+		s.presence.Connected(c.user, c.session)
+	}
 	if needSub {
 		sub, err := s.nc.ChanSubscribe(routing.UserSubject(c.user), s.natsCh)
 		if err != nil {
@@ -368,6 +380,10 @@ func (s *Server) unregister(c *Conn) {
 	delete(s.buckets[c.bucket], c)
 	sub := s.removeLocked(c)
 	s.mu.Unlock()
+	s.dropWatches(c)
+	if s.presence != nil {
+		s.presence.Disconnected(c.user, c.session)
+	}
 	s.metrics.connections.Dec()
 	if sub != nil {
 		_ = sub.Unsubscribe()
@@ -420,7 +436,9 @@ func (s *Server) handleRefresh(_ context.Context, c *Conn, f protocol.Frame) {
 func (s *Server) Run(ctx context.Context) error {
 	t := time.NewTicker(sweepTick)
 	defer t.Stop()
-	if s.membership != nil && s.nc != nil {
+	flush := time.NewTicker(presenceFlush)
+	defer flush.Stop()
+	if s.nc != nil {
 		sub, err := s.nc.ChanSubscribe(routing.MembershipSubject("*"), s.natsCh)
 		if err != nil {
 			return fmt.Errorf("edge: subscribe to membership changes: %w", err)
@@ -434,6 +452,8 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case m := <-s.natsCh:
 			s.route(m)
+		case <-flush.C:
+			s.flushPresence()
 		case <-t.C:
 			s.sweep(bucket)
 			bucket = (bucket + 1) % len(s.buckets)
@@ -444,9 +464,13 @@ func (s *Server) Run(ctx context.Context) error {
 // route forwards a frame published on a user subject to that user's connections here.
 func (s *Server) route(m *nats.Msg) {
 	if conv, ok := strings.CutPrefix(m.Subject, routing.MembershipSubjectPrefix); ok {
-		if id, err := chat.ParseConversationID(conv); err == nil && s.membership != nil {
+		if id, err := chat.ParseConversationID(conv); err == nil {
 			s.membership.invalidate(id)
 		}
+		return
+	}
+	if strings.HasPrefix(m.Subject, routing.PresenceSubjectPrefix) {
+		s.presenceEvent(m)
 		return
 	}
 	user := chat.UserID(strings.TrimPrefix(m.Subject, routing.UserSubjectPrefix))

@@ -100,3 +100,66 @@ func (a inboxAdapter) MarkRead(ctx context.Context, user chat.UserID, conv chat.
 	}
 	return res, nil
 }
+
+// watchPolicy is the default presence policy: a user may watch the users they share a
+// conversation with (one inbox read for the watcher, one per target), or anyone.
+type watchPolicy struct {
+	inbox  *inbox.Inbox
+	anyone bool
+}
+
+var _ edge.WatchPolicy = watchPolicy{}
+
+func (p watchPolicy) Refused(ctx context.Context, watcher chat.UserID, targets []chat.UserID) ([]chat.UserID, error) {
+	if p.anyone {
+		return nil, nil
+	}
+	mine, err := p.inbox.List(ctx, watcher)
+	if err != nil {
+		return nil, err
+	}
+	shared := make(map[chat.ConversationID]bool, len(mine))
+	for _, e := range mine {
+		shared[e.Conversation] = true
+	}
+	var refused []chat.UserID
+	for _, t := range targets {
+		if t == watcher {
+			continue
+		}
+		theirs, err := p.inbox.List(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		ok := false
+		for _, e := range theirs {
+			if shared[e.Conversation] {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			refused = append(refused, t)
+		}
+	}
+	return refused, nil
+}
+
+// membersAdapter lists a conversation's current members for typing.
+type membersAdapter struct{ history *history.Store }
+
+var _ edge.MemberLister = membersAdapter{}
+
+func (a membersAdapter) ActiveMembers(ctx context.Context, conv chat.ConversationID) ([]chat.UserID, error) {
+	ms, err := a.history.Members(ctx, conv)
+	if err != nil {
+		return nil, err
+	}
+	var out []chat.UserID
+	for _, m := range ms {
+		if m.Active() {
+			out = append(out, m.User)
+		}
+	}
+	return out, nil
+}

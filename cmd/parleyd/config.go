@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/schema"
+	"github.com/parleyhq/parley/presence"
 )
 
 // Roles a process can run. "all" is the union.
@@ -163,6 +164,8 @@ type runConfig struct {
 	nats            backend.NATSConfig
 	cassandra       backend.CassandraConfig
 	breaker         backend.BreakerConfig
+	presence        presence.Config
+	presencePolicy  string
 	replication     schema.Replication
 	migrate         bool
 	startupTimeout  time.Duration
@@ -223,6 +226,18 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 		"Share of failed calls in the window that opens the breaker (calls then fail fast with 503/unavailable).")
 	durationFlag(fs, &c.breaker.OpenFor, "cassandra-breaker-open-for", 5*time.Second, 100*time.Millisecond, 10*time.Minute,
 		"How long the breaker stays open before a trial call.")
+	durationFlag(fs, &c.presence.TTL, "presence-ttl", presence.DefaultTTL, 200*time.Millisecond, time.Hour,
+		"How long a device session stays online without a heartbeat (an edge that dies takes its users offline within TTL + heartbeat).")
+	durationFlag(fs, &c.presence.Heartbeat, "presence-heartbeat", presence.DefaultHeartbeat, 100*time.Millisecond, 30*time.Minute,
+		"How often an edge renews its sessions in Redis (batched); at most half the TTL.")
+	durationFlag(fs, &c.presence.Grace, "presence-grace", presence.DefaultGrace, time.Millisecond, time.Hour,
+		"How long a user whose last device disconnected stays online (no flapping on a quick reconnect).")
+	stringFlag(fs, &c.presencePolicy, "presence-policy", "members", func(s string) error {
+		if s != "members" && s != "anyone" {
+			return errors.New(`want "members" (users who share a conversation) or "anyone"`)
+		}
+		return nil
+	}, `Whose presence a user may watch: "members" (users they share a conversation with) or "anyone".`)
 	boolFlag(fs, &c.migrate, "cassandra-migrate", true,
 		"Apply pending schema migrations at start; false: refuse to start unless the schema is current.")
 }
@@ -230,7 +245,7 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 // validate is the backstop behind the per-flag checks: each component's own Validate, and
 // the settings that only some roles need. It loads the JWKS file.
 func (c *runConfig) validate() error {
-	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate(), c.edge.Validate(), c.delivery.Validate()} {
+	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate(), c.edge.Validate(), c.delivery.Validate(), c.presence.Validate()} {
 		if err != nil {
 			return err
 		}

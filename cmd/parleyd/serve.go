@@ -27,6 +27,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/schema"
+	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
 )
 
@@ -183,6 +184,19 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		close(workerDone)
 	}
 
+	// Presence (Redis): the edge registers sessions and serves subscriptions; the API reads.
+	var pres *presence.Presence
+	if cfg.roles[roleEdge] || cfg.roles[roleAPI] {
+		breaker, err := backend.NewBreaker("redis", cfg.breaker, presence.IsRedisFailure, reg)
+		if err != nil {
+			return abort(d, err)
+		}
+		if pres, err = presence.New(cfg.presence, d.redis, d.nats.Conn, breaker, reg, logger.With("component", "presence")); err != nil {
+			return abort(d, err)
+		}
+	}
+	policy := watchPolicy{inbox: inbox.New(d.cassandra, store), anyone: cfg.presencePolicy == "anyone"}
+
 	// The public listener carries the edge's WebSocket endpoint and the REST API.
 	var (
 		public *http.Server
@@ -208,8 +222,11 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			edgeSv.EnableSync(ia)
 			edgeSv.EnableRead(ia)
 			edgeSv.EnableAck(ia)
+			edgeSv.EnablePresence(pres, policy)
+			edgeSv.EnableTyping(membersAdapter{store})
 			mux.Handle(protocol.Path, edgeSv)
 			g.Go(func() error { return edgeSv.Run(gctx) })
+			g.Go(func() error { return pres.Run(gctx) })
 		}
 		if cfg.roles[roleAPI] {
 			openapi, err := yaml.YAMLToJSON(docs.OpenAPIYAML)
@@ -222,6 +239,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 				return abort(d, err)
 			}
 			api.EnableReceipts(d.nats.Conn)
+			api.EnablePresence(pres, policy)
 			api.Register(mux)
 			mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")

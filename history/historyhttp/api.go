@@ -68,7 +68,22 @@ type API struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	live     routing.MsgPublisher // nil: no live receipts
+	presence PresenceReader       // nil: GET /v1/presence answers 503
+	policy   WatchPolicy
 }
+
+// PresenceReader reads users' presence (presence.Presence).
+type PresenceReader interface {
+	States(ctx context.Context, users []chat.UserID) []protocol.PresenceState
+}
+
+// WatchPolicy decides whose presence a user may see (the edge's policy).
+type WatchPolicy interface {
+	Refused(ctx context.Context, watcher chat.UserID, targets []chat.UserID) ([]chat.UserID, error)
+}
+
+// EnablePresence serves GET /v1/presence from r under policy. Call before serving.
+func (a *API) EnablePresence(r PresenceReader, policy WatchPolicy) { a.presence, a.policy = r, policy }
 
 // EnableReceipts makes a read that moves the caller's position push a read receipt to the
 // other members' devices and the caller's own, as the WebSocket read frame does. Call before
@@ -125,6 +140,7 @@ var Routes = []struct{ Method, Pattern string }{
 	{http.MethodPost, "/v1/conversations/{id}/members"},
 	{http.MethodDelete, "/v1/conversations/{id}/members/{user}"},
 	{http.MethodPost, "/v1/conversations/{id}/leave"},
+	{http.MethodGet, "/v1/presence"},
 }
 
 // Register adds the routes to mux.
@@ -160,6 +176,42 @@ func (a *API) register(mux interface{ Handle(string, http.Handler) }) {
 	mux.Handle("POST /v1/conversations/{id}/members", a.authed(a.member(a.addMember)))
 	mux.Handle("DELETE /v1/conversations/{id}/members/{user}", a.authed(a.member(a.removeMember)))
 	mux.Handle("POST /v1/conversations/{id}/leave", a.authed(a.member(a.leave)))
+	mux.Handle("GET /v1/presence", a.authed(a.getPresence))
+}
+
+// MaxPresenceUsers bounds one presence query.
+const MaxPresenceUsers = 100
+
+// PresenceJSON answers GET /v1/presence.
+type PresenceJSON struct {
+	Presence []protocol.PresenceState `json:"presence"`
+}
+
+func (a *API) getPresence(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	if a.presence == nil {
+		return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable, msg: "presence is not served here", retryAfter: 5}
+	}
+	names := r.URL.Query()["user"]
+	if len(names) == 0 || len(names) > MaxPresenceUsers {
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "give 1 to %d user parameters", MaxPresenceUsers)
+	}
+	users := make([]chat.UserID, 0, len(names))
+	for _, n := range names {
+		u, err := chat.ParseUserID(n)
+		if err != nil {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "user: %v", err)
+		}
+		users = append(users, u)
+	}
+	refused, err := a.policy.Refused(r.Context(), id.User, users)
+	if err != nil {
+		return err
+	}
+	if len(refused) > 0 {
+		return errorf(http.StatusForbidden, protocol.CodeForbidden, "you may not see the presence of %s (you share no conversation)", refused[0])
+	}
+	writeJSON(w, http.StatusOK, PresenceJSON{Presence: a.presence.States(r.Context(), users)})
+	return nil
 }
 
 // apiError is an error with its HTTP status and stable code.

@@ -28,6 +28,13 @@ const MembershipSubjectPrefix = "parley.membership."
 // MembershipSubject is the announcement subject of a conversation ("*" for all of them).
 func MembershipSubject(conv string) string { return MembershipSubjectPrefix + conv }
 
+// PresenceSubjectPrefix + user id carries that user's presence transitions (a JSON
+// protocol.PresenceState); edges subscribe while one of their clients watches the user.
+const PresenceSubjectPrefix = "parley.presence."
+
+// PresenceSubject is the subject of a user's presence transitions.
+func PresenceSubject(u chat.UserID) string { return PresenceSubjectPrefix + string(u) }
+
 // UserSubject is the subject of a user's live events. User ids never contain '.', '*', '>'
 // or whitespace (chat.ParseUserID), so the id is one subject token.
 func UserSubject(u chat.UserID) string { return UserSubjectPrefix + string(u) }
