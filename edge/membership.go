@@ -29,7 +29,7 @@ type membershipCache struct {
 	mu    sync.Mutex
 	convs map[chat.ConversationID]map[chat.UserID]time.Time // when the positive answer was read
 	n     int
-	lists map[chat.ConversationID]memberList               // typing's recipients
+	lists map[chat.ConversationID]memberList // typing's recipients
 }
 
 type memberList struct {
