@@ -46,16 +46,17 @@ func runChild() {
 
 // process is a parleyd started as its own OS process, so it can be killed with SIGKILL.
 type process struct {
-	cmd   *exec.Cmd
-	admin string
-	out   *bytes.Buffer
+	cmd    *exec.Cmd
+	admin  string
+	public string
+	out    *bytes.Buffer
 }
 
 func startProcess(t *testing.T, vars map[string]string, args ...string) *process {
 	t.Helper()
-	p := &process{admin: freeAddr(t), out: &bytes.Buffer{}}
+	p := &process{admin: freeAddr(t), public: freeAddr(t), out: &bytes.Buffer{}}
 	p.cmd = exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
-	p.cmd.Env = append(os.Environ(), childEnv+"=1", "PARLEY_ADMIN_ADDR="+p.admin, "PARLEY_LISTEN_ADDR="+freeAddr(t))
+	p.cmd.Env = append(os.Environ(), childEnv+"=1", "PARLEY_ADMIN_ADDR="+p.admin, "PARLEY_LISTEN_ADDR="+p.public)
 	for k, v := range vars {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}

@@ -267,3 +267,161 @@ func TestOutageOfCassandraUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d messages sent, %d while Cassandra was stopped; all accepted, sequenced and delivered in order", sent, during)
 }
+
+// Redis stopped: presence answers "unknown" while messages still flow; Redis restarted empty:
+// the presence state is rebuilt by the next heartbeat, and nobody's presence flapped.
+func TestOutageOfRedis(t *testing.T) {
+	admin, public := freeAddr(t), freeAddr(t)
+	id := teststack.ID(t)
+	const heartbeat, openFor = 500 * time.Millisecond, time.Second
+	vars := map[string]string{
+		"PARLEY_ADMIN_ADDR": admin, "PARLEY_LISTEN_ADDR": public, "PARLEY_AUTH_HS256_SECRET": testSecret,
+		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE", "PARLEY_LOG_LEVEL": "error",
+		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".", "PARLEY_EDGE_DRAIN_WINDOW": "200ms",
+		"PARLEY_PRESENCE_TTL": "2s", "PARLEY_PRESENCE_HEARTBEAT": heartbeat.String(), "PARLEY_PRESENCE_GRACE": "500ms",
+		"PARLEY_CASSANDRA_BREAKER_OPEN_FOR": openFor.String(), "PARLEY_REDIS_DIAL_TIMEOUT": "200ms",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run"}, env(vars), io.Discard, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		stack(t, "up", "redis")
+		n := teststack.NATS(t)
+		_ = n.JetStream.DeleteStream(context.Background(), vars["PARLEY_DELIVERY_STREAM"])
+	})
+	if !teststack.Eventually(t, 60*time.Second, func() bool {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatal("parleyd never ready")
+	}
+	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
+	alice, bob := chat.UserID(id+"_alice"), chat.UserID(id+"_bob")
+	rest := func(user chat.UserID, method, path, body string) (int, string) {
+		tok, _ := a.Mint(user, "", time.Hour)
+		req, _ := http.NewRequest(method, "http://"+public+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(data)
+	}
+	status, body := rest(alice, "POST", "/v1/conversations", `{"kind":"direct","with":"`+string(bob)+`"}`)
+	var conv struct{ ID string }
+	if err := json.Unmarshal([]byte(body), &conv); err != nil || status != http.StatusCreated {
+		t.Fatalf("create conversation: %d %s", status, body)
+	}
+	dial := func(u chat.UserID) *websocket.Conn {
+		tok, _ := a.Mint(u, "phone", time.Hour)
+		d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}}
+		ws, _, err := d.Dial("ws://"+public+protocol.Path, http.Header{"Authorization": {"Bearer " + tok}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		var hello protocol.Frame
+		_ = ws.ReadJSON(&hello)
+		return ws
+	}
+	// Bob's frames are read in the background; alice's presence events are counted.
+	wsBob := dial(bob)
+	var (
+		mu        sync.Mutex
+		frames    []protocol.Frame
+		presences int
+	)
+	go func() {
+		for {
+			var f protocol.Frame
+			if wsBob.ReadJSON(&f) != nil {
+				return
+			}
+			mu.Lock()
+			frames = append(frames, f)
+			if f.Type == protocol.TypePresence && f.ID == "" {
+				presences++
+			}
+			mu.Unlock()
+		}
+	}()
+	find := func(ok func(protocol.Frame) bool) (protocol.Frame, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range frames {
+			if ok(f) {
+				return f, true
+			}
+		}
+		return protocol.Frame{}, false
+	}
+	wsAlice := dial(alice)
+	if err := wsBob.WriteJSON(protocol.Frame{Type: protocol.TypePresenceSubscribe, ID: "p1", Users: []string{string(alice)}}); err != nil {
+		t.Fatal(err)
+	}
+	if !teststack.Eventually(t, 10*time.Second, func() bool {
+		f, ok := find(func(f protocol.Frame) bool { return f.ID == "p1" })
+		return ok && len(f.Presence) == 1 && f.Presence[0].State == protocol.PresenceOnline
+	}) {
+		t.Fatal("snapshot never said alice is online")
+	}
+	mu.Lock()
+	before := presences
+	mu.Unlock()
+
+	stack(t, "down", "redis")
+	if !teststack.Eventually(t, 10*time.Second, func() bool {
+		_, body := rest(bob, "GET", "/v1/presence?user="+string(alice), "")
+		return strings.Contains(body, `"state":"unknown"`)
+	}) {
+		t.Error("GET /v1/presence never answered unknown with Redis stopped")
+	}
+	if err := wsBob.WriteJSON(protocol.Frame{Type: protocol.TypePresenceSubscribe, ID: "p2", Users: []string{string(alice)}}); err != nil {
+		t.Fatal(err)
+	}
+	if !teststack.Eventually(t, 10*time.Second, func() bool {
+		f, ok := find(func(f protocol.Frame) bool { return f.ID == "p2" })
+		return ok && len(f.Presence) == 1 && f.Presence[0].State == protocol.PresenceUnknown
+	}) {
+		t.Error("a snapshot with Redis stopped did not say unknown")
+	}
+	// Messaging does not need Redis.
+	if err := wsAlice.WriteJSON(protocol.Frame{Type: protocol.TypeSend, ID: "s1", Conversation: conv.ID,
+		ClientMsgID: chat.NewConversationID().String(), Body: "redis is down"}); err != nil {
+		t.Fatal(err)
+	}
+	if !teststack.Eventually(t, 20*time.Second, func() bool {
+		_, ok := find(func(f protocol.Frame) bool { return f.Type == protocol.TypeMessage && f.Body == "redis is down" })
+		return ok
+	}) {
+		t.Error("a message sent while Redis was stopped did not arrive")
+	}
+
+	stack(t, "up", "redis") // empty: it keeps nothing on disk
+	back := time.Now()
+	if !teststack.Eventually(t, 10*time.Second, func() bool {
+		_, body := rest(bob, "GET", "/v1/presence?user="+string(alice), "")
+		return strings.Contains(body, `"state":"online"`)
+	}) {
+		t.Fatal("presence not rebuilt after Redis restarted empty")
+	}
+	took := time.Since(back)
+	t.Logf("presence rebuilt %v after Redis was back (heartbeat %v, breaker open-for %v)", took.Round(10*time.Millisecond), heartbeat, openFor)
+	if took > heartbeat+openFor+time.Second {
+		t.Errorf("rebuilt after %v; want within a heartbeat once the breaker lets calls through", took)
+	}
+	time.Sleep(2 * time.Second) // a flap would be published by now
+	mu.Lock()
+	defer mu.Unlock()
+	if presences != before {
+		t.Errorf("bob got %d presence events for alice through the outage; want none (no flap)", presences-before)
+	}
+}

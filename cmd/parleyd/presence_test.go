@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/teststack"
+	"github.com/parleyhq/parley/protocol"
+)
+
+// Presence and typing through whole parleyd processes: a watcher sees a member come online
+// and go offline (after the grace period), a stranger may not watch nor type, typing reaches
+// the other member, and an edge process killed with SIGKILL takes its users offline within
+// TTL + heartbeat.
+func TestPresenceAndTyping(t *testing.T) {
+	id := teststack.ID(t)
+	const ttl, heartbeat, grace = 2 * time.Second, 500 * time.Millisecond, 500 * time.Millisecond
+	vars := map[string]string{
+		"PARLEY_AUTH_HS256_SECRET": testSecret, "PARLEY_LOG_LEVEL": "warn", "PARLEY_EDGE_DRAIN_WINDOW": "200ms",
+		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE",
+		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".",
+		"PARLEY_PRESENCE_TTL": ttl.String(), "PARLEY_PRESENCE_HEARTBEAT": heartbeat.String(), "PARLEY_PRESENCE_GRACE": grace.String(),
+	}
+	admin, public := freeAddr(t), freeAddr(t)
+	local := map[string]string{"PARLEY_ADMIN_ADDR": admin, "PARLEY_LISTEN_ADDR": public}
+	for k, v := range vars {
+		local[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run"}, env(local), io.Discard, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		n := teststack.NATS(t)
+		_ = n.JetStream.DeleteStream(context.Background(), vars["PARLEY_DELIVERY_STREAM"])
+	})
+	if !teststack.Eventually(t, 60*time.Second, func() bool {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatal("parleyd never ready")
+	}
+
+	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
+	alice, bob, carol := chat.UserID(id+"_alice"), chat.UserID(id+"_bob"), chat.UserID(id+"_carol")
+	rest := func(user chat.UserID, method, path, body string) (int, []byte) {
+		tok, _ := a.Mint(user, "", time.Hour)
+		req, _ := http.NewRequest(method, "http://"+public+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, data
+	}
+	status, data := rest(alice, "POST", "/v1/conversations", `{"kind":"direct","with":"`+string(bob)+`"}`)
+	var conv struct{ ID string }
+	if err := json.Unmarshal(data, &conv); err != nil || status != http.StatusCreated {
+		t.Fatalf("create conversation: %d %s", status, data)
+	}
+	dial := func(addr string, u chat.UserID, device string) *websocket.Conn {
+		tok, _ := a.Mint(u, chat.DeviceID(device), time.Hour)
+		d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}}
+		ws, _, err := d.Dial("ws://"+addr+protocol.Path, http.Header{"Authorization": {"Bearer " + tok}})
+		if err != nil {
+			t.Fatalf("dial %s as %s: %v", addr, u, err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		var hello protocol.Frame
+		if err := ws.ReadJSON(&hello); err != nil || hello.Type != protocol.TypeHello {
+			t.Fatalf("hello: %+v %v", hello, err)
+		}
+		return ws
+	}
+	// next returns the next frame of c that ok accepts, failing after within.
+	next := func(c *websocket.Conn, within time.Duration, ok func(protocol.Frame) bool) protocol.Frame {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(within))
+		for {
+			var f protocol.Frame
+			if err := c.ReadJSON(&f); err != nil {
+				t.Fatalf("waiting for a frame: %v", err)
+			}
+			if ok(f) {
+				return f
+			}
+		}
+	}
+	reply := func(id string) func(protocol.Frame) bool { return func(f protocol.Frame) bool { return f.ID == id } }
+	presenceOf := func(u chat.UserID) func(protocol.Frame) bool {
+		return func(f protocol.Frame) bool {
+			return f.Type == protocol.TypePresence && f.ID == "" && len(f.Presence) == 1 && f.Presence[0].User == string(u)
+		}
+	}
+
+	wsBob := dial(public, bob, "phone")
+	if err := wsBob.WriteJSON(protocol.Frame{Type: protocol.TypePresenceSubscribe, ID: "p1", Users: []string{string(alice)}}); err != nil {
+		t.Fatal(err)
+	}
+	snap := next(wsBob, 10*time.Second, reply("p1"))
+	if snap.Type != protocol.TypePresence || len(snap.Presence) != 1 || snap.Presence[0].State != protocol.PresenceOffline {
+		t.Fatalf("snapshot: %+v; want alice offline", snap)
+	}
+	wsCarol := dial(public, carol, "phone")
+	if err := wsCarol.WriteJSON(protocol.Frame{Type: protocol.TypePresenceSubscribe, ID: "p2", Users: []string{string(alice)}}); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(wsCarol, 10*time.Second, reply("p2")); f.Type != protocol.TypeError || f.Code != protocol.CodeForbidden {
+		t.Errorf("a stranger's subscribe: %+v; want forbidden", f)
+	}
+
+	// Alice connects: bob sees her online. She types: bob sees it; carol may not type there.
+	wsAlice := dial(public, alice, "laptop")
+	if f := next(wsBob, 10*time.Second, presenceOf(alice)); f.Presence[0].State != protocol.PresenceOnline {
+		t.Errorf("bob got %+v; want alice online", f)
+	}
+	if err := wsAlice.WriteJSON(protocol.Frame{Type: protocol.TypeTyping, ID: "t1", Conversation: conv.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(wsAlice, 10*time.Second, reply("t1")); f.Type != protocol.TypeOK {
+		t.Errorf("reply to typing: %+v; want ok", f)
+	}
+	if f := next(wsBob, 10*time.Second, func(f protocol.Frame) bool { return f.Type == protocol.TypeTyping }); f.User != string(alice) || f.Conversation != conv.ID {
+		t.Errorf("bob got typing %+v; want alice's in the conversation", f)
+	}
+	if err := wsCarol.WriteJSON(protocol.Frame{Type: protocol.TypeTyping, ID: "t2", Conversation: conv.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(wsCarol, 10*time.Second, reply("t2")); f.Type != protocol.TypeError || f.Code != protocol.CodeNotFound {
+		t.Errorf("a stranger's typing: %+v; want not_found", f)
+	}
+	if status, data := rest(bob, "GET", "/v1/presence?user="+string(alice), ""); status != http.StatusOK || !strings.Contains(string(data), `"state":"online"`) {
+		t.Errorf("GET /v1/presence as bob: %d %s; want alice online", status, data)
+	}
+	if status, _ := rest(carol, "GET", "/v1/presence?user="+string(alice), ""); status != http.StatusForbidden {
+		t.Errorf("GET /v1/presence as a stranger: %d; want 403", status)
+	}
+
+	// Alice's only device goes: offline after the grace period, with her last seen.
+	wsAlice.Close()
+	if f := next(wsBob, grace+10*time.Second, presenceOf(alice)); f.Presence[0].State != protocol.PresenceOffline || f.Presence[0].LastSeen == 0 {
+		t.Errorf("bob got %+v; want alice offline with a last seen", f)
+	}
+
+	// Alice on another edge process, which is then killed: offline within TTL + heartbeat.
+	child := startProcess(t, vars, "run", "--roles=edge")
+	dial(child.public, alice, "tablet")
+	if f := next(wsBob, 10*time.Second, presenceOf(alice)); f.Presence[0].State != protocol.PresenceOnline {
+		t.Fatalf("bob got %+v; want alice online again", f)
+	}
+	child.kill()
+	killed := time.Now()
+	if f := next(wsBob, ttl+heartbeat+10*time.Second, presenceOf(alice)); f.Presence[0].State != protocol.PresenceOffline {
+		t.Errorf("bob got %+v; want alice offline after her edge died", f)
+	}
+	took := time.Since(killed)
+	t.Logf("offline %v after the edge process was killed (TTL %v, heartbeat %v)", took.Round(10*time.Millisecond), ttl, heartbeat)
+	if took > ttl+heartbeat+time.Second {
+		t.Errorf("offline %v after the kill; want within TTL + heartbeat (+ one sweep)", took)
+	}
+}
