@@ -37,9 +37,14 @@ type MemberLister interface {
 	ActiveMembers(ctx context.Context, conv chat.ConversationID) ([]chat.UserID, error)
 }
 
-// presenceFlush is how often pending presence events are sent to watchers: at most one
-// event per watched user per interval reaches a connection (coalescing).
-const presenceFlush = 250 * time.Millisecond
+// presenceInterval coalesces presence events: a user's first event goes out at once, and
+// further ones within the interval are held and only the latest is sent when it ends, so at
+// most one event per watched user per interval reaches a connection. presenceTick is how
+// often held events are checked.
+const (
+	presenceInterval = 250 * time.Millisecond
+	presenceTick     = 50 * time.Millisecond
+)
 
 // watch is the set of this edge's connections watching one user.
 type watch struct {
@@ -202,33 +207,55 @@ func (s *Server) dropWatches(c *Conn) {
 	}
 }
 
-// presenceEvent records a transition heard on NATS; flushPresence sends the latest per user.
+// presenceEvent handles a transition heard on NATS: sent at once unless an event for the user
+// went out less than presenceInterval ago, else held (the latest wins) for flushPresence.
 func (s *Server) presenceEvent(m *nats.Msg) {
 	var st protocol.PresenceState
 	if json.Unmarshal(m.Data, &st) != nil || st.User == "" {
 		return
 	}
-	s.pendingPresence[chat.UserID(st.User)] = st
+	u, now := chat.UserID(st.User), s.now()
+	if now.Sub(s.presenceSent[u]) >= presenceInterval {
+		s.presenceSent[u] = now
+		s.deliverPresence(u, st)
+		return
+	}
+	s.pendingPresence[u] = st
 }
 
+// flushPresence sends held events whose interval has ended, and forgets old send times.
 func (s *Server) flushPresence() {
+	now := s.now()
 	for u, st := range s.pendingPresence {
-		delete(s.pendingPresence, u)
-		data, err := protocol.Encode(protocol.Frame{Type: protocol.TypePresence, Presence: []protocol.PresenceState{st}})
-		if err != nil {
-			continue
+		if now.Sub(s.presenceSent[u]) >= presenceInterval {
+			delete(s.pendingPresence, u)
+			s.presenceSent[u] = now
+			s.deliverPresence(u, st)
 		}
-		s.mu.Lock()
-		var conns []*Conn
-		if w := s.watchers[u]; w != nil {
-			for c := range w.conns {
-				conns = append(conns, c)
-			}
+	}
+	for u, at := range s.presenceSent {
+		if _, held := s.pendingPresence[u]; !held && now.Sub(at) >= presenceInterval {
+			delete(s.presenceSent, u)
 		}
-		s.mu.Unlock()
-		for _, c := range conns {
-			c.enqueue(outFrame{data: data, typ: protocol.TypePresence})
+	}
+}
+
+// deliverPresence queues one presence frame to every connection here watching u.
+func (s *Server) deliverPresence(u chat.UserID, st protocol.PresenceState) {
+	data, err := protocol.Encode(protocol.Frame{Type: protocol.TypePresence, Presence: []protocol.PresenceState{st}})
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	var conns []*Conn
+	if w := s.watchers[u]; w != nil {
+		for c := range w.conns {
+			conns = append(conns, c)
 		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.enqueue(outFrame{data: data, typ: protocol.TypePresence})
 	}
 }
 

@@ -56,6 +56,7 @@ type Server struct {
 	// pendingPresence holds the latest transition per watched user until the next flush
 	// (Run's goroutine only).
 	pendingPresence map[chat.UserID]protocol.PresenceState
+	presenceSent    map[chat.UserID]time.Time // when the last event per user went out
 
 	mu       sync.Mutex
 	buckets  []map[*Conn]struct{} // the sweeper visits one bucket per tick
@@ -103,6 +104,7 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 		watchers: map[chat.UserID]*watch{},
 
 		pendingPresence: map[chat.UserID]protocol.PresenceState{},
+		presenceSent:    map[chat.UserID]time.Time{},
 	}
 	s.membership = newMembershipCache(nil, func() time.Time { return s.now() })
 	for i := range s.buckets {
@@ -436,7 +438,7 @@ func (s *Server) handleRefresh(_ context.Context, c *Conn, f protocol.Frame) {
 func (s *Server) Run(ctx context.Context) error {
 	t := time.NewTicker(sweepTick)
 	defer t.Stop()
-	flush := time.NewTicker(presenceFlush)
+	flush := time.NewTicker(presenceTick)
 	defer flush.Stop()
 	if s.nc != nil {
 		sub, err := s.nc.ChanSubscribe(routing.MembershipSubject("*"), s.natsCh)

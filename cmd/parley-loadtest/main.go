@@ -6,6 +6,7 @@
 //	parley-loadtest broadcast --users 100 --devices 10 --rate 100 --duration 10s [--runs 3]
 //	parley-loadtest chat      --users 200 --rate 500 --duration 20s
 //	parley-loadtest history   --page-rate 500 --inbox-rate 10 --duration 20s
+//	parley-loadtest presence  --pairs 500 --rate 50
 //
 // The HS256 secret comes from --secret or PARLEY_AUTH_HS256_SECRET. docs/benchmarks.md has
 // the commands and the figures measured with them.
@@ -39,7 +40,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("want a scenario: idle, broadcast, chat or history")
+		return errors.New("want a scenario: idle, broadcast, chat, history or presence")
 	}
 	scenario, args := args[0], args[1:]
 	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
@@ -152,8 +153,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			return res, nil
 		}
+	case "presence":
+		var cfg loadtest.PresenceConfig
+		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL (conversations are created there)")
+		fs.IntVar(&cfg.Pairs, "pairs", 500, "watcher/target pairs (two connections each pair)")
+		fs.IntVar(&cfg.Rate, "rate", 50, "targets connecting per second")
+		runScenario = func(d *loadtest.Dialer) (any, error) {
+			cfg.UserPrefix = prefix
+			res, err := loadtest.RunPresence(ctx, d, cfg, stderr)
+			if err != nil {
+				return nil, err
+			}
+			l := res.Online
+			fmt.Fprintf(stdout, "presence: %d pairs, missed %d; target connect -> watcher online: p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
+				res.Pairs, res.Missed, l.P50, l.P90, l.P99, l.P999, l.Max)
+			return res, nil
+		}
 	default:
-		return fmt.Errorf("unknown scenario %q (want idle, broadcast, chat or history)", scenario)
+		return fmt.Errorf("unknown scenario %q (want idle, broadcast, chat, history or presence)", scenario)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
