@@ -11,11 +11,11 @@ import (
 
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
-	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
 )
 
-// Presence is what the edge needs of the presence store (presence.Presence).
+// Presence is what the edge needs of the presence store (presence.Presence, which the edge
+// does not import: it links internal/backend and so the Cassandra driver).
 type Presence interface {
 	// Connected and Disconnected record a session; they never block.
 	Connected(user chat.UserID, session string)
@@ -23,8 +23,6 @@ type Presence interface {
 	// States reads the current state of users ("unknown" while the store fails).
 	States(ctx context.Context, users []chat.UserID) []protocol.PresenceState
 }
-
-var _ Presence = (*presence.Presence)(nil)
 
 // WatchPolicy decides whose presence a user may watch.
 type WatchPolicy interface {

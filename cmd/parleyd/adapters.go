@@ -8,6 +8,7 @@ import (
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
 )
 
@@ -108,7 +109,10 @@ type watchPolicy struct {
 	anyone bool
 }
 
-var _ edge.WatchPolicy = watchPolicy{}
+var (
+	_ edge.WatchPolicy = watchPolicy{}
+	_ edge.Presence    = (*presence.Presence)(nil)
+)
 
 func (p watchPolicy) Refused(ctx context.Context, watcher chat.UserID, targets []chat.UserID) ([]chat.UserID, error) {
 	if p.anyone {
