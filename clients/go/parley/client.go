@@ -1,0 +1,729 @@
+package parley
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleyhq/parley/protocol"
+)
+
+// TokenSource returns a JWT for the user. It is called for every (re)connection and token
+// refresh, so it can hand out fresh tokens.
+type TokenSource func(ctx context.Context) (string, error)
+
+// StaticToken is a TokenSource that always returns token.
+func StaticToken(token string) TokenSource {
+	return func(context.Context) (string, error) { return token, nil }
+}
+
+// Option configures a Client.
+type Option func(*options)
+
+type options struct {
+	token      TokenSource
+	device     string
+	logger     *slog.Logger
+	httpClient *http.Client
+	apiURL     string
+	store      Store
+	autoAck    bool
+	backoffMin time.Duration
+	backoffMax time.Duration
+	resendTick time.Duration
+}
+
+// WithToken sets the token source (required).
+func WithToken(ts TokenSource) Option { return func(o *options) { o.token = ts } }
+
+// WithDevice names this device (sent as ?device= when the token names none).
+func WithDevice(id string) Option { return func(o *options) { o.device = id } }
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithHTTPClient sets the HTTP client of the REST API and the WebSocket handshake.
+func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
+
+// WithAPIURL sets the REST API's base URL (default: the WebSocket URL's host over http/https).
+func WithAPIURL(u string) Option { return func(o *options) { o.apiURL = strings.TrimSuffix(u, "/") } }
+
+// WithStore sets where cursors and the outbox are kept (default: a MemoryStore). Use a
+// FileStore to keep them across process restarts.
+func WithStore(s Store) Option { return func(o *options) { o.store = s } }
+
+// WithAutoAck says whether delivered messages are acknowledged to the server automatically
+// (default true: the sender gets "delivered" receipts once the app has received them).
+func WithAutoAck(on bool) Option { return func(o *options) { o.autoAck = on } }
+
+// WithBackoff sets the reconnect backoff: exponential from min, capped at max, with full
+// jitter (default 250ms, 30s).
+func WithBackoff(min, max time.Duration) Option {
+	return func(o *options) { o.backoffMin, o.backoffMax = min, max }
+}
+
+// ConnState is the connection's state, reported as events.
+type ConnState int
+
+// Connection states.
+const (
+	Connecting ConnState = iota
+	Connected            // the socket is up and the first sync is done
+	Disconnected
+)
+
+func (s ConnState) String() string {
+	return [...]string{"connecting", "connected", "disconnected"}[s]
+}
+
+// EventKind says what an Event carries.
+type EventKind int
+
+// Event kinds.
+const (
+	// EventMessage: Message is a message (or event entry) of a conversation, delivered exactly
+	// once per client and in seq order within its conversation.
+	EventMessage EventKind = iota
+	// EventAccepted: the message sent with ClientMsgID is durable on the server.
+	EventAccepted
+	// EventSendFailed: the message with ClientMsgID was refused for good (Err says why); it
+	// has left the outbox.
+	EventSendFailed
+	// EventReceipt, EventPresence, EventTyping: Frame is the server's frame.
+	EventReceipt
+	EventPresence
+	EventTyping
+	// EventState: State is the new connection state (Err: why it dropped, if it did).
+	EventState
+)
+
+// Event is something the client tells the app, in order, on Events().
+type Event struct {
+	Kind        EventKind
+	Message     protocol.Message
+	ClientMsgID string
+	Frame       protocol.Frame
+	State       ConnState
+	Err         error
+}
+
+// ErrClosed is returned by calls on a closed client.
+var ErrClosed = errors.New("parley: client closed")
+
+// Client is a connection to Parley that survives disconnects: it reconnects with backoff,
+// resumes with sync, resends its outbox, and delivers every message to the app once, in seq
+// order per conversation. Methods are safe for concurrent use.
+type Client struct {
+	url    string
+	opts   options
+	events chan Event
+	rest   *REST
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	deliverMu sync.Mutex // serializes offers to the tracker and event delivery (order)
+	track     *tracker
+
+	mu       sync.Mutex
+	st       State // the persisted state (cursors are copied from the tracker on save)
+	outSeq   int64
+	ws       *websocket.Conn
+	wmu      sync.Mutex // one writer at a time on ws
+	replies  map[string]chan protocol.Frame
+	nextID   int64
+	sentAt   map[string]time.Time // outbox entries sent on the current connection
+	syncing  bool
+	resyncTo bool // a gap was found while syncing: sync again when done
+}
+
+// Dial connects to the edge at url (ws://host:port/v1/ws) and keeps a connection up until
+// Close. It fails only if the first connection fails (a bad URL or token, the server down);
+// after that every disconnect is repaired in the background. The first sync runs at once:
+// EventState Connected says it is done.
+func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
+	o := options{logger: slog.New(slog.NewTextHandler(io.Discard, nil)), autoAck: true, httpClient: http.DefaultClient,
+		backoffMin: 250 * time.Millisecond, backoffMax: 30 * time.Second, resendTick: 2 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.token == nil {
+		return nil, errors.New("parley: WithToken is required")
+	}
+	if o.store == nil {
+		o.store = NewMemoryStore()
+	}
+	if o.apiURL == "" {
+		o.apiURL = apiFromWS(url)
+	}
+	st, err := o.store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("parley: load state: %w", err)
+	}
+	st = st.clone()
+	c := &Client{url: url, opts: o, events: make(chan Event, 256), st: st, track: newTracker(st.Cursors),
+		replies: map[string]chan protocol.Frame{}, sentAt: map[string]time.Time{}}
+	for _, p := range st.Outbox {
+		c.outSeq = max(c.outSeq, p.Seq)
+	}
+	c.rest = &REST{base: o.apiURL, http: o.httpClient, token: o.token}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	ws, err := c.connect(ctx)
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.wg.Add(1)
+	go c.loop(ws)
+	return c, nil
+}
+
+// apiFromWS turns ws://host/v1/ws into http://host (wss into https).
+func apiFromWS(u string) string {
+	rest, scheme := strings.CutPrefix(u, "wss://")
+	if scheme {
+		return "https://" + strings.SplitN(rest, "/", 2)[0]
+	}
+	rest, _ = strings.CutPrefix(u, "ws://")
+	return "http://" + strings.SplitN(rest, "/", 2)[0]
+}
+
+// Events returns the channel of events, closed by Close. Read it continuously: delivery
+// waits for the app.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// REST returns the typed client of the history REST API, authenticated like the socket.
+func (c *Client) REST() *REST { return c.rest }
+
+// Close stops the client: the socket is closed and every goroutine it started has ended when
+// Close returns. The outbox and cursors stay in the Store.
+func (c *Client) Close() error {
+	c.cancel()
+	c.mu.Lock()
+	ws := c.ws
+	c.mu.Unlock()
+	if ws != nil {
+		_ = ws.Close()
+	}
+	c.wg.Wait()
+	c.closeOnce.Do(func() { close(c.events) })
+	return nil
+}
+
+// Send queues a message for conversation and returns its client_msg_id. The message is in
+// the outbox (and the Store) when Send returns; it is sent now if connected and resent with the
+// same id after any disconnect until the server accepts it (EventAccepted) or refuses it for
+// good (EventSendFailed).
+func (c *Client) Send(ctx context.Context, conversation, body string) (string, error) {
+	if c.ctx.Err() != nil {
+		return "", ErrClosed
+	}
+	id := newUUID()
+	c.mu.Lock()
+	c.outSeq++
+	p := Pending{ClientMsgID: id, Conversation: conversation, Body: body, Seq: c.outSeq}
+	c.st.Outbox[id] = p
+	err := c.saveLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return "", fmt.Errorf("parley: persist outbox: %w", err)
+	}
+	c.sendPending(p)
+	return id, nil
+}
+
+// MarkRead tells the server the user has read conversation up to seq (the other members get
+// a read receipt, the user's other devices the new position).
+func (c *Client) MarkRead(ctx context.Context, conversation string, seq int64) error {
+	_, err := c.request(ctx, protocol.Frame{Type: protocol.TypeRead, Conversation: conversation, Seq: seq})
+	return err
+}
+
+// Typing tells the other members' devices the user is typing (renew every few seconds).
+func (c *Client) Typing(ctx context.Context, conversation string) error {
+	_, err := c.request(ctx, protocol.Frame{Type: protocol.TypeTyping, Conversation: conversation})
+	return err
+}
+
+// Subscribe watches users' presence: it returns their current states, and changes arrive as
+// EventPresence. Subscriptions end with the connection: subscribe again after a reconnect
+// (EventState Connected).
+func (c *Client) Subscribe(ctx context.Context, users ...string) ([]protocol.PresenceState, error) {
+	f, err := c.request(ctx, protocol.Frame{Type: protocol.TypePresenceSubscribe, Users: users})
+	return f.Presence, err
+}
+
+// Unsubscribe stops watching users.
+func (c *Client) Unsubscribe(ctx context.Context, users ...string) error {
+	_, err := c.request(ctx, protocol.Frame{Type: protocol.TypePresenceUnsubscribe, Users: users})
+	return err
+}
+
+// ServerError is an error frame from the server.
+type ServerError struct {
+	Code      protocol.Code
+	Message   string
+	Retryable bool
+}
+
+func (e *ServerError) Error() string { return fmt.Sprintf("parley: %s: %s", e.Code, e.Message) }
+
+// errNotConnected is returned by requests made while the client is reconnecting.
+var errNotConnected = errors.New("parley: not connected (reconnecting)")
+
+// request sends f with a fresh id and waits for the frame answering it.
+func (c *Client) request(ctx context.Context, f protocol.Frame) (protocol.Frame, error) {
+	c.mu.Lock()
+	if c.ws == nil {
+		c.mu.Unlock()
+		if c.ctx.Err() != nil {
+			return protocol.Frame{}, ErrClosed
+		}
+		return protocol.Frame{}, errNotConnected
+	}
+	c.nextID++
+	f.ID = "c" + strconv.FormatInt(c.nextID, 10)
+	ch := make(chan protocol.Frame, 1)
+	c.replies[f.ID] = ch
+	ws := c.ws
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.replies, f.ID)
+		c.mu.Unlock()
+	}()
+	if err := c.write(ws, f); err != nil {
+		return protocol.Frame{}, err
+	}
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return protocol.Frame{}, errNotConnected // the connection dropped first
+		}
+		if r.Type == protocol.TypeError {
+			return r, &ServerError{Code: r.Code, Message: r.Message, Retryable: r.Retryable}
+		}
+		return r, nil
+	case <-ctx.Done():
+		return protocol.Frame{}, ctx.Err()
+	case <-c.ctx.Done():
+		return protocol.Frame{}, ErrClosed
+	}
+}
+
+func (c *Client) write(ws *websocket.Conn, f protocol.Frame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return ws.WriteJSON(f)
+}
+
+// emit hands an event to the app, or gives up when the client closes.
+func (c *Client) emit(e Event) bool {
+	select {
+	case c.events <- e:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// handshakeError is a refused handshake, with the server's Retry-After.
+type handshakeError struct {
+	status     int
+	retryAfter time.Duration
+}
+
+func (e *handshakeError) Error() string {
+	return fmt.Sprintf("parley: handshake refused: HTTP %d", e.status)
+}
+
+// connect dials and reads hello.
+func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
+	tok, err := c.opts.token(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("parley: token: %w", err)
+	}
+	u := c.url
+	if c.opts.device != "" {
+		sep := "?"
+		if strings.Contains(u, "?") {
+			sep = "&"
+		}
+		u += sep + "device=" + c.opts.device
+	}
+	d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}, HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize: 4096, WriteBufferSize: 4096}
+	ws, resp, err := d.DialContext(ctx, u, http.Header{"Authorization": {"Bearer " + tok}})
+	if err != nil {
+		if resp != nil {
+			he := &handshakeError{status: resp.StatusCode}
+			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+				he.retryAfter = time.Duration(s) * time.Second
+			}
+			return nil, he
+		}
+		return nil, err
+	}
+	var hello protocol.Frame
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := ws.ReadJSON(&hello); err != nil || hello.Type != protocol.TypeHello {
+		ws.Close()
+		return nil, fmt.Errorf("parley: no hello: %v", err)
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	return ws, nil
+}
+
+// loop runs connections one after another until Close.
+func (c *Client) loop(ws *websocket.Conn) {
+	defer c.wg.Done()
+	attempt := 0
+	for {
+		var hint time.Duration
+		if ws != nil {
+			attempt = 0
+			hint = c.session(ws)
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.emit(Event{Kind: EventState, State: Disconnected})
+		}
+		wait := hint
+		if wait == 0 {
+			wait = c.backoff(attempt)
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		c.emit(Event{Kind: EventState, State: Connecting})
+		var err error
+		ws, err = c.connect(c.ctx)
+		if err != nil {
+			attempt++
+			c.opts.logger.Warn("parley: connect", "attempt", attempt, "err", err)
+			var he *handshakeError
+			if errors.As(err, &he) && he.retryAfter > 0 {
+				select {
+				case <-c.ctx.Done():
+					return
+				case <-time.After(he.retryAfter):
+				}
+			}
+			ws = nil
+		}
+	}
+}
+
+// backoff is exponential from backoffMin, capped at backoffMax, with full jitter.
+func (c *Client) backoff(attempt int) time.Duration {
+	ceil := c.opts.backoffMin << min(attempt, 20)
+	if ceil <= 0 || ceil > c.opts.backoffMax {
+		ceil = c.opts.backoffMax
+	}
+	n, _ := rand.Int(rand.Reader, big.NewInt(int64(ceil)+1))
+	return time.Duration(n.Int64())
+}
+
+// session serves one connection: it reads frames, syncs, resends the outbox, and returns
+// when the socket fails (with the server's reconnect delay, if it sent one).
+func (c *Client) session(ws *websocket.Conn) (hint time.Duration) {
+	c.mu.Lock()
+	c.ws = ws
+	c.sentAt = map[string]time.Time{}
+	c.mu.Unlock()
+	done := make(chan struct{})
+	var hintMu sync.Mutex
+	c.wg.Add(1)
+	go func() { // the reader
+		defer c.wg.Done()
+		defer close(done)
+		for {
+			var f protocol.Frame
+			if err := ws.ReadJSON(&f); err != nil {
+				return
+			}
+			if f.Type == protocol.TypeReconnect {
+				hintMu.Lock()
+				hint = time.Duration(f.AfterMS) * time.Millisecond
+				hintMu.Unlock()
+			}
+			c.handle(ws, f)
+		}
+	}()
+	c.wg.Add(1)
+	go func() { // first sync, then the outbox; then resend what stays unanswered
+		defer c.wg.Done()
+		if err := c.sync(ws); err != nil {
+			c.opts.logger.Warn("parley: sync", "err", err)
+			_ = ws.Close()
+			return
+		}
+		c.emit(Event{Kind: EventState, State: Connected})
+		c.resend(ws, 0)
+		t := time.NewTicker(c.opts.resendTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+				c.resend(ws, 5*time.Second)
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-c.ctx.Done():
+	}
+	_ = ws.Close()
+	<-done
+	c.mu.Lock()
+	c.ws = nil
+	for id, ch := range c.replies {
+		close(ch)
+		delete(c.replies, id)
+	}
+	c.mu.Unlock()
+	hintMu.Lock()
+	defer hintMu.Unlock()
+	return hint
+}
+
+// resend sends the outbox entries not sent on this connection, or sent longer than olderThan
+// ago without an answer, in Send order.
+func (c *Client) resend(ws *websocket.Conn, olderThan time.Duration) {
+	c.mu.Lock()
+	var due []Pending
+	now := time.Now()
+	for _, p := range c.st.ordered() {
+		if at, sent := c.sentAt[p.ClientMsgID]; !sent || (olderThan > 0 && now.Sub(at) > olderThan) {
+			due = append(due, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range due {
+		c.sendOn(ws, p)
+	}
+}
+
+func (c *Client) sendPending(p Pending) {
+	c.mu.Lock()
+	ws := c.ws
+	c.mu.Unlock()
+	if ws != nil {
+		c.sendOn(ws, p)
+	}
+}
+
+func (c *Client) sendOn(ws *websocket.Conn, p Pending) {
+	c.mu.Lock()
+	if c.ws != ws {
+		c.mu.Unlock()
+		return
+	}
+	c.sentAt[p.ClientMsgID] = time.Now()
+	c.mu.Unlock()
+	_ = c.write(ws, protocol.Frame{Type: protocol.TypeSend, ID: "s:" + p.ClientMsgID, Conversation: p.Conversation,
+		ClientMsgID: p.ClientMsgID, Body: p.Body})
+}
+
+// handle processes one frame from the server (on the reader goroutine).
+func (c *Client) handle(ws *websocket.Conn, f protocol.Frame) {
+	switch {
+	case f.Type == protocol.TypeMessage:
+		c.offer(ws, []protocol.Message{frameMessage(f)}, false, 0)
+	case f.Type == protocol.TypeAccepted:
+		c.settleSend(f.ClientMsgID, nil)
+	case f.Type == protocol.TypeError && strings.HasPrefix(f.ID, "s:"):
+		id := strings.TrimPrefix(f.ID, "s:")
+		if f.Retryable {
+			c.mu.Lock()
+			delete(c.sentAt, id) // resent at the next tick
+			c.mu.Unlock()
+			return
+		}
+		c.settleSend(id, &ServerError{Code: f.Code, Message: f.Message})
+	case f.ID != "":
+		c.mu.Lock()
+		ch := c.replies[f.ID]
+		delete(c.replies, f.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- f
+		}
+	case f.Type == protocol.TypeReceipt:
+		c.emit(Event{Kind: EventReceipt, Frame: f})
+	case f.Type == protocol.TypePresence:
+		c.emit(Event{Kind: EventPresence, Frame: f})
+	case f.Type == protocol.TypeTyping:
+		c.emit(Event{Kind: EventTyping, Frame: f})
+	}
+}
+
+// settleSend removes an answered message from the outbox and tells the app.
+func (c *Client) settleSend(id string, err error) {
+	c.mu.Lock()
+	_, ok := c.st.Outbox[id]
+	delete(c.st.Outbox, id)
+	delete(c.sentAt, id)
+	serr := c.saveLocked()
+	c.mu.Unlock()
+	if serr != nil {
+		c.opts.logger.Warn("parley: persist outbox", "err", serr)
+	}
+	if !ok {
+		return // a duplicate answer
+	}
+	if err != nil {
+		c.emit(Event{Kind: EventSendFailed, ClientMsgID: id, Err: err})
+		return
+	}
+	c.emit(Event{Kind: EventAccepted, ClientMsgID: id})
+}
+
+func frameMessage(f protocol.Frame) protocol.Message {
+	return protocol.Message{Conversation: f.Conversation, Seq: f.Seq, Sender: f.Sender, SenderDevice: f.SenderDevice,
+		ClientMsgID: f.ClientMsgID, Kind: f.Kind, Body: f.Body, TargetSeq: f.TargetSeq, User: f.User, TS: f.TS}
+}
+
+// offer runs messages through the tracker and delivers what is ready, in order. fromSync
+// with a start clock settles gaps the sync proved invisible. A gap left open starts a sync.
+func (c *Client) offer(ws *websocket.Conn, msgs []protocol.Message, settle bool, start int64) {
+	c.deliverMu.Lock()
+	var ready []protocol.Message
+	gap := false
+	for _, m := range msgs {
+		r, g := c.track.offer(m)
+		ready = append(ready, r...)
+		gap = gap || g
+	}
+	if settle {
+		ready = append(ready, c.track.settle(start)...)
+	}
+	for _, m := range ready {
+		if !c.emit(Event{Kind: EventMessage, Message: m}) {
+			break
+		}
+	}
+	c.mu.Lock()
+	for _, m := range ready {
+		c.st.Cursors[m.Conversation] = max(c.st.Cursors[m.Conversation], m.Seq)
+	}
+	err := c.saveLocked()
+	c.mu.Unlock()
+	c.deliverMu.Unlock()
+	if err != nil {
+		c.opts.logger.Warn("parley: persist cursors", "err", err)
+	}
+	if c.opts.autoAck && len(ready) > 0 {
+		last := map[string]int64{}
+		for _, m := range ready {
+			last[m.Conversation] = m.Seq
+		}
+		for conv, seq := range last {
+			_ = c.write(ws, protocol.Frame{Type: protocol.TypeAck, Conversation: conv, Seq: seq})
+		}
+	}
+	if gap && !settle {
+		c.startSync(ws)
+	}
+}
+
+// startSync fetches a gap in the background (once at a time; again if asked meanwhile).
+func (c *Client) startSync(ws *websocket.Conn) {
+	c.mu.Lock()
+	if c.syncing {
+		c.resyncTo = true
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := c.sync(ws); err != nil {
+			c.opts.logger.Warn("parley: gap sync", "err", err)
+		}
+	}()
+}
+
+// sync pages through sync.result until the server has nothing more, feeding the messages to
+// the tracker, then stores the new since-token.
+func (c *Client) sync(ws *websocket.Conn) error {
+	c.mu.Lock()
+	if c.syncing {
+		c.resyncTo = true
+		c.mu.Unlock()
+		return nil
+	}
+	c.syncing = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.syncing = false
+		again := c.resyncTo
+		c.resyncTo = false
+		c.mu.Unlock()
+		if again && c.ctx.Err() == nil {
+			c.startSync(ws)
+		}
+	}()
+	for round := 0; ; round++ {
+		c.deliverMu.Lock()
+		start := c.track.now()
+		cursors := c.track.cursors()
+		c.deliverMu.Unlock()
+		c.mu.Lock()
+		since := c.st.Since
+		c.mu.Unlock()
+		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+		res, err := c.request(ctx, protocol.Frame{Type: protocol.TypeSync, Since: since, Cursors: cursors, Limit: 500})
+		cancel()
+		if err != nil {
+			return err
+		}
+		c.offer(ws, res.Messages, !res.More, start)
+		if !res.More {
+			c.mu.Lock()
+			c.st.Since = res.Since
+			err := c.saveLocked()
+			c.mu.Unlock()
+			return err
+		}
+		if round > 10000 {
+			return errors.New("parley: sync did not end")
+		}
+	}
+}
+
+// saveLocked persists the state (c.mu held).
+func (c *Client) saveLocked() error { return c.opts.store.Save(c.st) }
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
