@@ -42,7 +42,6 @@ type options struct {
 	autoAck    bool
 	backoffMin time.Duration
 	backoffMax time.Duration
-	resendTick time.Duration
 }
 
 // WithToken sets the token source (required).
@@ -146,7 +145,10 @@ type Client struct {
 	wmu      sync.Mutex // one writer at a time on ws
 	replies  map[string]chan protocol.Frame
 	nextID   int64
-	sentAt   map[string]time.Time // outbox entries sent on the current connection
+	sentAt   map[string]time.Time // outbox entries in flight on the current connection
+	retryAt  map[string]time.Time // per conversation: no send before (after a retryable refusal)
+	acks     map[string]int64     // per conversation: the highest seq to acknowledge at the next flush
+	kick     chan struct{}        // wakes the sender
 	syncing  bool
 	resyncTo bool // a gap was found while syncing: sync again when done
 }
@@ -157,7 +159,7 @@ type Client struct {
 // EventState Connected says it is done.
 func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	o := options{logger: slog.New(slog.NewTextHandler(io.Discard, nil)), autoAck: true, httpClient: http.DefaultClient,
-		backoffMin: 250 * time.Millisecond, backoffMax: 30 * time.Second, resendTick: 2 * time.Second}
+		backoffMin: 250 * time.Millisecond, backoffMax: 30 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -176,19 +178,20 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	}
 	st = st.clone()
 	c := &Client{url: url, opts: o, events: make(chan Event, 256), st: st, track: newTracker(st.Cursors),
-		replies: map[string]chan protocol.Frame{}, sentAt: map[string]time.Time{}}
+		replies: map[string]chan protocol.Frame{}, sentAt: map[string]time.Time{}, retryAt: map[string]time.Time{},
+		acks: map[string]int64{}, kick: make(chan struct{}, 1)}
 	for _, p := range st.Outbox {
 		c.outSeq = max(c.outSeq, p.Seq)
 	}
 	c.rest = &REST{base: o.apiURL, http: o.httpClient, token: o.token}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	ws, err := c.connect(ctx)
+	ws, hello, err := c.connect(ctx)
 	if err != nil {
 		c.cancel()
 		return nil, err
 	}
 	c.wg.Add(1)
-	go c.loop(ws)
+	go c.loop(ws, hello)
 	return c, nil
 }
 
@@ -242,7 +245,7 @@ func (c *Client) Send(ctx context.Context, conversation, body string) (string, e
 	if err != nil {
 		return "", fmt.Errorf("parley: persist outbox: %w", err)
 	}
-	c.sendPending(p)
+	c.wake()
 	return id, nil
 }
 
@@ -353,10 +356,11 @@ func (e *handshakeError) Error() string {
 }
 
 // connect dials and reads hello.
-func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
+func (c *Client) connect(ctx context.Context) (*websocket.Conn, protocol.Frame, error) {
+	var hello protocol.Frame
 	tok, err := c.opts.token(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("parley: token: %w", err)
+		return nil, hello, fmt.Errorf("parley: token: %w", err)
 	}
 	u := c.url
 	if c.opts.device != "" {
@@ -375,29 +379,28 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
 				he.retryAfter = time.Duration(s) * time.Second
 			}
-			return nil, he
+			return nil, hello, he
 		}
-		return nil, err
+		return nil, hello, err
 	}
-	var hello protocol.Frame
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if err := ws.ReadJSON(&hello); err != nil || hello.Type != protocol.TypeHello {
 		ws.Close()
-		return nil, fmt.Errorf("parley: no hello: %v", err)
+		return nil, hello, fmt.Errorf("parley: no hello: %v", err)
 	}
 	_ = ws.SetReadDeadline(time.Time{})
-	return ws, nil
+	return ws, hello, nil
 }
 
 // loop runs connections one after another until Close.
-func (c *Client) loop(ws *websocket.Conn) {
+func (c *Client) loop(ws *websocket.Conn, hello protocol.Frame) {
 	defer c.wg.Done()
 	attempt := 0
 	for {
 		var hint time.Duration
 		if ws != nil {
 			attempt = 0
-			hint = c.session(ws)
+			hint = c.session(ws, hello)
 			if c.ctx.Err() != nil {
 				return
 			}
@@ -414,7 +417,7 @@ func (c *Client) loop(ws *websocket.Conn) {
 		}
 		c.emit(Event{Kind: EventState, State: Connecting})
 		var err error
-		ws, err = c.connect(c.ctx)
+		ws, hello, err = c.connect(c.ctx)
 		if err != nil {
 			attempt++
 			c.opts.logger.Warn("parley: connect", "attempt", attempt, "err", err)
@@ -443,10 +446,11 @@ func (c *Client) backoff(attempt int) time.Duration {
 
 // session serves one connection: it reads frames, syncs, resends the outbox, and returns
 // when the socket fails (with the server's reconnect delay, if it sent one).
-func (c *Client) session(ws *websocket.Conn) (hint time.Duration) {
+func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Duration) {
 	c.mu.Lock()
 	c.ws = ws
 	c.sentAt = map[string]time.Time{}
+	c.retryAt = map[string]time.Time{}
 	c.mu.Unlock()
 	done := make(chan struct{})
 	var hintMu sync.Mutex
@@ -468,7 +472,7 @@ func (c *Client) session(ws *websocket.Conn) (hint time.Duration) {
 		}
 	}()
 	c.wg.Add(1)
-	go func() { // first sync, then the outbox; then resend what stays unanswered
+	go func() { // first sync, then the sender
 		defer c.wg.Done()
 		if err := c.sync(ws); err != nil {
 			c.opts.logger.Warn("parley: sync", "err", err)
@@ -476,19 +480,7 @@ func (c *Client) session(ws *websocket.Conn) (hint time.Duration) {
 			return
 		}
 		c.emit(Event{Kind: EventState, State: Connected})
-		c.resend(ws, 0)
-		t := time.NewTicker(c.opts.resendTick)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-c.ctx.Done():
-				return
-			case <-t.C:
-				c.resend(ws, 5*time.Second)
-			}
-		}
+		c.sender(ws, hello, done)
 	}()
 	select {
 	case <-done:
@@ -508,42 +500,87 @@ func (c *Client) session(ws *websocket.Conn) (hint time.Duration) {
 	return hint
 }
 
-// resend sends the outbox entries not sent on this connection, or sent longer than olderThan
-// ago without an answer, in Send order.
-func (c *Client) resend(ws *websocket.Conn, olderThan time.Duration) {
-	c.mu.Lock()
-	var due []Pending
-	now := time.Now()
-	for _, p := range c.st.ordered() {
-		if at, sent := c.sentAt[p.ClientMsgID]; !sent || (olderThan > 0 && now.Sub(at) > olderThan) {
-			due = append(due, p)
+// sender sends the outbox and the acknowledgements on one connection, within the frame rate
+// the server announced in hello (three quarters of it, leaving room for the app's own
+// requests). One message per conversation is in flight at a time, so a conversation's
+// messages are accepted, and sequenced, in Send order; an unanswered one is resent (same
+// client_msg_id) after 5 s, a refused-but-retryable one after the server's retry delay.
+func (c *Client) sender(ws *websocket.Conn, hello protocol.Frame, done <-chan struct{}) {
+	fps := 20
+	if hello.Limits != nil && hello.Limits.FramesPerSecond > 0 {
+		fps = hello.Limits.FramesPerSecond
+	}
+	gap := time.Second / time.Duration(max(1, fps*3/4))
+	ackTick := time.NewTicker(500 * time.Millisecond)
+	defer ackTick.Stop()
+	for {
+		if f, ok := c.nextFrame(); ok {
+			if err := c.write(ws, f); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-c.ctx.Done():
+				return
+			case <-time.After(gap):
+			}
+			continue
+		}
+		select {
+		case <-done:
+			return
+		case <-c.ctx.Done():
+			return
+		case <-c.kick:
+		case <-ackTick.C:
+			c.mu.Lock()
+			for conv, seq := range c.acks {
+				c.acks[conv] = -seq // due: sent by nextFrame
+			}
+			c.mu.Unlock()
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	c.mu.Unlock()
-	for _, p := range due {
-		c.sendOn(ws, p)
-	}
 }
 
-func (c *Client) sendPending(p Pending) {
+// nextFrame picks the next frame to send: a due acknowledgement, else the oldest sendable
+// outbox message of a conversation with nothing in flight.
+func (c *Client) nextFrame() (protocol.Frame, bool) {
 	c.mu.Lock()
-	ws := c.ws
-	c.mu.Unlock()
-	if ws != nil {
-		c.sendOn(ws, p)
+	defer c.mu.Unlock()
+	for conv, seq := range c.acks {
+		if seq < 0 {
+			delete(c.acks, conv)
+			return protocol.Frame{Type: protocol.TypeAck, Conversation: conv, Seq: -seq}, true
+		}
 	}
+	now := time.Now()
+	busy := map[string]bool{}
+	for _, p := range c.st.ordered() {
+		if busy[p.Conversation] {
+			continue
+		}
+		busy[p.Conversation] = true // later messages of this conversation wait for this one
+		if at, inFlight := c.sentAt[p.ClientMsgID]; inFlight && now.Sub(at) < 5*time.Second {
+			continue
+		}
+		if now.Before(c.retryAt[p.Conversation]) {
+			continue
+		}
+		c.sentAt[p.ClientMsgID] = now
+		return protocol.Frame{Type: protocol.TypeSend, ID: "s:" + p.ClientMsgID, Conversation: p.Conversation,
+			ClientMsgID: p.ClientMsgID, Body: p.Body}, true
+	}
+	return protocol.Frame{}, false
 }
 
-func (c *Client) sendOn(ws *websocket.Conn, p Pending) {
-	c.mu.Lock()
-	if c.ws != ws {
-		c.mu.Unlock()
-		return
+// wake tells the sender there may be something to send.
+func (c *Client) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
-	c.sentAt[p.ClientMsgID] = time.Now()
-	c.mu.Unlock()
-	_ = c.write(ws, protocol.Frame{Type: protocol.TypeSend, ID: "s:" + p.ClientMsgID, Conversation: p.Conversation,
-		ClientMsgID: p.ClientMsgID, Body: p.Body})
 }
 
 // handle processes one frame from the server (on the reader goroutine).
@@ -557,7 +594,10 @@ func (c *Client) handle(ws *websocket.Conn, f protocol.Frame) {
 		id := strings.TrimPrefix(f.ID, "s:")
 		if f.Retryable {
 			c.mu.Lock()
-			delete(c.sentAt, id) // resent at the next tick
+			delete(c.sentAt, id)
+			if p, ok := c.st.Outbox[id]; ok {
+				c.retryAt[p.Conversation] = time.Now().Add(max(time.Duration(f.RetryAfterMS)*time.Millisecond, time.Second))
+			}
 			c.mu.Unlock()
 			return
 		}
@@ -590,6 +630,7 @@ func (c *Client) settleSend(id string, err error) {
 	if serr != nil {
 		c.opts.logger.Warn("parley: persist outbox", "err", serr)
 	}
+	c.wake()
 	if !ok {
 		return // a duplicate answer
 	}
@@ -635,13 +676,13 @@ func (c *Client) offer(ws *websocket.Conn, msgs []protocol.Message, settle bool,
 		c.opts.logger.Warn("parley: persist cursors", "err", err)
 	}
 	if c.opts.autoAck && len(ready) > 0 {
-		last := map[string]int64{}
-		for _, m := range ready {
-			last[m.Conversation] = m.Seq
+		c.mu.Lock()
+		for _, m := range ready { // acknowledged by the sender's next flush (at most every 500 ms)
+			if cur := c.acks[m.Conversation]; m.Seq > cur && m.Seq > -cur {
+				c.acks[m.Conversation] = m.Seq
+			}
 		}
-		for conv, seq := range last {
-			_ = c.write(ws, protocol.Frame{Type: protocol.TypeAck, Conversation: conv, Seq: seq})
-		}
+		c.mu.Unlock()
 	}
 	if gap && !settle {
 		c.startSync(ws)
