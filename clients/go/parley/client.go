@@ -482,6 +482,13 @@ func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Du
 		c.emit(Event{Kind: EventState, State: Connected})
 		c.sender(ws, hello, done)
 	}()
+	if hello.ExpiresAt > 0 {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.refresher(hello.ExpiresAt, done)
+		}()
+	}
 	select {
 	case <-done:
 	case <-c.ctx.Done():
@@ -541,6 +548,39 @@ func (c *Client) sender(ws *websocket.Conn, hello protocol.Frame, done <-chan st
 			c.mu.Unlock()
 		case <-time.After(250 * time.Millisecond):
 		}
+	}
+}
+
+// refresher replaces the connection's token before it expires (auth.refresh), from the
+// token source, at 80% of its remaining life; a failed refresh is retried every 5 s until the
+// token expires (the server then closes the connection and the reconnect fetches a token).
+func (c *Client) refresher(expiresMS int64, done <-chan struct{}) {
+	wait := time.Until(time.UnixMilli(expiresMS)) * 4 / 5
+	for {
+		select {
+		case <-done:
+			return
+		case <-c.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		tok, err := c.opts.token(ctx)
+		var f protocol.Frame
+		if err == nil {
+			f, err = c.request(ctx, protocol.Frame{Type: protocol.TypeAuthRefresh, Token: tok})
+		}
+		cancel()
+		if err == nil && f.ExpiresAt > expiresMS {
+			expiresMS = f.ExpiresAt
+			wait = time.Until(time.UnixMilli(expiresMS)) * 4 / 5
+			continue
+		}
+		c.opts.logger.Warn("parley: token refresh", "err", err)
+		if time.Until(time.UnixMilli(expiresMS)) < 5*time.Second {
+			return
+		}
+		wait = 5 * time.Second
 	}
 }
 

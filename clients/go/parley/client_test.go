@@ -141,6 +141,7 @@ type collector struct {
 	messages []parley.Event
 	accepted map[string]int
 	failed   []parley.Event
+	states   []parley.ConnState
 	done     chan struct{}
 }
 
@@ -157,6 +158,8 @@ func collect(c *parley.Client) *collector {
 				k.accepted[e.ClientMsgID]++
 			case parley.EventSendFailed:
 				k.failed = append(k.failed, e)
+			case parley.EventState:
+				k.states = append(k.states, e.State)
 			}
 			k.mu.Unlock()
 		}
@@ -391,5 +394,45 @@ func TestRestartResendsFileOutbox(t *testing.T) {
 	st, err := parley.NewFileStore(path).Load()
 	if err != nil || len(st.Outbox) != 0 {
 		t.Errorf("outbox after everything was accepted: %v %v", st.Outbox, err)
+	}
+}
+
+// A token about to expire is replaced over the live connection: the connection outlives the
+// first token.
+func TestTokenRefresh(t *testing.T) {
+	s := startServer(t)
+	alice, _ := users(t)
+	var mu sync.Mutex
+	minted := 0
+	short := func(context.Context) (string, error) {
+		mu.Lock()
+		minted++
+		mu.Unlock()
+		return minter.Mint(alice, "", 4*time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := parley.Dial(ctx, s.url(), parley.WithToken(short), parley.WithDevice("d1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := collect(c)
+	time.Sleep(6 * time.Second) // past the first token's expiry
+	if _, err := c.Subscribe(context.Background(), string(alice)); err != nil {
+		t.Errorf("request after the first token expired: %v", err)
+	}
+	c.Close()
+	<-k.done
+	mu.Lock()
+	defer mu.Unlock()
+	if minted < 2 {
+		t.Errorf("token source called %d times; want a refresh", minted)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, st := range k.states {
+		if st == parley.Disconnected {
+			t.Errorf("the connection dropped (states %v); the refresh should have kept it", k.states)
+		}
 	}
 }
