@@ -97,12 +97,12 @@ func TestEditsDeletionsReactions(t *testing.T) {
 	thumbs := "/reactions/" + url.PathEscape("👍")
 	e.expect("PUT", base+"/1"+thumbs, carol, nil, 202) // seq 4
 	msgs := e.waitState(g.ID, alice, func(msgs []protocol.Message) bool { return len(bySeq(msgs, 1).Reactions) == 1 })
-	e.expect("PUT", base+"/1"+thumbs, carol, nil, 204)                         // already there
-	e.expect("PUT", base+"/1"+thumbs, bob, nil, 202)                           // seq 5
-	e.expect("PATCH", base+"/3", bob, map[string]any{"body": "x"}, 409)        // an event, not a message
-	e.expect("PUT", base+"/1/reactions/"+url.PathEscape("a b"), bob, nil, 400) // a space
-	e.expect("DELETE", base+"/2", alice, nil, 202)                             // the owner deletes bob's: seq 6
-	e.expect("PATCH", base+"/2", bob, map[string]any{"body": "too late"}, 202) // seq 7 (before the delete is applied)
+	e.expect("PUT", base+"/1"+thumbs, carol, nil, 204)                             // already there
+	e.expect("PUT", base+"/1"+thumbs, bob, nil, 202)                               // seq 5
+	e.expect("PATCH", base+"/3", bob, map[string]any{"body": "x"}, 409)            // an event, not a message
+	e.expect("PUT", base+"/1/reactions/"+url.PathEscape("a b"), bob, nil, 400)     // a space
+	e.expect("PATCH", base+"/2", bob, map[string]any{"body": "soon deleted"}, 202) // seq 6: an edit, then
+	e.expect("DELETE", base+"/2", alice, nil, 202)                                 // the owner deletes bob's: seq 7
 	e.waitState(g.ID, alice, func(msgs []protocol.Message) bool { return bySeq(msgs, 2).Deleted })
 	e.expect("DELETE", base+"/2", alice, nil, 204) // already deleted
 	msgs = e.waitSeq(g.ID, alice, 7)
@@ -127,7 +127,7 @@ func TestEditsDeletionsReactions(t *testing.T) {
 	if !m2.Deleted || m2.Body != "" {
 		t.Errorf("message 2 = %+v; want deleted without a body", m2)
 	}
-	if ed := bySeq(msgs, 7); ed.Kind != "edit" || ed.TargetSeq != 2 || ed.Body != "" {
+	if ed := bySeq(msgs, 6); ed.Kind != "edit" || ed.TargetSeq != 2 || ed.Body != "" {
 		t.Errorf("the edit of a deleted message = %+v; want its body hidden", ed)
 	}
 	if ev := bySeq(msgs, 3); ev.Kind != "edit" || ev.TargetSeq != 1 || ev.Sender != string(bob) || ev.Body != "first, edited" {
