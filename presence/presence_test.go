@@ -186,7 +186,7 @@ func TestStateRebuiltAfterRedisLosesIt(t *testing.T) {
 	if !teststack.Eventually(t, 2*time.Second, func() bool { return state(t, e.Presence, carol).State == protocol.PresenceOnline }) {
 		t.Fatal("state not rebuilt")
 	}
-	if d := time.Since(lost); d > cfg.Heartbeat+250*time.Millisecond { // one heartbeat, plus polling
+	if d := time.Since(lost); d > cfg.Heartbeat+400*time.Millisecond { // one heartbeat, plus polling and scheduling
 		t.Errorf("rebuilt after %v; want within one heartbeat (%v)", d, cfg.Heartbeat)
 	}
 	quietFor(t, ch, cfg.TTL) // no offline/online flap was published
