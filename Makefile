@@ -58,8 +58,8 @@ bench: deps up ## Run the Go benchmarks (figures go to docs/benchmarks.md).
 loadtest: ## One-minute chat load test against the parleyd that `make run` started (run it in another terminal).
 	@$(GO) build -o $(BIN)/parley-loadtest ./cmd/parley-loadtest
 	@PARLEY_AUTH_HS256_SECRET=$${PARLEY_AUTH_HS256_SECRET:-$$(cat $(STATE_DIR)/dev-hs256-secret 2>/dev/null)} \
-	  $(BIN)/parley-loadtest chat --users 200 --rate 200 --duration 60s --json $(STATE_DIR)/loadtest-chat.json
-	@echo "result: $(STATE_DIR)/loadtest-chat.json"
+	  $(BIN)/parley-loadtest chat --users 200 --rate 200 --duration 60s --json $(STATE_DIR)/loadtest-chat.json --html $(STATE_DIR)/loadtest-chat.html
+	@echo "result: $(STATE_DIR)/loadtest-chat.json and $(STATE_DIR)/loadtest-chat.html (open it in a browser; it needs no network)"
 
 clean: down ## Stop the stack and delete its state (.parley/) and bin/.
 	rm -rf $(STATE_DIR) $(BIN)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,29 @@ type ChatResult struct {
 	DeliveredP99 float64 `json:"delivered_p99_ms"`
 	DeliveredMax float64 `json:"delivered_max_ms"`
 	Throughput   float64 `json:"accepted_per_sec"`
+	// The checker's verdict and the full latency distributions (HDR histograms).
+	Verdict          Verdict        `json:"verdict"`
+	AcceptedLatency  LatencySummary `json:"send_to_accepted"`
+	DeliveredLatency LatencySummary `json:"send_to_delivered"`
+	Started          time.Time      `json:"started"`
+	Elapsed          time.Duration  `json:"elapsed_ns"`
+
+	checker *Checker
+}
+
+// Report returns the run's HTML report.
+func (r ChatResult) Report(command string, settings [][2]string) *Report {
+	rep := NewReport("Parley load test: chat", command, r.Started, r.checker)
+	rep.Duration, rep.Settings, rep.Verdict = r.Elapsed.Round(time.Millisecond), settings, r.Verdict
+	rep.Accepted, rep.Deliver, rep.Conns = r.AcceptedLatency, r.DeliveredLatency, r.Users
+	return rep
+}
+
+// bar is a 20-character progress bar.
+func bar(done, total time.Duration) string {
+	n := int(20 * done / max(total, 1))
+	n = min(max(n, 0), 20)
+	return "[" + strings.Repeat("#", n) + strings.Repeat(".", 20-n) + "]"
 }
 
 type chatConn struct {
@@ -90,14 +114,12 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 	res.Users = cfg.Users
 	fmt.Fprintf(progress, "chat: %d users in %d conversations; %d messages/s for %v\n", cfg.Users, cfg.Users/2, cfg.Rate, cfg.Duration)
 
+	started := time.Now()
+	checker := NewChecker(NewSeries(started))
+	res.checker = checker
 	var (
-		mu        sync.Mutex
-		sentAt    = map[string]time.Time{} // client_msg_id -> send time
-		accepted  []int64
-		delivered []int64
-		lastSeq   = map[string]int64{} // user/conversation -> last seq seen
-		seenSeq   = map[string]bool{}  // user/conversation/seq
-		readers   sync.WaitGroup
+		mu      sync.Mutex // res.Errors
+		readers sync.WaitGroup
 	)
 	for _, c := range conns {
 		readers.Add(1)
@@ -113,69 +135,56 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 				if json.Unmarshal(data, &f) != nil {
 					continue
 				}
-				mu.Lock()
 				switch f.Type {
 				case protocol.TypeAccepted:
-					if t, ok := sentAt[f.ClientMsgID]; ok {
-						accepted = append(accepted, now.Sub(t).Nanoseconds())
-						res.Accepted++
-					}
+					checker.Accepted(f.ClientMsgID, now)
 				case protocol.TypeError:
+					mu.Lock()
 					res.Errors++
+					mu.Unlock()
 				case protocol.TypeMessage:
-					t, ok := sentAt[f.ClientMsgID]
-					if !ok {
-						res.Phantom++
-						break
-					}
-					key := c.user + "/" + f.Conversation
-					seqKey := fmt.Sprintf("%s/%d", key, f.Seq)
-					switch {
-					case seenSeq[seqKey]:
-						res.Duplicated++
-					case f.Seq != lastSeq[key]+1:
-						res.Reordered++
-					}
-					seenSeq[seqKey] = true
-					if f.Seq > lastSeq[key] {
-						lastSeq[key] = f.Seq
-					}
-					delivered = append(delivered, now.Sub(t).Nanoseconds())
-					res.Delivered++
+					checker.Delivered(c.user, f.Conversation, f.Seq, f.ClientMsgID, now)
 				}
-				mu.Unlock()
 			}
 		}()
 	}
 
-	start := time.Now()
 	next := 0
+	progressTick := time.NewTicker(time.Second)
+	defer progressTick.Stop()
 	err := paced(ctx, cfg.Rate, cfg.Duration, func() error {
-		c := conns[next%len(conns)]
+		i := next % len(conns)
+		c, partner := conns[i], conns[i^1]
 		next++
 		cmid := chat.NewConversationID().String() // any random UUID
-		mu.Lock()
-		sentAt[cmid] = time.Now()
-		res.Sent++
-		mu.Unlock()
+		checker.Sent(cmid, time.Now(), c.user, partner.user)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if err := c.ws.WriteJSON(protocol.Frame{Type: protocol.TypeSend, ID: cmid[:8], Conversation: c.conv, ClientMsgID: cmid, Body: "load test message"}); err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
+		select {
+		case <-progressTick.C:
+			v := checker.Verdict()
+			acc, del := checker.Latencies()
+			fmt.Fprintf(progress, "\r%s %5.0fs  sent %d  accepted %d  delivered %d/%d  accepted p99 %.1fms  delivered p99 %.1fms   ",
+				bar(time.Since(started), cfg.Duration), time.Since(started).Seconds(), v.Sent, v.Accepted, v.Delivered, v.Expected, acc.P99, del.P99)
+		default:
+		}
 		return nil
 	})
+	fmt.Fprintln(progress)
 	if err != nil {
 		return res, err
 	}
-	elapsed := time.Since(start)
+	elapsed := time.Since(started)
 	// Wait for stragglers: until every accepted message reached both members, or 10s.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		mu.Lock()
-		done := res.Delivered >= 2*res.Accepted && res.Accepted+res.Errors >= res.Sent
+		answered := res.Errors
 		mu.Unlock()
-		if done {
+		if checker.Done(answered) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -186,19 +195,14 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 	readers.Wait()
 	conns = nil
 
-	res.Expected = 2 * res.Accepted // both members' devices, the sender's included
-	res.Undelivered = max(0, res.Expected-(res.Delivered-res.Duplicated))
+	v := checker.Verdict()
+	res.Verdict = v
+	res.Sent, res.Accepted, res.Delivered, res.Expected = v.Sent, v.Accepted, v.Delivered, v.Expected
+	res.Undelivered, res.Duplicated, res.Reordered, res.Phantom = v.Lost, v.Duplicated, v.Reordered, v.Phantom
 	res.Throughput = float64(res.Accepted) / elapsed.Seconds()
-	ms := func(v []int64, p float64) float64 { return float64(percentile(v, p)) / 1e6 }
-	sortInt64(accepted)
-	sortInt64(delivered)
-	res.AcceptedP50, res.AcceptedP99 = ms(accepted, 50), ms(accepted, 99)
-	res.DeliveredP50, res.DeliveredP99 = ms(delivered, 50), ms(delivered, 99)
-	if len(accepted) > 0 {
-		res.AcceptedMax = float64(accepted[len(accepted)-1]) / 1e6
-	}
-	if len(delivered) > 0 {
-		res.DeliveredMax = float64(delivered[len(delivered)-1]) / 1e6
-	}
+	res.AcceptedLatency, res.DeliveredLatency = checker.Latencies()
+	res.AcceptedP50, res.AcceptedP99, res.AcceptedMax = res.AcceptedLatency.P50, res.AcceptedLatency.P99, res.AcceptedLatency.Max
+	res.DeliveredP50, res.DeliveredP99, res.DeliveredMax = res.DeliveredLatency.P50, res.DeliveredLatency.P99, res.DeliveredLatency.Max
+	res.Started, res.Elapsed = started, elapsed
 	return res, nil
 }

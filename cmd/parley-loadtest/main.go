@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&secret, "secret", getenv("PARLEY_AUTH_HS256_SECRET"), "HS256 secret to mint tokens (PARLEY_AUTH_HS256_SECRET)")
 	fs.BoolVar(&t.AllowRemote, "allow-remote", false, "allow a target outside 127.0.0.0/8")
 	fs.StringVar(&jsonOut, "json", "", "also write the result as JSON to this file")
+	var htmlOut string
+	fs.StringVar(&htmlOut, "html", "", "chat: also write an HTML report (inline charts, opens offline) to this file")
 	prefix := fmt.Sprintf("lt%d_", time.Now().Unix())
 
 	var runScenario func(d *loadtest.Dialer) (any, error)
@@ -120,10 +123,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err != nil {
 				return nil, err
 			}
-			fmt.Fprintf(stdout, "chat: sent %d, accepted %d (%.0f/s), errors %d; delivered %d of %d; undelivered after 10s %d, duplicated %d, reordered %d, phantom %d\n",
+			verdict := "OK: nothing lost, duplicated, reordered or invented"
+			if !res.Verdict.OK() {
+				verdict = "FAULTS FOUND"
+			}
+			fmt.Fprintf(stdout, "\nchat: %d users, %d msg/s asked for %v; %s\n", cfg.Users, cfg.Rate, cfg.Duration, verdict)
+			fmt.Fprintf(stdout, "%-22s %8s %9s %9s %9s %9s %9s\n", "", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms")
+			for _, l := range []struct {
+				name string
+				s    loadtest.LatencySummary
+			}{{"send -> accepted", res.AcceptedLatency}, {"send -> delivered", res.DeliveredLatency}} {
+				fmt.Fprintf(stdout, "%-22s %8d %9.1f %9.1f %9.1f %9.1f %9.1f\n", l.name, l.s.Count, l.s.P50, l.s.P90, l.s.P99, l.s.P999, l.s.Max)
+			}
+			fmt.Fprintf(stdout, "sent %d, accepted %d (%.0f/s), errors %d; deliveries %d of %d; lost (not delivered 10 s after the end) %d, duplicated %d, reordered %d, phantom %d\n",
 				res.Sent, res.Accepted, res.Throughput, res.Errors, res.Delivered, res.Expected, res.Undelivered, res.Duplicated, res.Reordered, res.Phantom)
-			fmt.Fprintf(stdout, "send->accepted p50 %.1fms p99 %.1fms max %.1fms; send->delivered p50 %.1fms p99 %.1fms max %.1fms\n",
-				res.AcceptedP50, res.AcceptedP99, res.AcceptedMax, res.DeliveredP50, res.DeliveredP99, res.DeliveredMax)
+			if htmlOut != "" {
+				f, err := os.Create(htmlOut)
+				if err != nil {
+					return nil, err
+				}
+				settings := [][2]string{{"users", fmt.Sprint(cfg.Users)}, {"rate (msg/s)", fmt.Sprint(cfg.Rate)}, {"duration", cfg.Duration.String()},
+					{"target", t.WS}, {"api", cfg.API}}
+				err = res.Report("parley-loadtest "+strings.Join(append([]string{scenario}, args...), " "), settings).WriteHTML(f)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return nil, fmt.Errorf("write %s: %w", htmlOut, err)
+				}
+				fmt.Fprintf(stdout, "report: %s\n", htmlOut)
+			}
 			return res, nil
 		}
 	case "history":
