@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,5 +49,39 @@ func TestCheckerFindsExactlyTheFaults(t *testing.T) {
 	clean.Delivered("d", "c", 1, "x", at)
 	if v := clean.Verdict(); !v.OK() || v.Delivered != 1 || !clean.Done(0) {
 		t.Errorf("clean run: %+v", v)
+	}
+}
+
+// The HTML report is one self-contained page: the summary, and four inline SVG charts, with
+// nothing fetched from the network.
+func TestReportIsSelfContained(t *testing.T) {
+	start := time.Unix(1000, 0)
+	c := NewChecker(NewSeries(start))
+	for i := 0; i < 300; i++ {
+		at := start.Add(time.Duration(i) * 10 * time.Millisecond)
+		cmid := fmt.Sprintf("m%d", i)
+		c.Sent(cmid, at, "a", "b")
+		c.Accepted(cmid, at.Add(2*time.Millisecond))
+		c.Delivered("a", "conv", int64(i+1), cmid, at.Add(20*time.Millisecond))
+		c.Delivered("b", "conv", int64(i+1), cmid, at.Add(25*time.Millisecond))
+	}
+	r := NewReport("test run", "parley-loadtest chat", start, c)
+	r.Verdict = c.Verdict()
+	r.Accepted, r.Deliver = c.Latencies()
+	var b strings.Builder
+	if err := r.WriteHTML(&b); err != nil {
+		t.Fatal(err)
+	}
+	html := b.String()
+	if n := strings.Count(html, "<svg"); n != 4 {
+		t.Errorf("%d charts; want 4", n)
+	}
+	for _, bad := range []string{"<script", "src=", "href=", "NaN"} {
+		if strings.Contains(html, bad) {
+			t.Errorf("report contains %q", bad)
+		}
+	}
+	if !strings.Contains(html, "nothing lost") || !strings.Contains(html, "<td>600</td>") {
+		t.Error("report lacks the verdict or the delivery count")
 	}
 }
