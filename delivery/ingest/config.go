@@ -28,7 +28,7 @@ type Config struct {
 const (
 	DefaultStream          = "PARLEY_INGEST"
 	DefaultSubjectPrefix   = "parley.ingest."
-	DefaultPartitions      = 16
+	DefaultPartitions      = 64
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultPublishTimeout  = 5 * time.Second
 )
