@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -179,7 +180,7 @@ return 0
 `)
 
 // sweepScript takes offline every user whose sweep time has passed and who has no live
-// session, and returns them; a user with live sessions gets their latest expiry as the next
+// session, and returns them with their last-seen times (user, ms, user, ms, ...); a user with live sessions gets their latest expiry as the next
 // sweep time. Atomic, so when several edges sweep at once each transition is reported once.
 // It touches keys it derives from ARGV[2], so it needs a single (non-cluster) Redis.
 var sweepScript = redis.NewScript(`
@@ -193,6 +194,7 @@ for _, u in ipairs(due) do
     redis.call('ZREM', KEYS[1], u)
     redis.call('SET', ARGV[2] .. 'seen:' .. u, ARGV[1], 'NX')
     table.insert(gone, u)
+    table.insert(gone, redis.call('GET', ARGV[2] .. 'seen:' .. u))
   else
     redis.call('ZADD', KEYS[1], top[2], u)
   end
@@ -224,7 +226,17 @@ func (p *Presence) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case o := <-p.ops:
-			p.apply(ctx, o)
+			batch := []op{o}
+			for len(batch) < p.cfg.BatchSize { // whatever else is queued goes in the same round trip
+				select {
+				case o := <-p.ops:
+					batch = append(batch, o)
+					continue
+				default:
+				}
+				break
+			}
+			p.apply(ctx, batch)
 		case <-hb.C:
 			p.heartbeat(ctx)
 		case <-sweep.C:
@@ -238,30 +250,50 @@ func (p *Presence) Run(ctx context.Context) error {
 	}
 }
 
-func (p *Presence) apply(ctx context.Context, o op) {
+// apply runs queued connects and disconnects, in order, in one pipelined round trip. The
+// scripts are called by their SHA (EVALSHA); if Redis lost them (a restart), the batch is
+// sent again with the scripts' text.
+func (p *Presence) apply(ctx context.Context, batch []op) {
 	now := p.now()
-	u := string(o.user)
-	if o.connect {
-		var was int64
-		err := p.do(func() (err error) {
-			was, err = connectScript.Run(ctx, p.rdb, []string{p.key("s:", u), p.key("online"), p.key("seen:", u)},
-				o.session, ms(now.Add(p.cfg.TTL)), u, p.cfg.TTL.Milliseconds()).Int64()
+	run := func(useSHA bool) ([]redis.Cmder, error) {
+		var cmds []redis.Cmder
+		err := p.do(func() error {
+			var err error
+			cmds, err = p.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+				for _, o := range batch {
+					u := string(o.user)
+					keys := []string{p.key("s:", u), p.key("online"), p.key("seen:", u)}
+					script, args := disconnectScript, []any{o.session, ms(now), u, ms(now.Add(p.cfg.Grace))}
+					if o.connect {
+						script, args = connectScript, []any{o.session, ms(now.Add(p.cfg.TTL)), u, p.cfg.TTL.Milliseconds()}
+					}
+					if useSHA {
+						script.EvalSha(ctx, pl, keys, args...)
+					} else {
+						script.Eval(ctx, pl, keys, args...)
+					}
+				}
+				return nil
+			})
 			return err
 		})
-		if err != nil {
-			p.logger.Warn("presence connect", "user", u, "err", err)
-			return
-		}
-		if was == 1 {
-			p.publish(protocol.PresenceState{User: u, State: protocol.PresenceOnline})
-		}
+		return cmds, err
+	}
+	cmds, err := run(true)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		cmds, err = run(false)
+	}
+	if err != nil {
+		p.logger.Warn("presence connects/disconnects", "ops", len(batch), "err", err)
 		return
 	}
-	if err := p.do(func() error {
-		return disconnectScript.Run(ctx, p.rdb, []string{p.key("s:", u), p.key("online"), p.key("seen:", u)},
-			o.session, ms(now), u, ms(now.Add(p.cfg.Grace))).Err()
-	}); err != nil {
-		p.logger.Warn("presence disconnect", "user", u, "err", err)
+	for i, o := range batch {
+		if !o.connect {
+			continue
+		}
+		if was, err := cmds[i].(*redis.Cmd).Int64(); err == nil && was == 1 {
+			p.publish(protocol.PresenceState{User: string(o.user), State: protocol.PresenceOnline})
+		}
 	}
 }
 
@@ -304,26 +336,28 @@ func (p *Presence) heartbeat(ctx context.Context) {
 }
 
 func (p *Presence) sweep(ctx context.Context) {
-	now := p.now()
-	var gone []string
-	err := p.do(func() (err error) {
-		gone, err = sweepScript.Run(ctx, p.rdb, []string{p.key("online")}, ms(now), p.cfg.KeyPrefix, 1000).StringSlice()
-		return err
-	})
-	if err != nil {
-		return
+	const limit = 1000
+	for round := 0; round < 50; round++ { // many at once after an edge died: keep going
+		now := p.now()
+		var gone []string
+		err := p.do(func() (err error) {
+			gone, err = sweepScript.Run(ctx, p.rdb, []string{p.key("online")}, ms(now), p.cfg.KeyPrefix, limit).StringSlice()
+			return err
+		})
+		if err != nil {
+			return
+		}
+		for i := 0; i+1 < len(gone); i += 2 {
+			seen, err := strconv.ParseInt(gone[i+1], 10, 64)
+			if err != nil {
+				seen = ms(now)
+			}
+			p.publish(protocol.PresenceState{User: gone[i], State: protocol.PresenceOffline, LastSeen: seen})
+		}
+		if len(gone)/2 < limit {
+			return
+		}
 	}
-	for _, u := range gone {
-		p.publish(protocol.PresenceState{User: u, State: protocol.PresenceOffline, LastSeen: p.lastSeen(ctx, u, now)})
-	}
-}
-
-func (p *Presence) lastSeen(ctx context.Context, user string, fallback time.Time) int64 {
-	v, err := p.rdb.Get(ctx, p.key("seen:", user)).Int64()
-	if err != nil {
-		return ms(fallback)
-	}
-	return v
 }
 
 // publish sends a transition to the edges watching the user.
