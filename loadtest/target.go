@@ -20,10 +20,12 @@ import (
 
 // Target is the deployment under test.
 type Target struct {
-	// WS is the WebSocket URL, e.g. ws://127.0.0.1:8080/v1/ws.
+	// WS is the WebSocket URL, e.g. ws://127.0.0.1:8080/v1/ws; several edges as a
+	// comma-separated list (connection i goes to edge i modulo their number).
 	WS string
-	// Metrics is the server's Prometheus endpoint, e.g. http://127.0.0.1:8081/metrics; its
-	// /debug/pprof/heap?gc=1 (same host) is used to settle the heap before measuring.
+	// Metrics is the server's Prometheus endpoint, e.g. http://127.0.0.1:8081/metrics (a
+	// comma-separated list, one per edge, for several); its /debug/pprof/heap?gc=1 (same host)
+	// is used to settle the heap before measuring.
 	Metrics string
 	// Secret is the HS256 secret to mint virtual users' tokens with.
 	Secret []byte
@@ -33,10 +35,7 @@ type Target struct {
 
 // Check refuses targets outside the loopback range unless AllowRemote is set.
 func (t Target) Check() error {
-	for _, raw := range []string{t.WS, t.Metrics} {
-		if raw == "" {
-			continue
-		}
+	for _, raw := range append(split(t.WS), split(t.Metrics)...) {
 		u, err := url.Parse(raw)
 		if err != nil {
 			return fmt.Errorf("target %q: %v", raw, err)
@@ -50,6 +49,17 @@ func (t Target) Check() error {
 		}
 	}
 	return nil
+}
+
+// split splits a comma-separated list, dropping empty entries.
+func split(list string) []string {
+	var out []string
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Dialer opens WebSocket connections from a rotating set of loopback source addresses
@@ -94,7 +104,8 @@ func (d *Dialer) Dial(ctx context.Context, i int, user, device string) (*Conn, e
 		ReadBufferSize:   1024,
 		WriteBufferSize:  1024,
 	}
-	ws, resp, err := wd.DialContext(ctx, d.target.WS, http.Header{"Authorization": {"Bearer " + tok}})
+	edges := split(d.target.WS)
+	ws, resp, err := wd.DialContext(ctx, edges[i%len(edges)], http.Header{"Authorization": {"Bearer " + tok}})
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("handshake: HTTP %d", resp.StatusCode)

@@ -7,6 +7,7 @@
 //	parley-loadtest chat      --users 200 --rate 500 --duration 20s
 //	parley-loadtest history   --page-rate 500 --inbox-rate 10 --duration 20s
 //	parley-loadtest presence  --pairs 500 --rate 50
+//	parley-loadtest connect   --conns 100000 --workers 6 --ws URL1,...,URL6 --metrics M1,...,M6
 //
 // The HS256 secret comes from --secret or PARLEY_AUTH_HS256_SECRET. docs/benchmarks.md has
 // the commands and the figures measured with them.
@@ -51,8 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		secret  string
 		jsonOut string
 	)
-	fs.StringVar(&t.WS, "ws", "ws://127.0.0.1:8080/v1/ws", "WebSocket URL of the edge")
-	fs.StringVar(&t.Metrics, "metrics", "http://127.0.0.1:8081/metrics", "the edge's Prometheus endpoint (admin listener)")
+	fs.StringVar(&t.WS, "ws", "ws://127.0.0.1:8080/v1/ws", "WebSocket URL of the edge (comma-separated for several: connections round-robin)")
+	fs.StringVar(&t.Metrics, "metrics", "http://127.0.0.1:8081/metrics", "the edge's Prometheus endpoint (admin listener; comma-separated, one per edge, for connect)")
 	fs.StringVar(&secret, "secret", getenv("PARLEY_AUTH_HS256_SECRET"), "HS256 secret to mint tokens (PARLEY_AUTH_HS256_SECRET)")
 	fs.BoolVar(&t.AllowRemote, "allow-remote", false, "allow a target outside 127.0.0.0/8")
 	fs.StringVar(&jsonOut, "json", "", "also write the result as JSON to this file")
@@ -182,6 +183,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			return res, nil
 		}
+	case "connect":
+		var cfg loadtest.ConnectConfig
+		fs.IntVar(&cfg.Conns, "conns", 10000, "connections to open in total (one user each)")
+		fs.IntVar(&cfg.Workers, "workers", 1, "harness processes to spread them over (at most 19,000 connections each)")
+		fs.IntVar(&cfg.Concurrency, "concurrency", 64, "handshakes in flight per worker")
+		fs.DurationVar(&cfg.Settle, "settle", 20*time.Second, "how long to hold all connections before measuring the edges")
+		runScenario = func(*loadtest.Dialer) (any, error) {
+			if cfg.Conns > 200000 || cfg.Workers > 16 || cfg.Settle > 10*time.Minute {
+				return nil, errors.New("bounds: --conns at most 200000, --workers at most 16, --settle at most 10m")
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			cfg.Self, cfg.UserPrefix = self, prefix
+			cfg.WorkerArgs = []string{"--ws", t.WS}
+			if t.AllowRemote {
+				cfg.WorkerArgs = append(cfg.WorkerArgs, "--allow-remote")
+			}
+			os.Setenv("PARLEY_AUTH_HS256_SECRET", secret) // the workers mint tokens too
+			res, err := loadtest.RunConnect(ctx, t, cfg, stderr)
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(stdout, "connect: %d connections over %d edges and %d workers, %d failed; %.0f handshakes/s; edges' RSS %.0f bytes/conn (heap %.0f, stacks %.0f)\n",
+				res.Conns, res.Edges, res.Workers, res.Failed, res.HandshakesPerSec, res.RSSPerConn, res.HeapPerConn, res.StackPerConn)
+			return res, nil
+		}
+	case "connect-worker": // started by connect, not by hand
+		var offset, conns, concurrency int
+		var wprefix string
+		fs.IntVar(&offset, "offset", 0, "global index of the first connection")
+		fs.IntVar(&conns, "conns", 0, "connections")
+		fs.IntVar(&concurrency, "concurrency", 64, "handshakes in flight")
+		fs.StringVar(&wprefix, "prefix", "", "user id prefix")
+		runScenario = func(d *loadtest.Dialer) (any, error) {
+			return nil, loadtest.RunConnectWorker(ctx, d, offset, conns, concurrency, wprefix, os.Stdin, stdout)
+		}
 	case "presence":
 		var cfg loadtest.PresenceConfig
 		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL (conversations are created there)")
@@ -212,6 +251,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	res, err := runScenario(d)
 	if err != nil {
 		return err
+	}
+	if scenario == "connect-worker" {
+		return nil
 	}
 	out, _ := json.MarshalIndent(res, "", "  ")
 	if scenario == "idle" {
