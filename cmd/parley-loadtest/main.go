@@ -7,6 +7,7 @@
 //	parley-loadtest chat      --users 200 --rate 500 --duration 20s
 //	parley-loadtest history   --page-rate 500 --inbox-rate 10 --duration 20s
 //	parley-loadtest presence  --pairs 500 --rate 50
+//	parley-loadtest fanout    --members 1000 --rate 5 --duration 20s
 //	parley-loadtest connect   --conns 100000 --workers 6 --ws URL1,...,URL6 --metrics M1,...,M6
 //
 // The HS256 secret comes from --secret or PARLEY_AUTH_HS256_SECRET. docs/benchmarks.md has
@@ -211,6 +212,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				res.Conns, res.Edges, res.Workers, res.Failed, res.HandshakesPerSec, res.RSSPerConn, res.HeapPerConn, res.StackPerConn)
 			return res, nil
 		}
+	case "fanout":
+		var cfg loadtest.FanoutConfig
+		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL (the group is created there)")
+		fs.IntVar(&cfg.Members, "members", 1000, "members of the group, one device each")
+		fs.IntVar(&cfg.Rate, "rate", 5, "messages per second, sent by one member")
+		fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long to send (at most 10m)")
+		runScenario = func(d *loadtest.Dialer) (any, error) {
+			if cfg.Duration > 10*time.Minute {
+				return nil, errors.New("bounds: --duration at most 10m")
+			}
+			cfg.UserPrefix = prefix
+			res, err := loadtest.RunFanout(ctx, d, cfg, stderr)
+			if err != nil {
+				return nil, err
+			}
+			v, a, dl := res.Verdict, res.AcceptedLatency, res.DeliveredLatency
+			fmt.Fprintf(stdout, "fanout: %d members, sent %d, accepted %d, deliveries %d of %d; lost %d, duplicated %d, reordered %d, phantom %d, errors %d\n",
+				res.Members, v.Sent, v.Accepted, v.Delivered, v.Expected, v.Lost, v.Duplicated, v.Reordered, v.Phantom, res.Errors)
+			fmt.Fprintf(stdout, "send->accepted p50 %.1fms p99 %.1fms; send->delivered (each member) p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
+				a.P50, a.P99, dl.P50, dl.P90, dl.P99, dl.P999, dl.Max)
+			return res, nil
+		}
 	case "connect-worker": // started by connect, not by hand
 		var offset, conns, concurrency int
 		var wprefix string
@@ -238,7 +261,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return res, nil
 		}
 	default:
-		return fmt.Errorf("unknown scenario %q (want idle, broadcast, chat, history or presence)", scenario)
+		return fmt.Errorf("unknown scenario %q (want idle, broadcast, chat, history, presence, connect or fanout)", scenario)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -1,0 +1,124 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/protocol"
+)
+
+// FanoutConfig is the fanout scenario: one group of Members members (created through the REST
+// API at API), one device each; member 0 sends Rate messages per second for Duration through
+// the whole pipeline, and every member's device must receive each one once, in order.
+type FanoutConfig struct {
+	API        string
+	Members    int
+	Rate       int
+	Duration   time.Duration
+	UserPrefix string
+}
+
+// FanoutResult is what the fanout scenario measured (deliveries count member devices).
+type FanoutResult struct {
+	Members          int            `json:"members"`
+	Verdict          Verdict        `json:"verdict"`
+	Errors           int            `json:"errors"`
+	AcceptedLatency  LatencySummary `json:"send_to_accepted"`
+	DeliveredLatency LatencySummary `json:"send_to_delivered"`
+	Elapsed          time.Duration  `json:"elapsed_ns"`
+}
+
+// RunFanout runs the fanout scenario once.
+func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Writer) (FanoutResult, error) {
+	res := FanoutResult{Members: cfg.Members}
+	if cfg.Members < 2 || cfg.Members > 1000 || cfg.Rate < 1 {
+		return res, errors.New("fanout: members 2 to 1000, rate at least 1")
+	}
+	api := newREST(d, cfg.API)
+	users := make([]string, cfg.Members)
+	for i := range users {
+		users[i] = fmt.Sprintf("%sf%d", cfg.UserPrefix, i)
+	}
+	var group struct {
+		ID string `json:"id"`
+	}
+	if _, err := api.do(ctx, "POST", "/v1/conversations", users[0], map[string]any{"kind": "group", "title": "fanout", "members": users[1:]}, nil, &group); err != nil {
+		return res, fmt.Errorf("create group: %w", err)
+	}
+	started := time.Now()
+	checker := NewChecker(NewSeries(started))
+	var (
+		wsMu    sync.Mutex // writes on the sender's socket
+		errMu   sync.Mutex
+		readers sync.WaitGroup
+		conns   []*Conn
+	)
+	defer func() {
+		for _, c := range conns {
+			c.WS.Close()
+		}
+		readers.Wait()
+	}()
+	for i, u := range users {
+		c, err := d.Dial(ctx, i, u, "d")
+		if err != nil {
+			return res, fmt.Errorf("connect %s: %w", u, err)
+		}
+		conns = append(conns, c)
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				_, data, err := c.WS.ReadMessage()
+				if err != nil {
+					return
+				}
+				now := time.Now()
+				var f protocol.Frame
+				if json.Unmarshal(data, &f) != nil {
+					continue
+				}
+				switch f.Type {
+				case protocol.TypeAccepted:
+					checker.Accepted(f.ClientMsgID, now)
+				case protocol.TypeError:
+					errMu.Lock()
+					res.Errors++
+					errMu.Unlock()
+				case protocol.TypeMessage:
+					checker.Delivered(u, f.Conversation, f.Seq, f.ClientMsgID, now)
+				}
+			}
+		}()
+	}
+	fmt.Fprintf(progress, "fanout: a group of %d, %d messages/s for %v\n", cfg.Members, cfg.Rate, cfg.Duration)
+	sender := conns[0]
+	err := paced(ctx, cfg.Rate, cfg.Duration, func() error {
+		cmid := chat.NewConversationID().String()
+		checker.Sent(cmid, time.Now(), users...)
+		wsMu.Lock()
+		defer wsMu.Unlock()
+		return sender.WS.WriteJSON(protocol.Frame{Type: protocol.TypeSend, ID: cmid[:8], Conversation: group.ID, ClientMsgID: cmid, Body: "fanout"})
+	})
+	if err != nil {
+		return res, err
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		errMu.Lock()
+		e := res.Errors
+		errMu.Unlock()
+		if checker.Done(e) {
+			break
+		}
+	}
+	res.Elapsed = time.Since(started)
+	res.Verdict = checker.Verdict()
+	res.AcceptedLatency, res.DeliveredLatency = checker.Latencies()
+	return res, nil
+}
