@@ -8,6 +8,7 @@
 //	parley-loadtest history   --page-rate 500 --inbox-rate 10 --duration 20s
 //	parley-loadtest presence  --pairs 500 --rate 50
 //	parley-loadtest fanout    --members 1000 --rate 5 --duration 20s
+//	parley-loadtest reconnect-storm --users 1000 --missed 10
 //	parley-loadtest connect   --conns 100000 --workers 6 --ws URL1,...,URL6 --metrics M1,...,M6
 //
 // The HS256 secret comes from --secret or PARLEY_AUTH_HS256_SECRET. docs/benchmarks.md has
@@ -234,6 +235,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				a.P50, a.P99, dl.P50, dl.P90, dl.P99, dl.P999, dl.Max)
 			return res, nil
 		}
+	case "reconnect-storm":
+		var cfg loadtest.StormConfig
+		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL")
+		fs.IntVar(&cfg.Users, "users", 1000, "devices (even: users in direct pairs)")
+		fs.IntVar(&cfg.Missed, "missed", 10, "messages posted to each conversation while everyone is away")
+		runScenario = func(d *loadtest.Dialer) (any, error) {
+			cfg.UserPrefix = prefix
+			res, err := loadtest.RunStorm(ctx, d, cfg, stderr)
+			if err != nil {
+				return nil, err
+			}
+			v := res.Verdict
+			fmt.Fprintf(stdout, "reconnect-storm: %d devices, %d failed; all caught up %.2fs after the storm began; missed deliveries %d of %d, lost %d, duplicated %d, reordered %d\n",
+				res.Users, res.Failed, res.AllCaughtUp.Seconds(), v.Delivered, v.Expected, v.Lost, v.Duplicated, v.Reordered)
+			fmt.Fprintf(stdout, "back (hello) p50 %.0fms p99 %.0fms max %.0fms; caught up p50 %.0fms p99 %.0fms max %.0fms\n",
+				res.Back.P50, res.Back.P99, res.Back.Max, res.CaughtUp.P50, res.CaughtUp.P99, res.CaughtUp.Max)
+			return res, nil
+		}
 	case "connect-worker": // started by connect, not by hand
 		var offset, conns, concurrency int
 		var wprefix string
@@ -261,7 +280,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return res, nil
 		}
 	default:
-		return fmt.Errorf("unknown scenario %q (want idle, broadcast, chat, history, presence, connect or fanout)", scenario)
+		return fmt.Errorf("unknown scenario %q (want idle, connect, broadcast, chat, fanout, history, presence or reconnect-storm)", scenario)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
