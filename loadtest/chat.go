@@ -2,7 +2,6 @@ package loadtest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -117,35 +116,12 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 	started := time.Now()
 	checker := NewChecker(NewSeries(started))
 	res.checker = checker
-	var (
-		mu      sync.Mutex // res.Errors
-		readers sync.WaitGroup
-	)
+	var readers sync.WaitGroup
 	for _, c := range conns {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			for {
-				_, data, err := c.ws.ReadMessage()
-				if err != nil {
-					return
-				}
-				now := time.Now()
-				var f protocol.Frame
-				if json.Unmarshal(data, &f) != nil {
-					continue
-				}
-				switch f.Type {
-				case protocol.TypeAccepted:
-					checker.Accepted(f.ClientMsgID, now)
-				case protocol.TypeError:
-					mu.Lock()
-					res.Errors++
-					mu.Unlock()
-				case protocol.TypeMessage:
-					checker.Delivered(c.user, f.Conversation, f.Seq, f.ClientMsgID, now)
-				}
-			}
+			checker.Feed(c.ws, c.user)
 		}()
 	}
 
@@ -180,13 +156,7 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 	elapsed := time.Since(started)
 	// Wait for stragglers: until every accepted message reached both members, or 10s.
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		answered := res.Errors
-		mu.Unlock()
-		if checker.Done(answered) {
-			break
-		}
+	for time.Now().Before(deadline) && !checker.Done() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	for _, c := range conns {
@@ -196,7 +166,7 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 	conns = nil
 
 	v := checker.Verdict()
-	res.Verdict = v
+	res.Verdict, res.Errors = v, checker.Errors()
 	res.Sent, res.Accepted, res.Delivered, res.Expected = v.Sent, v.Accepted, v.Delivered, v.Expected
 	res.Undelivered, res.Duplicated, res.Reordered, res.Phantom = v.Lost, v.Duplicated, v.Reordered, v.Phantom
 	res.Throughput = float64(res.Accepted) / elapsed.Seconds()

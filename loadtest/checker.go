@@ -1,8 +1,13 @@
 package loadtest
 
 import (
+	"encoding/json"
 	"sync"
 	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleyhq/parley/protocol"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
@@ -20,6 +25,7 @@ type Checker struct {
 	seqSeen  map[string]bool           // device/conversation/seq
 	phantom  int
 	reorder  int
+	errors   int
 
 	acceptLat  *Histogram
 	deliverLat *Histogram
@@ -82,6 +88,39 @@ func (c *Checker) Delivered(device, conversation string, seq int64, cmid string,
 	}
 }
 
+// Feed reads frames from a device's connection until it fails, recording accepted answers,
+// message deliveries and error answers.
+func (c *Checker) Feed(ws *websocket.Conn, device string) {
+	for {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		var f protocol.Frame
+		if json.Unmarshal(data, &f) != nil {
+			continue
+		}
+		switch f.Type {
+		case protocol.TypeAccepted:
+			c.Accepted(f.ClientMsgID, now)
+		case protocol.TypeError:
+			c.mu.Lock()
+			c.errors++
+			c.mu.Unlock()
+		case protocol.TypeMessage:
+			c.Delivered(device, f.Conversation, f.Seq, f.ClientMsgID, now)
+		}
+	}
+}
+
+// Errors is how many error frames Feed saw.
+func (c *Checker) Errors() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.errors
+}
+
 // Verdict is what the checker found. Lost, Duplicated, Reordered and Phantom must all be 0.
 type Verdict struct {
 	Sent     int `json:"sent"`
@@ -130,11 +169,11 @@ func (c *Checker) Latencies() (accepted, delivered LatencySummary) {
 }
 
 // Done reports whether every accepted message reached all its devices and every send was
-// answered (errors count as answers through answered).
-func (c *Checker) Done(answered int) bool {
+// answered (an error frame counts as an answer).
+func (c *Checker) Done() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.accepted)+answered < len(c.sent) {
+	if len(c.accepted)+c.errors < len(c.sent) {
 		return false
 	}
 	for cmid := range c.accepted {

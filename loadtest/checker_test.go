@@ -47,7 +47,7 @@ func TestCheckerFindsExactlyTheFaults(t *testing.T) {
 	clean.Sent("x", at, "d")
 	clean.Accepted("x", at)
 	clean.Delivered("d", "c", 1, "x", at)
-	if v := clean.Verdict(); !v.OK() || v.Delivered != 1 || !clean.Done(0) {
+	if v := clean.Verdict(); !v.OK() || v.Delivered != 1 || !clean.Done() {
 		t.Errorf("clean run: %+v", v)
 	}
 }

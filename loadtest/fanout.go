@@ -2,7 +2,6 @@ package loadtest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,7 +54,6 @@ func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Wri
 	checker := NewChecker(NewSeries(started))
 	var (
 		wsMu    sync.Mutex // writes on the sender's socket
-		errMu   sync.Mutex
 		readers sync.WaitGroup
 		conns   []*Conn
 	)
@@ -74,27 +72,7 @@ func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Wri
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			for {
-				_, data, err := c.WS.ReadMessage()
-				if err != nil {
-					return
-				}
-				now := time.Now()
-				var f protocol.Frame
-				if json.Unmarshal(data, &f) != nil {
-					continue
-				}
-				switch f.Type {
-				case protocol.TypeAccepted:
-					checker.Accepted(f.ClientMsgID, now)
-				case protocol.TypeError:
-					errMu.Lock()
-					res.Errors++
-					errMu.Unlock()
-				case protocol.TypeMessage:
-					checker.Delivered(u, f.Conversation, f.Seq, f.ClientMsgID, now)
-				}
-			}
+			checker.Feed(c.WS, u)
 		}()
 	}
 	fmt.Fprintf(progress, "fanout: a group of %d, %d messages/s for %v\n", cfg.Members, cfg.Rate, cfg.Duration)
@@ -109,16 +87,11 @@ func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Wri
 	if err != nil {
 		return res, err
 	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		errMu.Lock()
-		e := res.Errors
-		errMu.Unlock()
-		if checker.Done(e) {
-			break
-		}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !checker.Done(); {
+		time.Sleep(100 * time.Millisecond)
 	}
 	res.Elapsed = time.Since(started)
-	res.Verdict = checker.Verdict()
+	res.Verdict, res.Errors = checker.Verdict(), checker.Errors()
 	res.AcceptedLatency, res.DeliveredLatency = checker.Latencies()
 	return res, nil
 }
