@@ -124,63 +124,22 @@ func TestOutageOfCassandra(t *testing.T) {
 // and once Cassandra is back everything is sequenced, in order, without gap or duplicate, and
 // delivered live to the other member's device.
 func TestOutageOfCassandraUnderLoad(t *testing.T) {
-	admin, public := freeAddr(t), freeAddr(t)
 	id := teststack.ID(t)
 	vars := map[string]string{
-		"PARLEY_ADMIN_ADDR": admin, "PARLEY_LISTEN_ADDR": public, "PARLEY_AUTH_HS256_SECRET": testSecret,
+		"PARLEY_AUTH_HS256_SECRET":  testSecret,
 		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE", "PARLEY_LOG_LEVEL": "error",
 		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".",
 		"PARLEY_CASSANDRA_BREAKER_OPEN_FOR": "1s", "PARLEY_CASSANDRA_TIMEOUT": "2s", "PARLEY_EDGE_DRAIN_WINDOW": "200ms",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run"}, env(vars), io.Discard, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		stack(t, "up", "cassandra")
-		n := teststack.NATS(t)
-		_ = n.JetStream.DeleteStream(context.Background(), vars["PARLEY_DELIVERY_STREAM"])
-	})
-	if !teststack.Eventually(t, 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}) {
-		t.Fatal("parleyd never ready")
-	}
+	_, public := startParleyd(t, vars, func() { stack(t, "up", "cassandra") })
 	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
 	alice, bob := chat.UserID(id+"_alice"), chat.UserID(id+"_bob")
-	tok, _ := a.Mint(alice, "", time.Hour)
-	req, _ := http.NewRequest("POST", "http://"+public+"/v1/conversations", strings.NewReader(`{"kind":"direct","with":"`+string(bob)+`"}`))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	status, body := restCall(t, a, public, alice, "POST", "/v1/conversations", `{"kind":"direct","with":"`+string(bob)+`"}`)
 	var created struct{ ID string }
-	_ = json.NewDecoder(resp.Body).Decode(&created)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create conversation: %d", resp.StatusCode)
+	if err := json.Unmarshal(body, &created); err != nil || status != http.StatusCreated {
+		t.Fatalf("create conversation: %d %s", status, body)
 	}
-	dial := func(u chat.UserID) *websocket.Conn {
-		tok, _ := a.Mint(u, "phone", time.Hour)
-		d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}}
-		ws, _, err := d.Dial("ws://"+public+protocol.Path, http.Header{"Authorization": {"Bearer " + tok}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ws.Close() })
-		var hello protocol.Frame
-		if err := ws.ReadJSON(&hello); err != nil || hello.Type != protocol.TypeHello {
-			t.Fatalf("hello: %+v %v", hello, err)
-		}
-		return ws
-	}
+	dial := func(u chat.UserID) *websocket.Conn { return dialEdge(t, a, public, u, "phone") }
 	wsA, wsB := dial(alice), dial(bob)
 
 	// Alice's replies and bob's messages are read in the background.
@@ -271,67 +230,28 @@ func TestOutageOfCassandraUnderLoad(t *testing.T) {
 // Redis stopped: presence answers "unknown" while messages still flow; Redis restarted empty:
 // the presence state is rebuilt by the next heartbeat, and nobody's presence flapped.
 func TestOutageOfRedis(t *testing.T) {
-	admin, public := freeAddr(t), freeAddr(t)
 	id := teststack.ID(t)
 	const heartbeat, openFor = 500 * time.Millisecond, time.Second
 	vars := map[string]string{
-		"PARLEY_ADMIN_ADDR": admin, "PARLEY_LISTEN_ADDR": public, "PARLEY_AUTH_HS256_SECRET": testSecret,
+		"PARLEY_AUTH_HS256_SECRET":  testSecret,
 		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE", "PARLEY_LOG_LEVEL": "error",
 		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".", "PARLEY_EDGE_DRAIN_WINDOW": "200ms",
 		"PARLEY_PRESENCE_TTL": "2s", "PARLEY_PRESENCE_HEARTBEAT": heartbeat.String(), "PARLEY_PRESENCE_GRACE": "500ms",
 		"PARLEY_CASSANDRA_BREAKER_OPEN_FOR": openFor.String(), "PARLEY_REDIS_DIAL_TIMEOUT": "200ms",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run"}, env(vars), io.Discard, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		stack(t, "up", "redis")
-		n := teststack.NATS(t)
-		_ = n.JetStream.DeleteStream(context.Background(), vars["PARLEY_DELIVERY_STREAM"])
-	})
-	if !teststack.Eventually(t, 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}) {
-		t.Fatal("parleyd never ready")
-	}
+	_, public := startParleyd(t, vars, func() { stack(t, "up", "redis") })
 	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
 	alice, bob := chat.UserID(id+"_alice"), chat.UserID(id+"_bob")
 	rest := func(user chat.UserID, method, path, body string) (int, string) {
-		tok, _ := a.Mint(user, "", time.Hour)
-		req, _ := http.NewRequest(method, "http://"+public+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(data)
+		status, data := restCall(t, a, public, user, method, path, body)
+		return status, string(data)
 	}
 	status, body := rest(alice, "POST", "/v1/conversations", `{"kind":"direct","with":"`+string(bob)+`"}`)
 	var conv struct{ ID string }
 	if err := json.Unmarshal([]byte(body), &conv); err != nil || status != http.StatusCreated {
 		t.Fatalf("create conversation: %d %s", status, body)
 	}
-	dial := func(u chat.UserID) *websocket.Conn {
-		tok, _ := a.Mint(u, "phone", time.Hour)
-		d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}}
-		ws, _, err := d.Dial("ws://"+public+protocol.Path, http.Header{"Authorization": {"Bearer " + tok}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ws.Close() })
-		var hello protocol.Frame
-		_ = ws.ReadJSON(&hello)
-		return ws
-	}
+	dial := func(u chat.UserID) *websocket.Conn { return dialEdge(t, a, public, u, "phone") }
 	// Bob's frames are read in the background; alice's presence events are counted.
 	wsBob := dial(bob)
 	var (

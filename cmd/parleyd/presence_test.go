@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -30,44 +28,11 @@ func TestPresenceAndTyping(t *testing.T) {
 		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".",
 		"PARLEY_PRESENCE_TTL": ttl.String(), "PARLEY_PRESENCE_HEARTBEAT": heartbeat.String(), "PARLEY_PRESENCE_GRACE": grace.String(),
 	}
-	admin, public := freeAddr(t), freeAddr(t)
-	local := map[string]string{"PARLEY_ADMIN_ADDR": admin, "PARLEY_LISTEN_ADDR": public}
-	for k, v := range vars {
-		local[k] = v
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run"}, env(local), io.Discard, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		n := teststack.NATS(t)
-		_ = n.JetStream.DeleteStream(context.Background(), vars["PARLEY_DELIVERY_STREAM"])
-	})
-	if !teststack.Eventually(t, 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}) {
-		t.Fatal("parleyd never ready")
-	}
-
+	_, public := startParleyd(t, vars, nil)
 	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
 	alice, bob, carol := chat.UserID(id+"_alice"), chat.UserID(id+"_bob"), chat.UserID(id+"_carol")
 	rest := func(user chat.UserID, method, path, body string) (int, []byte) {
-		tok, _ := a.Mint(user, "", time.Hour)
-		req, _ := http.NewRequest(method, "http://"+public+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, data
+		return restCall(t, a, public, user, method, path, body)
 	}
 	status, data := rest(alice, "POST", "/v1/conversations", `{"kind":"direct","with":"`+string(bob)+`"}`)
 	var conv struct{ ID string }
@@ -75,18 +40,7 @@ func TestPresenceAndTyping(t *testing.T) {
 		t.Fatalf("create conversation: %d %s", status, data)
 	}
 	dial := func(addr string, u chat.UserID, device string) *websocket.Conn {
-		tok, _ := a.Mint(u, chat.DeviceID(device), time.Hour)
-		d := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}}
-		ws, _, err := d.Dial("ws://"+addr+protocol.Path, http.Header{"Authorization": {"Bearer " + tok}})
-		if err != nil {
-			t.Fatalf("dial %s as %s: %v", addr, u, err)
-		}
-		t.Cleanup(func() { ws.Close() })
-		var hello protocol.Frame
-		if err := ws.ReadJSON(&hello); err != nil || hello.Type != protocol.TypeHello {
-			t.Fatalf("hello: %+v %v", hello, err)
-		}
-		return ws
+		return dialEdge(t, a, addr, u, device)
 	}
 	// next returns the next frame of c that ok accepts, failing after within.
 	next := func(c *websocket.Conn, within time.Duration, ok func(protocol.Frame) bool) protocol.Frame {
