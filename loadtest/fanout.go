@@ -30,7 +30,18 @@ type FanoutResult struct {
 	Errors           int            `json:"errors"`
 	AcceptedLatency  LatencySummary `json:"send_to_accepted"`
 	DeliveredLatency LatencySummary `json:"send_to_delivered"`
+	Started          time.Time      `json:"started"`
 	Elapsed          time.Duration  `json:"elapsed_ns"`
+
+	checker *Checker
+}
+
+// Report returns the run's HTML report.
+func (r FanoutResult) Report(command string, settings [][2]string) *Report {
+	rep := NewReport("Parley load test: fanout", command, r.Started, r.checker)
+	rep.Duration, rep.Settings, rep.Verdict = r.Elapsed.Round(time.Millisecond), settings, r.Verdict
+	rep.Accepted, rep.Deliver, rep.Conns = r.AcceptedLatency, r.DeliveredLatency, r.Members
+	return rep
 }
 
 // RunFanout runs the fanout scenario once.
@@ -52,6 +63,7 @@ func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Wri
 	}
 	started := time.Now()
 	checker := NewChecker(NewSeries(started))
+	res.checker, res.Started = checker, started
 	var (
 		wsMu    sync.Mutex // writes on the sender's socket
 		readers sync.WaitGroup

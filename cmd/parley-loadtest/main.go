@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&t.AllowRemote, "allow-remote", false, "allow a target outside 127.0.0.0/8")
 	fs.StringVar(&jsonOut, "json", "", "also write the result as JSON to this file")
 	var htmlOut string
-	fs.StringVar(&htmlOut, "html", "", "chat: also write an HTML report (inline charts, opens offline) to this file")
+	fs.StringVar(&htmlOut, "html", "", "chat, fanout: also write an HTML report (inline charts, opens offline) to this file")
 	prefix := fmt.Sprintf("lt%d_", time.Now().Unix())
 
 	var runScenario func(d *loadtest.Dialer) (any, error)
@@ -140,21 +140,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			fmt.Fprintf(stdout, "sent %d, accepted %d (%.0f/s), errors %d; deliveries %d of %d; lost (not delivered 10 s after the end) %d, duplicated %d, reordered %d, phantom %d\n",
 				res.Sent, res.Accepted, res.Throughput, res.Errors, res.Delivered, res.Expected, res.Undelivered, res.Duplicated, res.Reordered, res.Phantom)
-			if htmlOut != "" {
-				f, err := os.Create(htmlOut)
-				if err != nil {
-					return nil, err
-				}
-				settings := [][2]string{{"users", fmt.Sprint(cfg.Users)}, {"rate (msg/s)", fmt.Sprint(cfg.Rate)}, {"duration", cfg.Duration.String()},
-					{"target", t.WS}, {"api", cfg.API}}
-				err = res.Report("parley-loadtest "+strings.Join(append([]string{scenario}, args...), " "), settings).WriteHTML(f)
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-				if err != nil {
-					return nil, fmt.Errorf("write %s: %w", htmlOut, err)
-				}
-				fmt.Fprintf(stdout, "report: %s\n", htmlOut)
+			if err := writeHTML(htmlOut, res.Report("parley-loadtest "+strings.Join(append([]string{scenario}, args...), " "),
+				[][2]string{{"users", fmt.Sprint(cfg.Users)}, {"rate (msg/s)", fmt.Sprint(cfg.Rate)}, {"duration", cfg.Duration.String()},
+					{"target", t.WS}, {"api", cfg.API}}), stdout); err != nil {
+				return nil, err
 			}
 			return res, nil
 		}
@@ -233,6 +222,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				res.Members, v.Sent, v.Accepted, v.Delivered, v.Expected, v.Lost, v.Duplicated, v.Reordered, v.Phantom, res.Errors)
 			fmt.Fprintf(stdout, "send->accepted p50 %.1fms p99 %.1fms; send->delivered (each member) p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
 				a.P50, a.P99, dl.P50, dl.P90, dl.P99, dl.P999, dl.Max)
+			if err := writeHTML(htmlOut, res.Report("parley-loadtest "+strings.Join(append([]string{scenario}, args...), " "),
+				[][2]string{{"members", fmt.Sprint(cfg.Members)}, {"rate (msg/s)", fmt.Sprint(cfg.Rate)}, {"duration", cfg.Duration.String()},
+					{"target", t.WS}, {"api", cfg.API}}), stdout); err != nil {
+				return nil, err
+			}
 			return res, nil
 		}
 	case "reconnect-storm":
@@ -304,5 +298,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if jsonOut != "" {
 		return os.WriteFile(jsonOut, out, 0o644)
 	}
+	return nil
+}
+
+// writeHTML writes a run's report to path ("" writes nothing).
+func writeHTML(path string, r *loadtest.Report, stdout io.Writer) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = r.WriteHTML(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	fmt.Fprintf(stdout, "report: %s\n", path)
 	return nil
 }
