@@ -51,11 +51,13 @@ func TestDecodePoison(t *testing.T) {
 	}
 }
 
-// A conversation always maps to the same partition, and conversations spread over all of them.
+// A conversation always maps to the same partition (FNV-1a of its 16 bytes, the value below
+// computed independently: changing the hash would move conversations between partitions and
+// break their order while messages are in flight), and conversations spread over all of them.
 func TestPartition(t *testing.T) {
-	id := chat.NewConversationID()
-	if Partition(id, 16) != Partition(id, 16) {
-		t.Fatal("partition is not stable")
+	id, _ := chat.ParseConversationID("7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10")
+	if p16, p64 := Partition(id, 16), Partition(id, 64); p16 != 4 || p64 != 36 {
+		t.Fatalf("partitions %d/16 and %d/64; want 4 and 36", p16, p64)
 	}
 	seen := map[int]bool{}
 	for i := 0; i < 2000; i++ {

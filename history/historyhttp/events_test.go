@@ -96,7 +96,7 @@ func TestEditsDeletionsReactions(t *testing.T) {
 	e.expect("PATCH", base+"/9", bob, map[string]any{"body": "future"}, 404)        // no such message
 	thumbs := "/reactions/" + url.PathEscape("👍")
 	e.expect("PUT", base+"/1"+thumbs, carol, nil, 202) // seq 4
-	msgs := e.waitState(g.ID, alice, func(msgs []protocol.Message) bool { return len(bySeq(msgs, 1).Reactions) == 1 })
+	e.waitState(g.ID, alice, func(msgs []protocol.Message) bool { return len(bySeq(msgs, 1).Reactions) == 1 })
 	e.expect("PUT", base+"/1"+thumbs, carol, nil, 204)                             // already there
 	e.expect("PUT", base+"/1"+thumbs, bob, nil, 202)                               // seq 5
 	e.expect("PATCH", base+"/3", bob, map[string]any{"body": "x"}, 409)            // an event, not a message
@@ -105,11 +105,11 @@ func TestEditsDeletionsReactions(t *testing.T) {
 	e.expect("DELETE", base+"/2", alice, nil, 202)                                 // the owner deletes bob's: seq 7
 	e.waitState(g.ID, alice, func(msgs []protocol.Message) bool { return bySeq(msgs, 2).Deleted })
 	e.expect("DELETE", base+"/2", alice, nil, 204) // already deleted
-	msgs = e.waitSeq(g.ID, alice, 7)
+	e.waitSeq(g.ID, alice, 7)
 	e.expect("DELETE", base+"/1"+thumbs, carol, nil, 202) // seq 8
 	// An event's seq is readable a moment before its effect is applied (members are pushed the
 	// event only after): wait for the state.
-	msgs = e.waitState(g.ID, alice, func(msgs []protocol.Message) bool {
+	msgs := e.waitState(g.ID, alice, func(msgs []protocol.Message) bool {
 		r := bySeq(msgs, 1).Reactions
 		return bySeq(msgs, 8).Seq == 8 && len(r) == 1 && len(r[0].Users) == 1
 	})

@@ -285,8 +285,9 @@ type ServerError struct {
 
 func (e *ServerError) Error() string { return fmt.Sprintf("parley: %s: %s", e.Code, e.Message) }
 
-// errNotConnected is returned by requests made while the client is reconnecting.
-var errNotConnected = errors.New("parley: not connected (reconnecting)")
+// ErrNotConnected is returned by requests (MarkRead, Typing, Subscribe, ...) made while the
+// client is reconnecting; Send never returns it (the outbox waits).
+var ErrNotConnected = errors.New("parley: not connected (reconnecting)")
 
 // request sends f with a fresh id and waits for the frame answering it.
 func (c *Client) request(ctx context.Context, f protocol.Frame) (protocol.Frame, error) {
@@ -296,7 +297,7 @@ func (c *Client) request(ctx context.Context, f protocol.Frame) (protocol.Frame,
 		if c.ctx.Err() != nil {
 			return protocol.Frame{}, ErrClosed
 		}
-		return protocol.Frame{}, errNotConnected
+		return protocol.Frame{}, ErrNotConnected
 	}
 	c.nextID++
 	f.ID = "c" + strconv.FormatInt(c.nextID, 10)
@@ -315,7 +316,7 @@ func (c *Client) request(ctx context.Context, f protocol.Frame) (protocol.Frame,
 	select {
 	case r, ok := <-ch:
 		if !ok {
-			return protocol.Frame{}, errNotConnected // the connection dropped first
+			return protocol.Frame{}, ErrNotConnected // the connection dropped first
 		}
 		if r.Type == protocol.TypeError {
 			return r, &ServerError{Code: r.Code, Message: r.Message, Retryable: r.Retryable}
