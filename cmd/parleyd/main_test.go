@@ -319,7 +319,12 @@ func TestRunAgainstStack(t *testing.T) {
 	if err := wsTab.WriteJSON(protocol.Frame{Type: protocol.TypeSync, ID: "y1"}); err != nil {
 		t.Fatal(err)
 	}
+	// Bob's read on the phone is synced to his other devices through NATS and may reach the
+	// tablet, which has just connected, before the sync result does: skip such receipts.
 	sr := next(wsTab)
+	for sr.Type == protocol.TypeReceipt && sr.User == string(bob) {
+		sr = next(wsTab)
+	}
 	if sr.Type != protocol.TypeSyncResult || sr.ID != "y1" || sr.More || sr.Since == "" ||
 		len(sr.Messages) != 1 || sr.Messages[0].Body != "hi bob" || len(sr.Conversations) != 1 ||
 		sr.Conversations[0].ReadSeq != 1 || sr.Conversations[0].Unread != 0 {
