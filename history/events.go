@@ -243,10 +243,15 @@ func (st *Store) raiseRead(ctx context.Context, user chat.UserID, id chat.Conver
 	return nil
 }
 
+// inboxBatch is how many users' inbox rows one request updates: an unlogged batch over that
+// many partitions (Cassandra warns above 10), so a direct conversation costs one request.
+const inboxBatch = 10
+
 // updateInboxes writes m as the last activity of the conversation into each user's inbox row:
 // last_seq for every entry, and last_at, preview and sender for text messages. The cells are
 // written USING TIMESTAMP <seq>, so a row never goes back to an older entry, whatever order
-// the writes land in, and repeating them is harmless. At most 32 writes are in flight.
+// the writes land in, and repeating them is harmless. Rows are written inboxBatch at a time,
+// at most 8 requests in flight.
 func (st *Store) updateInboxes(ctx context.Context, m chat.Message, users []chat.UserID) error {
 	stmt := `UPDATE user_conversations USING TIMESTAMP ? SET last_seq = ? WHERE user_id = ? AND conversation_id = ?`
 	args := func(u chat.UserID) []any { return []any{m.Seq, m.Seq, string(u), uuid(m.Conversation)} }
@@ -256,25 +261,44 @@ func (st *Store) updateInboxes(ctx context.Context, m chat.Message, users []chat
 			return []any{m.Seq, m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), string(u), uuid(m.Conversation)}
 		}
 	}
-	if len(users) == 1 {
-		return st.s.Query(stmt, args(users[0])...).WithContext(ctx).Idempotent(true).Exec()
+	write := func(chunk []chat.UserID) error {
+		var err error
+		if len(chunk) == 1 {
+			err = st.s.Query(stmt, args(chunk[0])...).WithContext(ctx).Idempotent(true).Exec()
+		} else {
+			b := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx)
+			for _, u := range chunk {
+				b.Query(stmt, args(u)...)
+			}
+			err = b.Exec()
+		}
+		if err != nil {
+			return fmt.Errorf("update inbox: %w", err)
+		}
+		return nil
+	}
+	if len(users) <= inboxBatch {
+		if len(users) == 0 {
+			return nil
+		}
+		return write(users)
 	}
 	var (
 		wg    sync.WaitGroup
-		sem   = make(chan struct{}, 32)
+		sem   = make(chan struct{}, 8)
 		mu    sync.Mutex
 		first error
 	)
-	for _, u := range users {
+	for chunk := range slices.Chunk(users, inboxBatch) {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := st.s.Query(stmt, args(u)...).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+			if err := write(chunk); err != nil {
 				mu.Lock()
 				if first == nil {
-					first = fmt.Errorf("update inbox: %w", err)
+					first = err
 				}
 				mu.Unlock()
 			}

@@ -286,17 +286,7 @@ func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat
 		for end < len(msgs) && st.bucket(msgs[end].Seq) == st.bucket(msgs[start].Seq) {
 			end++
 		}
-		b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(gocql.LocalSerial)
-		for _, m := range msgs[start:end] {
-			b.Query(`INSERT INTO messages (conversation_id, bucket, `+messageColumns+`)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
-				uuid(id), st.bucket(m.Seq), m.Seq, string(m.Kind), string(m.Sender), string(m.SenderDevice),
-				gocql.UUID(m.ClientMsgID), m.Body, m.TargetSeq, string(m.TargetUser), m.CreatedAt)
-		}
-		applied, iter, err := b.MapExecCAS(map[string]any{})
-		if iter != nil {
-			_ = iter.Close()
-		}
+		applied, err := st.insertIfNotExists(ctx, id, msgs[start:end])
 		if err != nil {
 			return fmt.Errorf("append messages: %w", err)
 		}
@@ -305,26 +295,41 @@ func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat
 		}
 		start = end
 	}
-	last := msgs[len(msgs)-1]
-	q := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last.Seq, uuid(id))
-	if text := lastText(msgs); text != nil {
-		// The inbox's preview and activity time follow text messages, not events.
-		q = st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE conversation_id = ?`,
-			last.Seq, text.CreatedAt, preview(text.Body), string(text.Sender), uuid(id))
+	// The last_seq hint only needs to point into the bucket where the log ends (LastSeq walks
+	// forward from it), so it is written when an append opens a new bucket, not per message.
+	last := msgs[len(msgs)-1].Seq
+	if st.bucket(last) == st.bucket(msgs[0].Seq-1) {
+		return nil
 	}
-	if err := q.WithContext(ctx).Idempotent(true).Exec(); err != nil {
+	if err := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last, uuid(id)).
+		WithContext(ctx).Idempotent(true).Exec(); err != nil {
 		return fmt.Errorf("update last_seq: %w", err)
 	}
 	return nil
 }
 
-func lastText(msgs []chat.Message) *chat.Message {
-	for i := len(msgs) - 1; i >= 0; i-- {
-		if msgs[i].Kind == chat.MessageText {
-			return &msgs[i]
-		}
+// insertIfNotExists writes msgs, all of one bucket, only if none of their seqs exists: one
+// Paxos round (a single conditional insert, or a conditional batch for several).
+func (st *Store) insertIfNotExists(ctx context.Context, id chat.ConversationID, msgs []chat.Message) (bool, error) {
+	const insert = `INSERT INTO messages (conversation_id, bucket, ` + messageColumns + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`
+	values := func(m chat.Message) []any {
+		return []any{uuid(id), st.bucket(m.Seq), m.Seq, string(m.Kind), string(m.Sender), string(m.SenderDevice),
+			gocql.UUID(m.ClientMsgID), m.Body, m.TargetSeq, string(m.TargetUser), m.CreatedAt}
 	}
-	return nil
+	if len(msgs) == 1 {
+		return st.s.Query(insert, values(msgs[0])...).WithContext(ctx).SerialConsistency(gocql.LocalSerial).
+			MapScanCAS(map[string]any{})
+	}
+	b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(gocql.LocalSerial)
+	for _, m := range msgs {
+		b.Query(insert, values(m)...)
+	}
+	applied, iter, err := b.MapExecCAS(map[string]any{})
+	if iter != nil {
+		_ = iter.Close()
+	}
+	return applied, err
 }
 
 func (st *Store) claimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte, seq int64) error {
@@ -355,16 +360,15 @@ func (st *Store) isActiveMember(ctx context.Context, id chat.ConversationID, use
 	return m.Active(), nil
 }
 
-// raiseLast sets the conversation's last-activity columns to m if they are behind it (a
-// conditional update: it never lowers them). The delivery worker calls it when it finds a
-// message already stored, to repair a crash between Append's two writes.
+// raiseLast repairs a crash between Append's conditional insert and its last_seq hint write:
+// if m opened a bucket, the hint is raised to m's seq unless it is already past it (a
+// conditional update: it never lowers it). Any other message leaves the hint alone.
 func (st *Store) raiseLast(ctx context.Context, id chat.ConversationID, m chat.Message) error {
-	q := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ? IF last_seq < ?`, m.Seq, uuid(id), m.Seq)
-	if m.Kind == chat.MessageText {
-		q = st.s.Query(`UPDATE conversations SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE conversation_id = ? IF last_seq < ?`,
-			m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), uuid(id), m.Seq)
+	if st.bucket(m.Seq) == st.bucket(m.Seq-1) {
+		return nil
 	}
-	_, err := q.WithContext(ctx).MapScanCAS(map[string]any{})
+	_, err := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ? IF last_seq < ?`, m.Seq, uuid(id), m.Seq).
+		WithContext(ctx).MapScanCAS(map[string]any{})
 	if err != nil {
 		return fmt.Errorf("raise last_seq: %w", err)
 	}
@@ -559,7 +563,7 @@ func (st *Store) Members(ctx context.Context, id chat.ConversationID) (ms []Memb
 	return
 }
 
-// RaiseLast makes the conversation's last seq, time and preview at least m's; see raiseLast.
+// RaiseLast makes the conversation's last_seq hint at least m's seq if m opened a bucket; see raiseLast.
 func (st *Store) RaiseLast(ctx context.Context, id chat.ConversationID, m chat.Message) error {
 	return st.Guard(func() error { return st.raiseLast(ctx, id, m) })
 }

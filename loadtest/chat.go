@@ -16,11 +16,14 @@ import (
 
 // ChatConfig is the chat scenario: Users users, paired into direct conversations (user 2k with
 // 2k+1), one device each, sending Rate messages per second in total for Duration through the
-// WebSocket. Conversations are created through the REST API at API.
+// WebSocket. Conversations are created through the REST API at API. After sending, the run
+// waits up to Grace (default 10 s) for every accepted message to arrive; what has not arrived
+// by then counts as lost.
 type ChatConfig struct {
 	Users      int
 	Rate       int
 	Duration   time.Duration
+	Grace      time.Duration
 	API        string
 	UserPrefix string
 }
@@ -34,7 +37,7 @@ type ChatResult struct {
 	Errors    int `json:"errors"`
 	Delivered int `json:"delivered"`
 	Expected  int `json:"expected"`
-	// Undelivered are expected deliveries not seen within 10 s after the run: lost, or late.
+	// Undelivered are expected deliveries not seen within the grace period after the run: lost, or late.
 	Undelivered  int     `json:"undelivered"`
 	Duplicated   int     `json:"duplicated"`
 	Reordered    int     `json:"reordered"`
@@ -154,8 +157,11 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 		return res, err
 	}
 	elapsed := time.Since(started)
-	// Wait for stragglers: until every accepted message reached both members, or 10s.
-	deadline := time.Now().Add(10 * time.Second)
+	// Wait for stragglers: until every accepted message reached both members, or the grace.
+	if cfg.Grace <= 0 {
+		cfg.Grace = 10 * time.Second
+	}
+	deadline := time.Now().Add(cfg.Grace)
 	for time.Now().Before(deadline) && !checker.Done() {
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -20,6 +20,7 @@ type FanoutConfig struct {
 	Members    int
 	Rate       int
 	Duration   time.Duration
+	Grace      time.Duration // how long to wait for stragglers after sending; default 30 s
 	UserPrefix string
 }
 
@@ -99,7 +100,10 @@ func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Wri
 	if err != nil {
 		return res, err
 	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !checker.Done(); {
+	if cfg.Grace <= 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	for deadline := time.Now().Add(cfg.Grace); time.Now().Before(deadline) && !checker.Done(); {
 		time.Sleep(100 * time.Millisecond)
 	}
 	res.Elapsed = time.Since(started)

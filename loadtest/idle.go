@@ -138,21 +138,33 @@ func percentile(sorted []int64, p float64) int64 {
 func sortInt64(v []int64) { sort.Slice(v, func(i, j int) bool { return v[i] < v[j] }) }
 
 // paced calls fn rate times a second until duration has passed or ctx ends, and stops at the
-// first error fn returns.
+// first error fn returns. The schedule is open-loop: the calls due by now are made even when
+// the process fell behind (a busy box delays ticks), so the rate asked is the rate sent and a
+// slow server cannot lower the load it is measured under. Ticks come at most every
+// millisecond; each makes every call due by then.
 func paced(ctx context.Context, rate int, duration time.Duration, fn func() error) error {
-	tick := time.NewTicker(time.Second / time.Duration(rate))
+	tick := time.NewTicker(max(time.Second/time.Duration(rate), time.Millisecond))
 	defer tick.Stop()
 	end := time.NewTimer(duration)
 	defer end.Stop()
+	start := time.Now()
+	total := int64(duration.Seconds() * float64(rate))
+	var done int64
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-end.C:
 			return nil
-		case <-tick.C:
-			if err := fn(); err != nil {
-				return err
+		case now := <-tick.C:
+			due := min(int64(now.Sub(start).Seconds()*float64(rate)), total)
+			for ; done < due; done++ {
+				if err := fn(); err != nil {
+					return err
+				}
+				if ctx.Err() != nil {
+					return nil
+				}
 			}
 		}
 	}

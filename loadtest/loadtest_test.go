@@ -52,6 +52,17 @@ func TestPacedStopsAtDurationAndOnError(t *testing.T) {
 	if err := paced(context.Background(), 100, 200*time.Millisecond, func() error { n++; return nil }); err != nil || n == 0 || n > 25 {
 		t.Errorf("paced at 100/s for 200ms: %d calls, %v", n, err)
 	}
+	// A call that stalls does not lower the rate: the calls due meanwhile are made after it
+	// (a ticker alone would drop them: about 20 calls instead of 30).
+	n = 0
+	if err := paced(context.Background(), 100, 300*time.Millisecond, func() error {
+		if n++; n == 1 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return nil
+	}); err != nil || n < 25 || n > 30 {
+		t.Errorf("paced at 100/s for 300ms with a 100ms stall: %d calls, %v; want 25-30", n, err)
+	}
 	boom := errors.New("boom")
 	n = 0
 	if err := paced(context.Background(), 1000, time.Minute, func() error { n++; return boom }); !errors.Is(err, boom) || n != 1 {

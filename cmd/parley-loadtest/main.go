@@ -116,10 +116,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fs.IntVar(&cfg.Users, "users", 200, "users (even): paired into direct conversations, one device each")
 		fs.IntVar(&cfg.Rate, "rate", 500, "messages per second in total, over the WebSocket")
 		fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long to send (at most 10m)")
+		fs.DurationVar(&cfg.Grace, "grace", 10*time.Second, "after sending, how long to wait for accepted messages to arrive before counting them lost (at most 10m)")
 		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL (conversations are created there)")
 		runScenario = func(d *loadtest.Dialer) (any, error) {
-			if cfg.Duration > 10*time.Minute || cfg.Users > 19000 || cfg.Rate > 100000 {
-				return nil, errors.New("bounds: --duration at most 10m, --users at most 19000, --rate at most 100000")
+			if cfg.Duration > 10*time.Minute || cfg.Grace <= 0 || cfg.Grace > 10*time.Minute || cfg.Users > 19000 || cfg.Rate > 100000 {
+				return nil, errors.New("bounds: --duration at most 10m, --grace above 0 and at most 10m, --users at most 19000, --rate at most 100000")
 			}
 			cfg.UserPrefix = prefix
 			res, err := loadtest.RunChat(ctx, d, cfg, stderr)
@@ -138,8 +139,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}{{"send -> accepted", res.AcceptedLatency}, {"send -> delivered", res.DeliveredLatency}} {
 				fmt.Fprintf(stdout, "%-22s %8d %9.1f %9.1f %9.1f %9.1f %9.1f\n", l.name, l.s.Count, l.s.P50, l.s.P90, l.s.P99, l.s.P999, l.s.Max)
 			}
-			fmt.Fprintf(stdout, "sent %d, accepted %d (%.0f/s), errors %d; deliveries %d of %d; lost (not delivered 10 s after the end) %d, duplicated %d, reordered %d, phantom %d\n",
-				res.Sent, res.Accepted, res.Throughput, res.Errors, res.Delivered, res.Expected, res.Undelivered, res.Duplicated, res.Reordered, res.Phantom)
+			fmt.Fprintf(stdout, "sent %d, accepted %d (%.0f/s), errors %d; deliveries %d of %d; lost (not delivered %v after the end) %d, duplicated %d, reordered %d, phantom %d\n",
+				res.Sent, res.Accepted, res.Throughput, res.Errors, res.Delivered, res.Expected, cfg.Grace, res.Undelivered, res.Duplicated, res.Reordered, res.Phantom)
 			if err := writeHTML(htmlOut, res.Report("parley-loadtest "+strings.Join(append([]string{scenario}, args...), " "),
 				[][2]string{{"users", fmt.Sprint(cfg.Users)}, {"rate (msg/s)", fmt.Sprint(cfg.Rate)}, {"duration", cfg.Duration.String()},
 					{"target", t.WS}, {"api", cfg.API}}), stdout); err != nil {
@@ -208,9 +209,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fs.IntVar(&cfg.Members, "members", 1000, "members of the group, one device each")
 		fs.IntVar(&cfg.Rate, "rate", 5, "messages per second, sent by one member")
 		fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long to send (at most 10m)")
+		fs.DurationVar(&cfg.Grace, "grace", 30*time.Second, "after sending, how long to wait for accepted messages to arrive before counting them lost (at most 10m)")
 		runScenario = func(d *loadtest.Dialer) (any, error) {
-			if cfg.Duration > 10*time.Minute {
-				return nil, errors.New("bounds: --duration at most 10m")
+			if cfg.Duration > 10*time.Minute || cfg.Grace <= 0 || cfg.Grace > 10*time.Minute {
+				return nil, errors.New("bounds: --duration at most 10m, --grace above 0 and at most 10m")
 			}
 			cfg.UserPrefix = prefix
 			res, err := loadtest.RunFanout(ctx, d, cfg, stderr)
