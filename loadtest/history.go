@@ -39,6 +39,7 @@ type Latency struct {
 	Requests int            `json:"requests"`
 	Errors   map[string]int `json:"errors,omitempty"` // by HTTP status or error
 	Rate     float64        `json:"per_sec"`
+	Min      float64        `json:"min_ms"`
 	P50      float64        `json:"p50_ms"`
 	P90      float64        `json:"p90_ms"`
 	P99      float64        `json:"p99_ms"`
@@ -176,6 +177,12 @@ func (r *recorder) ok(d time.Duration) {
 	r.mu.Unlock()
 }
 
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.lat)
+}
+
 func (r *recorder) fail(reason string) {
 	r.mu.Lock()
 	r.errs[reason]++
@@ -195,7 +202,7 @@ func (r *recorder) summary() Latency {
 		l.Errors = r.errs
 	}
 	if len(r.lat) > 0 {
-		l.Max = float64(r.lat[len(r.lat)-1]) / 1e6
+		l.Min, l.Max = float64(r.lat[0])/1e6, float64(r.lat[len(r.lat)-1])/1e6
 	}
 	if r.elapsed > 0 {
 		l.Rate = float64(len(r.lat)) / r.elapsed.Seconds()

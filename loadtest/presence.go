@@ -14,11 +14,15 @@ import (
 // PresenceConfig is the presence scenario: Pairs watcher/target pairs, each sharing a direct
 // conversation (created through the REST API at API). Every watcher subscribes to its target;
 // then the targets connect, Rate per second, and the scenario measures the time from a
-// target's dial to its watcher receiving "online".
+// target's dial to its watcher receiving "online". With Disconnect, the targets then close
+// their connections, Rate per second, and it measures the time from a close to the watcher
+// receiving "offline": the server's grace period (default 5 s, so a quick reconnect does not
+// flap) plus the time to notice and deliver it.
 type PresenceConfig struct {
 	API        string
 	Pairs      int
 	Rate       int
+	Disconnect bool
 	UserPrefix string
 }
 
@@ -28,6 +32,10 @@ type PresenceResult struct {
 	// Missed are targets whose watcher saw no "online" within 10 s of their connect.
 	Missed int     `json:"missed"`
 	Online Latency `json:"connect_to_watcher_online"`
+	// MissedOffline are targets whose watcher saw no "offline" within 30 s of their close
+	// (only with Disconnect).
+	MissedOffline int      `json:"missed_offline"`
+	Offline       *Latency `json:"disconnect_to_watcher_offline,omitempty"`
 }
 
 // RunPresence runs the presence scenario once.
@@ -52,6 +60,10 @@ func RunPresence(ctx context.Context, d *Dialer, cfg PresenceConfig, progress io
 		dialAt  = make([]time.Time, cfg.Pairs)
 		seen    = make([]bool, cfg.Pairs)
 		rec     = newRecorder()
+		closeAt = make([]time.Time, cfg.Pairs)
+		seenOff = make([]bool, cfg.Pairs)
+		recOff  = newRecorder()
+		targets = make([]*Conn, cfg.Pairs)
 		conns   []*Conn
 		readers sync.WaitGroup
 	)
@@ -83,13 +95,21 @@ func RunPresence(ctx context.Context, d *Dialer, cfg PresenceConfig, progress io
 					return
 				}
 				now := time.Now()
-				if f.Type != protocol.TypePresence || f.ID != "" || len(f.Presence) != 1 || f.Presence[0].State != protocol.PresenceOnline {
+				if f.Type != protocol.TypePresence || f.ID != "" || len(f.Presence) != 1 {
 					continue
 				}
 				mu.Lock()
-				if !seen[i] && !dialAt[i].IsZero() {
-					seen[i] = true
-					rec.ok(now.Sub(dialAt[i]))
+				switch f.Presence[0].State {
+				case protocol.PresenceOnline:
+					if !seen[i] && !dialAt[i].IsZero() {
+						seen[i] = true
+						rec.ok(now.Sub(dialAt[i]))
+					}
+				case protocol.PresenceOffline:
+					if !seenOff[i] && !closeAt[i].IsZero() {
+						seenOff[i] = true
+						recOff.ok(now.Sub(closeAt[i]))
+					}
 				}
 				mu.Unlock()
 			}
@@ -112,22 +132,14 @@ func RunPresence(ctx context.Context, d *Dialer, cfg PresenceConfig, progress io
 		}
 		mu.Lock()
 		conns = append(conns, c)
+		targets[i] = c
 		mu.Unlock()
 		return nil
 	})
 	if err != nil {
 		return res, err
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		mu.Lock()
-		n := len(rec.lat)
-		mu.Unlock()
-		if n == cfg.Pairs {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(ctx, 10*time.Second, func() bool { return rec.count() == cfg.Pairs })
 	rec.elapsed = time.Since(start)
 	mu.Lock()
 	for _, s := range seen {
@@ -137,5 +149,43 @@ func RunPresence(ctx context.Context, d *Dialer, cfg PresenceConfig, progress io
 	}
 	mu.Unlock()
 	res.Online = rec.summary()
+	if !cfg.Disconnect {
+		return res, nil
+	}
+
+	fmt.Fprintf(progress, "presence: targets disconnect at %d/s\n", cfg.Rate)
+	start, next = time.Now(), 0
+	if err := paced(ctx, cfg.Rate, time.Duration(cfg.Pairs)*time.Second/time.Duration(cfg.Rate)+time.Second, func() error {
+		if next >= cfg.Pairs {
+			return nil
+		}
+		i := next
+		next++
+		mu.Lock()
+		closeAt[i] = time.Now()
+		mu.Unlock()
+		targets[i].WS.Close()
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	waitFor(ctx, 30*time.Second, func() bool { return recOff.count() == cfg.Pairs })
+	recOff.elapsed = time.Since(start)
+	mu.Lock()
+	for _, s := range seenOff {
+		if !s {
+			res.MissedOffline++
+		}
+	}
+	mu.Unlock()
+	off := recOff.summary()
+	res.Offline = &off
 	return res, nil
+}
+
+// waitFor polls done every 50 ms until it reports true, timeout passes or ctx ends.
+func waitFor(ctx context.Context, timeout time.Duration, done func() bool) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline) && ctx.Err() == nil && !done(); {
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -263,7 +263,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		var cfg loadtest.PresenceConfig
 		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL (conversations are created there)")
 		fs.IntVar(&cfg.Pairs, "pairs", 500, "watcher/target pairs (two connections each pair)")
-		fs.IntVar(&cfg.Rate, "rate", 50, "targets connecting per second")
+		fs.IntVar(&cfg.Rate, "rate", 50, "targets connecting (then disconnecting) per second")
+		fs.BoolVar(&cfg.Disconnect, "disconnect", true, "after connecting, disconnect the targets and measure the time to the watchers' offline (the server's presence grace included)")
 		runScenario = func(d *loadtest.Dialer) (any, error) {
 			cfg.UserPrefix = prefix
 			res, err := loadtest.RunPresence(ctx, d, cfg, stderr)
@@ -273,6 +274,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			l := res.Online
 			fmt.Fprintf(stdout, "presence: %d pairs, missed %d; target connect -> watcher online: p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
 				res.Pairs, res.Missed, l.P50, l.P90, l.P99, l.P999, l.Max)
+			if o := res.Offline; o != nil {
+				fmt.Fprintf(stdout, "presence: missed offline %d; target close -> watcher offline (grace included): p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
+					res.MissedOffline, o.P50, o.P90, o.P99, o.P999, o.Max)
+			}
 			return res, nil
 		}
 	default:

@@ -1,0 +1,141 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/teststack"
+)
+
+// The scenarios run here, small, against a real parleyd (built from this module) on the test
+// stack, so what users run against their deployment is itself checked: the chat and fanout
+// checkers must find nothing wrong with a healthy server, and presence must see every
+// change, the offline one only after the server's grace period.
+
+var parleydBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parley-loadtest")
+	if err != nil {
+		panic(err)
+	}
+	parleydBin = filepath.Join(dir, "parleyd")
+	if out, err := exec.Command("go", "build", "-o", parleydBin, "github.com/parleyhq/parley/cmd/parleyd").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build parleyd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startParleyd runs parleyd with all roles on the test stack (its own JetStream stream) and
+// returns its public and admin addresses once it is ready.
+func startParleyd(t *testing.T, secret string, grace time.Duration) (public, admin string) {
+	id := teststack.ID(t)
+	public, admin = freeAddr(t), freeAddr(t)
+	teststack.Cassandra(t) // the test keyspace is migrated
+	cmd := exec.Command(parleydBin, "run")
+	cmd.Env = append(os.Environ(), "PARLEY_AUTH_HS256_SECRET="+secret, "PARLEY_LOG_LEVEL=warn",
+		"PARLEY_LISTEN_ADDR="+public, "PARLEY_ADMIN_ADDR="+admin, "PARLEY_EDGE_DRAIN_WINDOW=100ms",
+		"PARLEY_CASSANDRA_KEYSPACE="+teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY=ONE",
+		"PARLEY_PRESENCE_GRACE="+grace.String(),
+		"PARLEY_DELIVERY_STREAM=T_"+id, "PARLEY_DELIVERY_SUBJECT_PREFIX=test."+id+".")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		n := teststack.NATS(t)
+		_ = n.JetStream.DeleteStream(context.Background(), "T_"+id)
+	})
+	if !teststack.Eventually(t, 60*time.Second, func() bool {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatalf("parleyd never ready:\n%s", out.String())
+	}
+	return public, admin
+}
+
+func TestScenariosAgainstParleyd(t *testing.T) {
+	const secret = "loadtest-scenarios-test-secret-0123456789"
+	const grace = time.Second
+	public, admin := startParleyd(t, secret, grace)
+	d, err := NewDialer(Target{WS: "ws://" + public + "/v1/ws", Metrics: "http://" + admin + "/metrics", Secret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	api := "http://" + public
+	prefix := teststack.ID(t) + "_"
+
+	t.Run("chat", func(t *testing.T) {
+		res, err := RunChat(ctx, d, ChatConfig{Users: 20, Rate: 50, Duration: 2 * time.Second, API: api, UserPrefix: prefix + "c"}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := res.Verdict
+		if !v.OK() || v.Sent < 50 || v.Accepted != v.Sent || v.Delivered != 2*v.Accepted || v.Expected != v.Delivered || res.Errors != 0 {
+			t.Errorf("chat verdict %+v, errors %d; want every message accepted and delivered to both devices", v, res.Errors)
+		}
+		if res.DeliveredLatency.Count != int64(v.Delivered) {
+			t.Errorf("delivered latency counted %d deliveries; want %d", res.DeliveredLatency.Count, v.Delivered)
+		}
+	})
+
+	t.Run("fanout", func(t *testing.T) {
+		res, err := RunFanout(ctx, d, FanoutConfig{API: api, Members: 20, Rate: 5, Duration: 2 * time.Second, UserPrefix: prefix + "f"}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := res.Verdict
+		if !v.OK() || v.Accepted < 5 || v.Delivered != 20*v.Accepted || res.Errors != 0 {
+			t.Errorf("fanout verdict %+v, errors %d; want every message on all 20 devices", v, res.Errors)
+		}
+	})
+
+	t.Run("presence", func(t *testing.T) {
+		res, err := RunPresence(ctx, d, PresenceConfig{API: api, Pairs: 10, Rate: 20, Disconnect: true, UserPrefix: prefix + "p"}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Missed != 0 || res.Online.Requests != 10 {
+			t.Errorf("online: missed %d, seen %d; want all 10 seen", res.Missed, res.Online.Requests)
+		}
+		if res.Offline == nil || res.MissedOffline != 0 || res.Offline.Requests != 10 {
+			t.Fatalf("offline: %+v, missed %d; want all 10 seen", res.Offline, res.MissedOffline)
+		}
+		// A watcher must not see offline before the grace period is over.
+		if first := time.Duration(res.Offline.Min * float64(time.Millisecond)); first < grace {
+			t.Errorf("an offline was seen %v after the close; want none before the %v grace", first, grace)
+		}
+	})
+}
