@@ -275,8 +275,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintf(stdout, "presence: %d pairs, missed %d; target connect -> watcher online: p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
 				res.Pairs, res.Missed, l.P50, l.P90, l.P99, l.P999, l.Max)
 			if o := res.Offline; o != nil {
-				fmt.Fprintf(stdout, "presence: missed offline %d; target close -> watcher offline (grace included): p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
-					res.MissedOffline, o.P50, o.P90, o.P99, o.P999, o.Max)
+				fmt.Fprintf(stdout, "presence: missed offline %d; target close -> watcher offline (grace included): min %.1fms p50 %.1fms p90 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms\n",
+					res.MissedOffline, o.Min, o.P50, o.P90, o.P99, o.P999, o.Max)
 			}
 			return res, nil
 		}
