@@ -26,6 +26,10 @@ type Config struct {
 	// PinnedTTL is how long a silent worker keeps its partitions before another takes over.
 	// Default 10s.
 	PinnedTTL time.Duration
+	// Batch is how many messages of a partition a worker takes at once (the consumer's
+	// MaxAckPending): under load a conversation's waiting messages are stored together. 1
+	// sequences strictly one message at a time. Default 32.
+	Batch int
 }
 
 // Defaults.
@@ -33,6 +37,7 @@ const (
 	DefaultAckWait    = 10 * time.Second
 	DefaultMaxDeliver = 200
 	DefaultPinnedTTL  = 10 * time.Second
+	DefaultBatch      = 32
 )
 
 func (c Config) withDefaults() Config {
@@ -50,6 +55,9 @@ func (c Config) withDefaults() Config {
 	if c.PinnedTTL == 0 {
 		c.PinnedTTL = DefaultPinnedTTL
 	}
+	if c.Batch == 0 {
+		c.Batch = DefaultBatch
+	}
 	return c
 }
 
@@ -66,6 +74,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("delivery max deliver %d: at least 2", c.MaxDeliver)
 	case c.PinnedTTL < time.Second:
 		return fmt.Errorf("delivery pinned TTL %v: at least 1s", c.PinnedTTL)
+	case c.Batch < 1 || c.Batch > 1000:
+		return fmt.Errorf("delivery batch %d: 1 to 1000", c.Batch)
 	}
 	for _, d := range c.RetryDelays {
 		if d <= 0 || d > c.AckWait*10 {

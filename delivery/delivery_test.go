@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -345,5 +346,85 @@ func TestDeadLettersAndReplay(t *testing.T) {
 	}
 	if err := delivery.ReplayDeadLetter(ctx, p.n.JetStream, p.cfg.Ingest, unknown.ID); err == nil {
 		t.Error("replaying a deleted dead letter succeeded")
+	}
+}
+
+// A worker that takes over a partition from one that died holding messages sequences those
+// first: messages sent later, delivered to the new worker while the old ones are still out,
+// wait for them. The dead worker is played by a raw pull in the sequencer's priority group
+// that takes three messages and never acks them.
+func TestTakeoverKeepsOrderWithMessagesStillOut(t *testing.T) {
+	p := newPipeline(t, delivery.Config{PinnedTTL: 2 * time.Second, AckWait: 3 * time.Second, Batch: 8, Ingest: ingest.Config{Partitions: 1}})
+	a, b := chat.UserID(teststack.ID(t)+"_a"), chat.UserID(teststack.ID(t)+"_b")
+	conv, _, err := p.store.CreateDirect(context.Background(), a, b, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stop := p.startWorker() // creates the partition's consumer
+	var cons jetstream.Consumer
+	if !teststack.Eventually(t, 10*time.Second, func() bool {
+		cons, err = p.n.JetStream.Consumer(ctx, p.cfg.Ingest.Stream, "sequencer-0")
+		return err == nil
+	}) {
+		t.Fatalf("no consumer: %v", err)
+	}
+	stop()
+	for i := 0; i < 3; i++ {
+		p.send(conv, a, i)
+	}
+	var held int
+	for held < 3 && ctx.Err() == nil {
+		batch, err := cons.Fetch(3-held, jetstream.FetchPriorityGroup("sequencer"), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range batch.Messages() {
+			held++ // never acked: the "dead worker" holds them
+		}
+	}
+	if held != 3 {
+		t.Fatalf("the dead worker took %d messages; want 3", held)
+	}
+	for i := 3; i < 10; i++ {
+		p.send(conv, a, i)
+	}
+	p.startWorker()
+	log := p.waitLog(conv, 10)
+	checkLog(t, log, 10)
+	for i, m := range log {
+		if want := fmt.Sprintf("%s %d", a, i); m.Body != want {
+			t.Fatalf("seq %d holds %q; want %q (sent order)", m.Seq, m.Body, want)
+		}
+	}
+}
+
+// A backlog (sent before any worker runs) is taken in batches and each conversation's run
+// stored at once: seqs stay contiguous, each sender's messages keep their order, and a send
+// repeated after JetStream's duplicate window, waiting in the same backlog, is stored once.
+func TestBacklogIsSequencedInBatches(t *testing.T) {
+	p := newPipeline(t, delivery.Config{Ingest: ingest.Config{Partitions: 2, DuplicateWindow: 100 * time.Millisecond}})
+	a, b := chat.UserID(teststack.ID(t)+"_a"), chat.UserID(teststack.ID(t)+"_b")
+	conv, _, err := p.store.CreateDirect(context.Background(), a, b, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		p.send(conv, []chat.UserID{a, b}[i%2], i)
+	}
+	time.Sleep(300 * time.Millisecond) // past the duplicate window
+	p.send(conv, b, 5)                  // b's send 5 again
+	p.startWorker()
+	log := p.waitLog(conv, 30)
+	time.Sleep(500 * time.Millisecond) // a wrongly stored repeat would come right after
+	log = p.waitLog(conv, 30)
+	checkLog(t, log, 30)
+	next := map[chat.UserID]int{a: 0, b: 1}
+	for _, m := range log {
+		if want := fmt.Sprintf("%s %d", m.Sender, next[m.Sender]); m.Body != want {
+			t.Fatalf("seq %d holds %q; want %q (each sender's order)", m.Seq, m.Body, want)
+		}
+		next[m.Sender] += 2
 	}
 }

@@ -3,15 +3,17 @@ package delivery
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	outcomes     *prometheus.CounterVec
-	sequencing   prometheus.Histogram
-	endToEnd     prometheus.Histogram
-	fenced       prometheus.Counter
-	fanout       prometheus.Counter
-	fanoutErrors prometheus.Counter
-	pending      *prometheus.GaugeVec
-	owned        *prometheus.GaugeVec
-	redelivered  prometheus.Counter
+	outcomes        *prometheus.CounterVec
+	sequencing      prometheus.Histogram
+	endToEnd        prometheus.Histogram
+	fenced          prometheus.Counter
+	fanout          prometheus.Counter
+	fanoutErrors    prometheus.Counter
+	pending         *prometheus.GaugeVec
+	owned           *prometheus.GaugeVec
+	redelivered     prometheus.Counter
+	batchSize       prometheus.Histogram
+	acquireTimeouts prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,9 +48,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "1 for each partition this process is the pinned sequencer of, else 0 (a partition gets a pinned sequencer with its first message); refreshed every 5s.",
 	}, []string{"partition"})
 	m.redelivered = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "parley_delivery_redeliveries_total", Help: "Ingest messages received again (after a nak, a failover or an ack wait).",
+		Name: "parley_delivery_redeliveries_total", Help: "Ingest messages received again (after a failover or an ack wait).",
 	})
-	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.pending, m.owned, m.redelivered} {
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "parley_delivery_batch_messages", Help: "Messages a partition's worker took at once (grows with the backlog).",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000},
+	})
+	m.acquireTimeouts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_delivery_takeover_timeouts_total",
+		Help: "Partitions taken over without every message of the previous owner back in hand (order of those messages not guaranteed).",
+	})
+	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.pending, m.owned, m.redelivered, m.batchSize, m.acquireTimeouts} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

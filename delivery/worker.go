@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -78,7 +79,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			AckPolicy:      jetstream.AckExplicitPolicy,
 			AckWait:        w.cfg.AckWait,
 			MaxDeliver:     w.cfg.MaxDeliver,
-			MaxAckPending:  1, // strictly one message at a time: the order of the partition is kept
+			MaxAckPending:  w.cfg.Batch, // see consume for how order is kept
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
 			PriorityGroups: []string{priorityGroup},
 			PriorityPolicy: jetstream.PriorityPolicyPinned,
@@ -137,44 +138,165 @@ func (w *Worker) watchLag(ctx context.Context, consumers []jetstream.Consumer) {
 	}
 }
 
-// consume pulls one partition. last holds the last seq of each conversation seen while this
-// worker has the partition; it is reloaded from Cassandra whenever it may be stale.
+// consume pulls one partition and sequences it in batches: whatever has arrived (up to
+// Config.Batch, the consumer's MaxAckPending) is taken at once, grouped by conversation, and
+// each conversation's run of text messages is stored with one conditional insert. Order holds
+// because a batch is finished (every message acked or dead-lettered) before the next is taken,
+// the server delivers a partition in stream order, and a worker that takes over a partition
+// first waits until it holds every message still pending from the previous owner (acquire).
 func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
-	// MaxAckPending 1 lets the server hand over one message at a time whatever the pull asks
-	// for; asking for several keeps the pull request open across acks, so the next message
-	// comes as soon as the last is acked instead of after a new pull round trip (at 300 msg/s
-	// this cut send->delivered p99 from 405 to 27 ms).
-	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(8),
+	// The pull asks for a whole batch and stays open across acks, so the next messages follow
+	// an ack without a new pull round trip.
+	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(w.cfg.Batch),
 		jetstream.PullExpiry(w.cfg.PinnedTTL/2))
 	if err != nil {
 		return fmt.Errorf("pull partition %d: %w", p, err)
 	}
+	in := make(chan jetstream.Msg, w.cfg.Batch)
+	pulled := make(chan struct{})
+	go func() {
+		defer close(pulled)
+		w.pull(ctx, p, it, in)
+	}()
+	defer func() {
+		it.Stop()
+		<-pulled
+	}()
 	go func() {
 		<-ctx.Done()
 		it.Stop()
 	}()
 	ps := &partitionState{last: map[chat.ConversationID]int64{}, members: map[chat.ConversationID]cachedMembers{}}
+	pin := ""
+	for {
+		batch, ok := w.nextBatch(ctx, in)
+		if !ok {
+			return nil
+		}
+		acquiring := false
+		for _, msg := range batch {
+			if id := msg.Headers().Get("Nats-Pin-Id"); id != "" && id != pin {
+				pin, acquiring = id, true
+				w.pins[p].Store(id)
+			}
+			if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+				w.metrics.redelivered.Inc()
+				acquiring = true // a redelivery: make sure nothing older is still out
+			}
+		}
+		if acquiring {
+			if batch, ok = w.acquire(ctx, p, cons, in, batch); !ok {
+				return nil
+			}
+		}
+		w.process(ctx, ps, batch)
+	}
+}
+
+// pull moves messages from the iterator to in until the iterator stops.
+func (w *Worker) pull(ctx context.Context, p int, it jetstream.MessagesContext, in chan<- jetstream.Msg) {
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
+				return
 			}
 			w.logger.Warn("pull", "partition", p, "err", err)
 			select { // a persistent error (NATS away) must not spin
 			case <-ctx.Done():
-				return nil
+				return
 			case <-time.After(time.Second):
 			}
 			continue
 		}
-		if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
-			w.pins[p].Store(pin)
+		select {
+		case in <- msg:
+		case <-ctx.Done():
+			return
 		}
-		if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
-			w.metrics.redelivered.Inc()
+	}
+}
+
+// nextBatch waits for a message, then takes what else has arrived, up to Batch.
+func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg) ([]jetstream.Msg, bool) {
+	var batch []jetstream.Msg
+	select {
+	case <-ctx.Done():
+		return nil, false
+	case msg := <-in:
+		batch = append(batch, msg)
+	}
+	for len(batch) < w.cfg.Batch {
+		select {
+		case msg := <-in:
+			batch = append(batch, msg)
+		default:
+			return batch, true
 		}
-		w.handle(ctx, ps, msg)
+	}
+	return batch, true
+}
+
+// acquire is called when this worker has just been pinned to the partition (or sees a
+// redelivery). A previous owner that died may still hold messages older than the ones just
+// received; they come back to this worker once their ack wait expires. Until then nothing is
+// sequenced: acquire keeps collecting until this worker holds every message the consumer
+// has pending, then returns them all in stream order. It gives up waiting after three ack
+// waits (logged and counted) rather than stall the partition for ever.
+func (w *Worker) acquire(ctx context.Context, p int, cons jetstream.Consumer, in <-chan jetstream.Msg, batch []jetstream.Msg) ([]jetstream.Msg, bool) {
+	held := map[uint64]jetstream.Msg{}
+	add := func(msg jetstream.Msg) {
+		if meta, err := msg.Metadata(); err == nil {
+			held[meta.Sequence.Stream] = msg // a redelivery replaces the earlier delivery
+		}
+	}
+	for _, msg := range batch {
+		add(msg)
+	}
+	sorted := func() []jetstream.Msg {
+		seqs := slices.Sorted(maps.Keys(held))
+		out := make([]jetstream.Msg, 0, len(seqs))
+		for _, s := range seqs {
+			out = append(out, held[s])
+		}
+		return out
+	}
+	giveUp := time.Now().Add(3 * w.cfg.AckWait)
+	lastAlive := time.Now()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			mine := 0
+			for s := range held {
+				if s <= info.Delivered.Stream {
+					mine++
+				}
+			}
+			if mine >= info.NumAckPending {
+				return sorted(), true
+			}
+		}
+		if time.Now().After(giveUp) {
+			w.logger.Warn("taking over a partition: messages of the previous owner did not come back; going on",
+				"partition", p, "held", len(held))
+			w.metrics.acquireTimeouts.Inc()
+			return sorted(), true
+		}
+		if time.Since(lastAlive) > w.cfg.AckWait/3 {
+			for _, msg := range held {
+				_ = msg.InProgress()
+			}
+			lastAlive = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case msg := <-in:
+			add(msg)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
@@ -192,16 +314,184 @@ type cachedMembers struct {
 // effort; a member added a moment ago catches up through sync.
 const membersTTL = 5 * time.Second
 
-// handle sequences one message. The order of steps, and why a crash between any two loses
-// nothing and duplicates nothing, is in docs/delivery.md.
-func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.Msg) {
+// item is one message of a batch, decoded.
+type item struct {
+	msg  jetstream.Msg
+	send ingest.Send
+	done bool // acked, rejected or dead-lettered
+}
+
+// process sequences a batch, conversation by conversation (a conversation's messages keep
+// their stream order). A conversation whose step fails for a transient reason (Cassandra
+// unavailable) is retried after RetryDelays while its messages are kept alive: the batch, and
+// so the partition, waits for it, and nothing behind it overtakes it. Messages being processed
+// when ctx ends are left unacknowledged and are redelivered.
+func (w *Worker) process(ctx context.Context, ps *partitionState, batch []jetstream.Msg) {
 	start := w.now()
-	defer w.keepAlive(msg)()
-	s, err := ingest.Decode(msg.Data())
-	if err != nil {
-		w.deadLetter(ctx, msg, err)
-		return
+	defer w.keepAlive(batch)()
+	var (
+		order  []chat.ConversationID
+		groups = map[chat.ConversationID][]*item{}
+	)
+	for _, msg := range batch {
+		s, err := ingest.Decode(msg.Data())
+		if err != nil {
+			w.deadLetter(ctx, msg, err)
+			continue
+		}
+		if _, ok := groups[s.Conversation]; !ok {
+			order = append(order, s.Conversation)
+		}
+		groups[s.Conversation] = append(groups[s.Conversation], &item{msg: msg, send: s})
 	}
+	w.metrics.batchSize.Observe(float64(len(batch)))
+	for _, conv := range order {
+		items := groups[conv]
+		for attempt := uint64(1); ; attempt++ {
+			err := w.processConversation(ctx, ps, items, start)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			delete(ps.last, conv) // reload next time: the failure may have left it stale
+			w.logger.Warn("sequencing failed; will retry", "conversation", conv, "attempt", attempt, "err", err)
+			w.metrics.outcomes.WithLabelValues("retry").Inc()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(w.cfg.retryDelay(attempt)):
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// processConversation sequences the pending items of one conversation, in order. A run of two
+// or more text messages not seen before is stored at once (one claim batch, one conditional
+// insert per bucket, one inbox write); anything else (events, duplicates, a seq conflict)
+// goes one message at a time. It returns the first transient error; items finished before it
+// stay finished.
+func (w *Worker) processConversation(ctx context.Context, ps *partitionState, items []*item, start time.Time) error {
+	var pending []*item
+	for _, it := range items {
+		if !it.done {
+			pending = append(pending, it)
+		}
+	}
+	if len(pending) > 1 && w.allText(pending) {
+		handled, err := w.sequenceRun(ctx, ps, pending, start)
+		if err != nil || handled {
+			return err
+		}
+	}
+	for _, it := range pending {
+		if it.done {
+			continue
+		}
+		if err := w.handle(ctx, ps, it, start); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *Worker) allText(items []*item) bool {
+	for _, it := range items {
+		if it.send.Kind != "" && it.send.Kind != chat.MessageText {
+			return false
+		}
+	}
+	return true
+}
+
+// newMessage is the message a send becomes, before it has a seq.
+func (w *Worker) newMessage(s ingest.Send) chat.Message {
+	m := chat.Message{Conversation: s.Conversation, Kind: s.Kind, Sender: s.Sender, SenderDevice: s.SenderDevice,
+		ClientMsgID: s.ClientMsgID, Body: s.Body, TargetSeq: s.TargetSeq, TargetUser: s.TargetUser,
+		CreatedAt: w.now().UTC().Truncate(time.Millisecond)}
+	if m.Kind == "" {
+		m.Kind = chat.MessageText
+	}
+	return m
+}
+
+// sequenceRun stores a run of text messages of one conversation with consecutive seqs. It
+// reports handled=false, and changes nothing that matters, when a message of the run was
+// claimed before (a redelivery) or another worker took the seqs meanwhile: the caller then
+// goes one message at a time, whose dedupe and retry handle those cases.
+func (w *Worker) sequenceRun(ctx context.Context, ps *partitionState, run []*item, start time.Time) (handled bool, err error) {
+	conv := run[0].send.Conversation
+	type key struct {
+		sender chat.UserID
+		id     [16]byte
+	}
+	seen := make(map[key]bool, len(run))
+	for _, it := range run {
+		k := key{it.send.Sender, it.send.ClientMsgID}
+		if seen[k] {
+			return false, nil // the same send twice in the run (a resend after the duplicate window)
+		}
+		seen[k] = true
+		if _, claimed, err := w.store.SeqOf(ctx, conv, it.send.Sender, it.send.ClientMsgID); err != nil || claimed {
+			return false, err
+		}
+	}
+	last, known := ps.last[conv]
+	if !known {
+		if last, err = w.store.LastSeq(ctx, conv); err != nil {
+			return false, w.nonTransient(ctx, run, err)
+		}
+	}
+	msgs := make([]chat.Message, len(run))
+	for i, it := range run {
+		msgs[i] = w.newMessage(it.send)
+		msgs[i].Seq = last + 1 + int64(i)
+	}
+	if err := w.store.ClaimClientMsgIDs(ctx, conv, msgs); err != nil {
+		return false, err
+	}
+	if err := w.store.Append(ctx, conv, msgs); err != nil {
+		if errors.Is(err, history.ErrSeqTaken) {
+			w.metrics.fenced.Inc()
+			delete(ps.last, conv)
+			return false, nil
+		}
+		return false, err
+	}
+	ps.last[conv] = msgs[len(msgs)-1].Seq
+	// Every member's inbox row learns the run's last entry before the acks (the rows keep the
+	// highest seq they were written with, so the last entry is all they need).
+	users, err := w.recipients(ctx, ps, msgs[len(msgs)-1])
+	if err == nil {
+		err = w.store.UpdateInboxes(ctx, msgs[len(msgs)-1], users)
+	}
+	if err != nil {
+		return false, err // a retry goes one at a time and finds them stored (the dedupe path)
+	}
+	for i, it := range run {
+		w.finish(it, msgs[i], users, false, start)
+	}
+	return true, nil
+}
+
+// nonTransient dead-letters the run when err says the conversation does not exist (see
+// handle), and passes any other error on.
+func (w *Worker) nonTransient(ctx context.Context, run []*item, err error) error {
+	if !errors.Is(err, history.ErrNotFound) {
+		return err
+	}
+	for _, it := range run {
+		w.deadLetter(ctx, it.msg, fmt.Errorf("conversation %s not found (edge and delivery on different keyspaces?)", it.send.Conversation))
+		it.done = true
+	}
+	return nil
+}
+
+// handle sequences one message. The order of steps, and why a crash between any two loses
+// nothing and duplicates nothing, is in docs/delivery.md. It returns transient errors only.
+func (w *Worker) handle(ctx context.Context, ps *partitionState, it *item, start time.Time) error {
+	s := it.send
 	m, dup, err := w.sequence(ctx, ps, s)
 	var users []chat.UserID
 	if err == nil {
@@ -218,35 +508,32 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.M
 		// or the group is full): it is answered by not happening, and nothing is appended.
 		w.logger.Info("membership change rejected", "conversation", s.Conversation, "kind", s.Kind, "member", s.TargetUser, "reason", rej.reason)
 		w.metrics.outcomes.WithLabelValues("rejected").Inc()
-		_ = msg.Ack()
-		return
+		_ = it.msg.Ack()
+		it.done = true
+		return nil
 	}
 	if errors.Is(err, history.ErrNotFound) {
 		// The edge checked membership before accepting, so the conversation existed: this
 		// worker is pointed at another keyspace than the edge. Retrying cannot help now; an
 		// operator can replay the message once the cause is fixed.
-		w.deadLetter(ctx, msg, fmt.Errorf("conversation %s not found (edge and delivery on different keyspaces?)", s.Conversation))
-		return
+		w.deadLetter(ctx, it.msg, fmt.Errorf("conversation %s not found (edge and delivery on different keyspaces?)", s.Conversation))
+		it.done = true
+		return nil
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return // shutting down: redelivered later
-		}
-		delete(ps.last, s.Conversation) // reload next time: the failure may have left it stale
-		meta, _ := msg.Metadata()
-		n := uint64(1)
-		if meta != nil {
-			n = meta.NumDelivered
-		}
-		w.logger.Warn("sequencing failed; will retry", "conversation", s.Conversation, "attempt", n, "err", err)
-		w.metrics.outcomes.WithLabelValues("retry").Inc()
-		_ = msg.NakWithDelay(w.cfg.retryDelay(n))
-		return
+		return err
 	}
-	if err := msg.Ack(); err != nil {
+	w.finish(it, m, users, dup, start)
+	return nil
+}
+
+// finish acks a stored message, counts it and fans it out.
+func (w *Worker) finish(it *item, m chat.Message, users []chat.UserID, dup bool, start time.Time) {
+	if err := it.msg.Ack(); err != nil {
 		// Not fatal: a redelivery finds the message already stored (the dedupe path).
 		w.logger.Warn("ack", "err", err)
 	}
+	it.done = true
 	if dup {
 		w.metrics.outcomes.WithLabelValues("duplicate").Inc()
 	} else {
@@ -254,48 +541,27 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, msg jetstream.M
 		w.metrics.sequencing.Observe(w.now().Sub(start).Seconds())
 	}
 	w.fanOut(m, users)
-	w.metrics.endToEnd.Observe(w.now().Sub(s.AcceptedAt).Seconds())
+	w.metrics.endToEnd.Observe(w.now().Sub(it.send.AcceptedAt).Seconds())
 }
 
 // sequence gives s its seq and stores it, or finds the seq it was already given.
 func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send) (chat.Message, bool, error) {
 	conv := s.Conversation
-	m := chat.Message{Conversation: conv, Kind: s.Kind, Sender: s.Sender, SenderDevice: s.SenderDevice,
-		ClientMsgID: s.ClientMsgID, Body: s.Body, TargetSeq: s.TargetSeq, TargetUser: s.TargetUser,
-		CreatedAt: w.now().UTC().Truncate(time.Millisecond)}
-	if m.Kind == "" {
-		m.Kind = chat.MessageText
-	}
-
-	claimed, ok, err := w.store.SeqOf(ctx, conv, s.Sender, s.ClientMsgID)
-	if err != nil {
-		return m, false, err
-	}
-	if ok {
-		stored, exists, err := w.store.MessageAt(ctx, conv, claimed)
-		if err != nil {
-			return m, false, err
-		}
-		if exists && stored.Sender == s.Sender && stored.ClientMsgID == s.ClientMsgID {
-			// Sent before: same message, same seq. A crash may have come between the append and
-			// the last-seq write that the inbox reads; make sure that write happened.
-			if err := w.store.RaiseLast(ctx, conv, stored); err != nil {
-				return m, false, err
-			}
-			// Likewise between the append and applying an event's effects.
-			if err := w.applyEffects(ctx, ps, stored); err != nil {
-				return m, false, err
-			}
-			return stored, true, nil
-		}
-		// Claimed but not stored (a crash between the two writes), or the claim went stale.
-	}
-	if m.Kind.Membership() {
-		if err := w.checkMembership(ctx, m); err != nil {
-			return m, false, err
-		}
-	}
+	m := w.newMessage(s)
+	checked := false
 	for attempt := 0; attempt < 5; attempt++ {
+		// Dedupe, again after a conflict: the worker that took the seq may have stored this
+		// very message (it was redelivered to both).
+		stored, dup, err := w.storedBefore(ctx, ps, s)
+		if err != nil || dup {
+			return stored, dup, err
+		}
+		if m.Kind.Membership() && !checked {
+			if err := w.checkMembership(ctx, m); err != nil {
+				return m, false, err
+			}
+			checked = true
+		}
 		last, known := ps.last[conv]
 		if !known {
 			if last, err = w.store.LastSeq(ctx, conv); err != nil {
@@ -306,7 +572,7 @@ func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send
 		if err := w.store.ClaimClientMsgID(ctx, conv, s.Sender, s.ClientMsgID, m.Seq); err != nil {
 			return m, false, err
 		}
-		err := w.store.Append(ctx, conv, []chat.Message{m})
+		err = w.store.Append(ctx, conv, []chat.Message{m})
 		if errors.Is(err, history.ErrSeqTaken) {
 			// Another worker wrote this seq (it had the partition meanwhile): reload and retry.
 			w.metrics.fenced.Inc()
@@ -322,10 +588,34 @@ func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Send
 	return m, false, fmt.Errorf("seq of conversation %s taken 5 times in a row", conv)
 }
 
-// keepAlive tells JetStream every AckWait/3 that msg is still being worked on (a slow
+// storedBefore finds s stored already (sent before, or stored by another worker): the same
+// message at the seq its client_msg_id was claimed for. A crash may have come between the
+// append and the steps after it; they are repeated here (all idempotent).
+func (w *Worker) storedBefore(ctx context.Context, ps *partitionState, s ingest.Send) (chat.Message, bool, error) {
+	claimed, ok, err := w.store.SeqOf(ctx, s.Conversation, s.Sender, s.ClientMsgID)
+	if err != nil || !ok {
+		return chat.Message{}, false, err
+	}
+	stored, exists, err := w.store.MessageAt(ctx, s.Conversation, claimed)
+	if err != nil {
+		return chat.Message{}, false, err
+	}
+	if !exists || stored.Sender != s.Sender || stored.ClientMsgID != s.ClientMsgID {
+		return chat.Message{}, false, nil // claimed but not stored (a crash between the two writes), or the claim went stale
+	}
+	if err := w.store.RaiseLast(ctx, s.Conversation, stored); err != nil {
+		return chat.Message{}, false, err
+	}
+	if err := w.applyEffects(ctx, ps, stored); err != nil {
+		return chat.Message{}, false, err
+	}
+	return stored, true, nil
+}
+
+// keepAlive tells JetStream every AckWait/3 that the batch is still being worked on (a slow
 // Cassandra must not get it redelivered behind this worker's back), until the returned stop
-// is called.
-func (w *Worker) keepAlive(msg jetstream.Msg) (stop func()) {
+// is called. Acked messages ignore it.
+func (w *Worker) keepAlive(batch []jetstream.Msg) (stop func()) {
 	var (
 		mu      sync.Mutex
 		stopped bool
@@ -339,7 +629,9 @@ func (w *Worker) keepAlive(msg jetstream.Msg) (stop func()) {
 		if stopped {
 			return
 		}
-		_ = msg.InProgress()
+		for _, msg := range batch {
+			_ = msg.InProgress()
+		}
 		t = time.AfterFunc(every, tick)
 	}
 	mu.Lock()

@@ -243,14 +243,14 @@ func (st *Store) raiseRead(ctx context.Context, user chat.UserID, id chat.Conver
 	return nil
 }
 
-// inboxBatch is how many users' inbox rows one request updates: an unlogged batch over that
+// unloggedBatch is how many rows of different partitions one request writes: an unlogged batch over that
 // many partitions (Cassandra warns above 10), so a direct conversation costs one request.
-const inboxBatch = 10
+const unloggedBatch = 10
 
 // updateInboxes writes m as the last activity of the conversation into each user's inbox row:
 // last_seq for every entry, and last_at, preview and sender for text messages. The cells are
 // written USING TIMESTAMP <seq>, so a row never goes back to an older entry, whatever order
-// the writes land in, and repeating them is harmless. Rows are written inboxBatch at a time,
+// the writes land in, and repeating them is harmless. Rows are written unloggedBatch at a time,
 // at most 8 requests in flight.
 func (st *Store) updateInboxes(ctx context.Context, m chat.Message, users []chat.UserID) error {
 	stmt := `UPDATE user_conversations USING TIMESTAMP ? SET last_seq = ? WHERE user_id = ? AND conversation_id = ?`
@@ -277,7 +277,7 @@ func (st *Store) updateInboxes(ctx context.Context, m chat.Message, users []chat
 		}
 		return nil
 	}
-	if len(users) <= inboxBatch {
+	if len(users) <= unloggedBatch {
 		if len(users) == 0 {
 			return nil
 		}
@@ -289,7 +289,7 @@ func (st *Store) updateInboxes(ctx context.Context, m chat.Message, users []chat
 		mu    sync.Mutex
 		first error
 	)
-	for chunk := range slices.Chunk(users, inboxBatch) {
+	for chunk := range slices.Chunk(users, unloggedBatch) {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {

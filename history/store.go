@@ -585,6 +585,30 @@ func (st *Store) ClaimClientMsgID(ctx context.Context, id chat.ConversationID, s
 	return
 }
 
+// ClaimClientMsgIDs records the client_msg_id of each of msgs (one conversation) as claimed
+// for its seq, as ClaimClientMsgID does, in unlogged batches of up to 10.
+func (st *Store) ClaimClientMsgIDs(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
+	return st.Guard(func() error {
+		for chunk := range slices.Chunk(msgs, unloggedBatch) {
+			if len(chunk) == 1 {
+				if err := st.claimClientMsgID(ctx, id, chunk[0].Sender, chunk[0].ClientMsgID, chunk[0].Seq); err != nil {
+					return err
+				}
+				continue
+			}
+			b := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx)
+			for _, m := range chunk {
+				b.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
+					uuid(id), string(m.Sender), gocql.UUID(m.ClientMsgID), m.Seq)
+			}
+			if err := b.Exec(); err != nil {
+				return fmt.Errorf("record client_msg_ids: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
 // MessageAt returns the message at seq, if it exists.
 func (st *Store) MessageAt(ctx context.Context, id chat.ConversationID, seq int64) (m chat.Message, ok bool, err error) {
 	err = st.Guard(func() error { m, ok, err = st.messageAt(ctx, id, seq); return err })

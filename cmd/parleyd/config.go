@@ -334,4 +334,6 @@ func deliveryFlags(fs *flag.FlagSet, c *delivery.Config) {
 		"Deliveries of one message before it is given up.")
 	durationFlag(fs, &c.PinnedTTL, "delivery-pinned-ttl", delivery.DefaultPinnedTTL, time.Second, 10*time.Minute,
 		"A worker silent this long loses its partitions to another (failover time).")
+	intFlag(fs, &c.Batch, "delivery-batch", delivery.DefaultBatch, 1, 1000,
+		"Messages of a partition a worker takes at once; a backlog of one conversation is stored together (1: one at a time).")
 }
