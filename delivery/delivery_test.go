@@ -414,7 +414,7 @@ func TestBacklogIsSequencedInBatches(t *testing.T) {
 		p.send(conv, []chat.UserID{a, b}[i%2], i)
 	}
 	time.Sleep(300 * time.Millisecond) // past the duplicate window
-	p.send(conv, b, 5)                  // b's send 5 again
+	p.send(conv, b, 5)                 // b's send 5 again
 	p.startWorker()
 	log := p.waitLog(conv, 30)
 	time.Sleep(500 * time.Millisecond) // a wrongly stored repeat would come right after
