@@ -16,12 +16,13 @@ type Config struct {
 	// this bounds how long a message waits after its worker died, not how long processing may
 	// take. With PinnedTTL it sets the failover time. Default 10s.
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries of one message. Default 200: with RetryDelays that is more
-	// than an hour of retrying a store outage before the message is given up.
+	// MaxDeliver bounds deliveries of one message. Transient failures are retried inside the
+	// worker, so deliveries count only failovers and workers that died holding the message.
+	// Default 200.
 	MaxDeliver int
-	// RetryDelays are the waits before redelivering a message whose processing failed for a
-	// transient reason (Cassandra unavailable): the n-th failure waits RetryDelays[n], the
-	// last value repeating. Default 100ms, 500ms, 1s, 2s, 5s, 10s, 20s.
+	// RetryDelays are the waits before a worker retries a conversation's messages whose
+	// processing failed for a transient reason (Cassandra unavailable): the n-th failure waits
+	// RetryDelays[n], the last value repeating. Default 100ms, 500ms, 1s, 2s, 5s, 10s, 20s.
 	RetryDelays []time.Duration
 	// PinnedTTL is how long a silent worker keeps its partitions before another takes over.
 	// Default 10s.
@@ -85,7 +86,7 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// retryDelay is the wait before the n-th redelivery (n from 1).
+// retryDelay is the wait before the n-th retry (n from 1).
 func (c Config) retryDelay(n uint64) time.Duration {
 	i := int(min(n, uint64(len(c.RetryDelays)))) - 1
 	if i < 0 {
