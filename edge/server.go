@@ -100,7 +100,10 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 		buckets:  make([]map[*Conn]struct{}, nb),
 		perIP:    map[string]int{},
 		users:    map[chat.UserID]*userConns{},
-		natsCh:   make(chan *nats.Msg, 8192),
+		// Every NATS subscription of the edge feeds this one channel; when it is full NATS drops
+		// messages (counted as slow-consumer events). A message to a 1,000-member group arrives
+		// as 1,000 at once, so it holds a few such bursts.
+		natsCh:   make(chan *nats.Msg, 65536),
 		watchers: map[chat.UserID]*watch{},
 
 		pendingPresence: map[chat.UserID]protocol.PresenceState{},

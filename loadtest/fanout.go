@@ -13,8 +13,12 @@ import (
 )
 
 // FanoutConfig is the fanout scenario: one group of Members members (created through the REST
-// API at API), one device each; member 0 sends Rate messages per second for Duration through
-// the whole pipeline, and every member's device must receive each one once, in order.
+// API at API), one device each; Rate messages per second are sent for Duration through the
+// whole pipeline, by member 0 alone up to senderRate a second, else by the first members in
+// turn, and every member's device must receive each one once, in order.
+// senderRate is the most messages a second one fanout sender sends.
+const senderRate = 10
+
 type FanoutConfig struct {
 	API        string
 	Members    int
@@ -66,7 +70,7 @@ func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Wri
 	checker := NewChecker(NewSeries(started))
 	res.checker, res.Started = checker, started
 	var (
-		wsMu    sync.Mutex // writes on the sender's socket
+		wsMu    sync.Mutex // writes on the senders' sockets
 		readers sync.WaitGroup
 		conns   []*Conn
 	)
@@ -89,9 +93,14 @@ func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Wri
 		}()
 	}
 	fmt.Fprintf(progress, "fanout: a group of %d, %d messages/s for %v\n", cfg.Members, cfg.Rate, cfg.Duration)
-	sender := conns[0]
+	// Members take turns sending, each at most senderRate a second: the edge allows a
+	// connection 20 frames a second by default, and a flood is refused, not queued.
+	senders := min((cfg.Rate+senderRate-1)/senderRate, len(conns))
+	next := 0
 	err := paced(ctx, cfg.Rate, cfg.Duration, func() error {
 		cmid := chat.NewConversationID().String()
+		sender := conns[next%senders]
+		next++
 		checker.Sent(cmid, time.Now(), users...)
 		wsMu.Lock()
 		defer wsMu.Unlock()

@@ -207,7 +207,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		var cfg loadtest.FanoutConfig
 		fs.StringVar(&cfg.API, "api", "http://127.0.0.1:8080", "REST API base URL (the group is created there)")
 		fs.IntVar(&cfg.Members, "members", 1000, "members of the group, one device each")
-		fs.IntVar(&cfg.Rate, "rate", 5, "messages per second, sent by one member")
+		fs.IntVar(&cfg.Rate, "rate", 5, "messages per second in total (one sender per 10/s: a connection may send 20 frames/s by default)")
 		fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long to send (at most 10m)")
 		fs.DurationVar(&cfg.Grace, "grace", 30*time.Second, "after sending, how long to wait for accepted messages to arrive before counting them lost (at most 10m)")
 		runScenario = func(d *loadtest.Dialer) (any, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -102,6 +103,18 @@ func OpenNATS(ctx context.Context, cfg NATSConfig, reg prometheus.Registerer, lo
 			if sub != nil {
 				subject = sub.Subject
 			}
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				// A subscription's buffer overflowed and messages were dropped (live events
+				// are at-most-once; clients repair with sync). Counted; logged at most every
+				// 10 s, since a burst reports it for every subscription.
+				n := m.slowEvents.Add(1)
+				now := time.Now().UnixNano()
+				if last := m.slowLogged.Load(); now-last < int64(10*time.Second) || !m.slowLogged.CompareAndSwap(last, now) {
+					return
+				}
+				logger.Warn("nats slow consumer: messages dropped", "subject", subject, "slow_consumer_events_total", n)
+				return
+			}
 			logger.Warn("nats async error", "subject", subject, "err", err)
 		}),
 	}
@@ -158,8 +171,10 @@ func (n *NATS) Close() {
 
 // natsMetrics exports the connection's own counters at scrape time.
 type natsMetrics struct {
-	conn                                               *nats.Conn
-	inMsgs, outMsgs, inBytes, outBytes, reconnects, up *prometheus.Desc
+	conn                                                     *nats.Conn
+	inMsgs, outMsgs, inBytes, outBytes, reconnects, up, slow *prometheus.Desc
+	slowEvents                                               atomic.Int64
+	slowLogged                                               atomic.Int64 // when the last slow-consumer warning was logged, Unix nanoseconds
 }
 
 func newNATSMetrics() *natsMetrics {
@@ -170,11 +185,13 @@ func newNATSMetrics() *natsMetrics {
 		outBytes:   prometheus.NewDesc("parley_nats_sent_bytes_total", "Bytes sent to NATS.", nil, nil),
 		reconnects: prometheus.NewDesc("parley_nats_reconnects_total", "Reconnections to NATS.", nil, nil),
 		up:         prometheus.NewDesc("parley_nats_connected", "1 while the NATS connection is up, else 0.", nil, nil),
+		slow: prometheus.NewDesc("parley_nats_slow_consumer_events_total",
+			"Times a subscription's buffer overflowed and NATS messages were dropped (live events; sync repairs).", nil, nil),
 	}
 }
 
 func (m *natsMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.inMsgs, m.outMsgs, m.inBytes, m.outBytes, m.reconnects, m.up} {
+	for _, d := range []*prometheus.Desc{m.inMsgs, m.outMsgs, m.inBytes, m.outBytes, m.reconnects, m.up, m.slow} {
 		ch <- d
 	}
 }
@@ -191,4 +208,5 @@ func (m *natsMetrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.outBytes, prometheus.CounterValue, float64(s.OutBytes))
 	ch <- prometheus.MustNewConstMetric(m.reconnects, prometheus.CounterValue, float64(s.Reconnects))
 	ch <- prometheus.MustNewConstMetric(m.up, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(m.slow, prometheus.CounterValue, float64(m.slowEvents.Load()))
 }
