@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_delivery_messages_total",
-			Help: "Ingest messages handled, by outcome (sequenced, duplicate, retry, dead_letter).",
+			Help: "Ingest messages handled, by outcome (sequenced, duplicate, rejected, retry, dead_letter, redelivered_done: a delivery of a message this worker had finished).",
 		}, []string{"outcome"}),
 		sequencing: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_delivery_sequencing_seconds", Help: "Time to sequence and store one message.", Buckets: lat,

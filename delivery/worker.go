@@ -153,14 +153,21 @@ func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) er
 		return fmt.Errorf("pull partition %d: %w", p, err)
 	}
 	in := make(chan jetstream.Msg, w.cfg.Batch)
+	out := newOutstanding()
 	pulled := make(chan struct{})
 	go func() {
 		defer close(pulled)
-		w.pull(ctx, p, it, in)
+		w.pull(ctx, p, it, in, out)
+	}()
+	alive := make(chan struct{})
+	go func() {
+		defer close(alive)
+		w.keepAlive(ctx, out)
 	}()
 	defer func() {
 		it.Stop()
 		<-pulled
+		<-alive
 	}()
 	go func() {
 		<-ctx.Done()
@@ -168,6 +175,7 @@ func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) er
 	}()
 	ps := &partitionState{last: map[chat.ConversationID]int64{}, members: map[chat.ConversationID]cachedMembers{}}
 	pin := ""
+	var done uint64 // the highest stream seq of the batches this worker finished
 	for {
 		batch, ok := w.nextBatch(ctx, in)
 		if !ok {
@@ -185,16 +193,92 @@ func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) er
 			}
 		}
 		if acquiring {
-			if batch, ok = w.acquire(ctx, p, cons, in, batch); !ok {
+			if batch, ok = w.acquire(ctx, p, cons, in, out, batch); !ok {
 				return nil
 			}
 		}
+		batch = w.fresh(batch, done, out)
 		w.process(ctx, ps, batch)
+		if ctx.Err() != nil {
+			return nil
+		}
+		for _, msg := range batch {
+			out.remove(msg)
+			if meta, err := msg.Metadata(); err == nil {
+				done = max(done, meta.Sequence.Stream)
+			}
+		}
 	}
 }
 
+// fresh returns the batch in stream order with each stream message once (its latest
+// delivery), without the messages this worker has finished already: a message redelivered
+// while it waited (its ack wait passed) or whose ack was lost is acked again and not
+// processed twice (which would fan it out twice).
+func (w *Worker) fresh(batch []jetstream.Msg, done uint64, out *outstanding) []jetstream.Msg {
+	bySeq := make(map[uint64]jetstream.Msg, len(batch))
+	var seqs []uint64
+	for _, msg := range batch {
+		meta, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		sseq := meta.Sequence.Stream
+		if sseq <= done {
+			_ = msg.Ack()
+			out.remove(msg)
+			w.metrics.outcomes.WithLabelValues("redelivered_done").Inc()
+			continue
+		}
+		if prev, ok := bySeq[sseq]; ok {
+			out.remove(prev)
+		} else {
+			seqs = append(seqs, sseq)
+		}
+		bySeq[sseq] = msg
+	}
+	slices.Sort(seqs)
+	sorted := make([]jetstream.Msg, 0, len(seqs))
+	for _, sseq := range seqs {
+		sorted = append(sorted, bySeq[sseq])
+	}
+	return sorted
+}
+
+// outstanding is every message a partition's worker has received and not finished: they are
+// all kept alive (InProgress) until finished, also those still waiting behind a batch that is
+// being retried, so none is redelivered behind the worker's back.
+type outstanding struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+}
+
+func newOutstanding() *outstanding { return &outstanding{msgs: map[jetstream.Msg]struct{}{}} }
+
+func (o *outstanding) add(msg jetstream.Msg) {
+	o.mu.Lock()
+	o.msgs[msg] = struct{}{}
+	o.mu.Unlock()
+}
+
+func (o *outstanding) remove(msg jetstream.Msg) {
+	o.mu.Lock()
+	delete(o.msgs, msg)
+	o.mu.Unlock()
+}
+
+func (o *outstanding) list() []jetstream.Msg {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]jetstream.Msg, 0, len(o.msgs))
+	for m := range o.msgs {
+		out = append(out, m)
+	}
+	return out
+}
+
 // pull moves messages from the iterator to in until the iterator stops.
-func (w *Worker) pull(ctx context.Context, p int, it jetstream.MessagesContext, in chan<- jetstream.Msg) {
+func (w *Worker) pull(ctx context.Context, p int, it jetstream.MessagesContext, in chan<- jetstream.Msg, out *outstanding) {
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -209,6 +293,7 @@ func (w *Worker) pull(ctx context.Context, p int, it jetstream.MessagesContext, 
 			}
 			continue
 		}
+		out.add(msg)
 		select {
 		case in <- msg:
 		case <-ctx.Done():
@@ -243,10 +328,13 @@ func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg) ([]jets
 // sequenced: acquire keeps collecting until this worker holds every message the consumer
 // has pending, then returns them all in stream order. It gives up waiting after three ack
 // waits (logged and counted) rather than stall the partition for ever.
-func (w *Worker) acquire(ctx context.Context, p int, cons jetstream.Consumer, in <-chan jetstream.Msg, batch []jetstream.Msg) ([]jetstream.Msg, bool) {
+func (w *Worker) acquire(ctx context.Context, p int, cons jetstream.Consumer, in <-chan jetstream.Msg, out *outstanding, batch []jetstream.Msg) ([]jetstream.Msg, bool) {
 	held := map[uint64]jetstream.Msg{}
 	add := func(msg jetstream.Msg) {
 		if meta, err := msg.Metadata(); err == nil {
+			if prev, ok := held[meta.Sequence.Stream]; ok {
+				out.remove(prev)
+			}
 			held[meta.Sequence.Stream] = msg // a redelivery replaces the earlier delivery
 		}
 	}
@@ -262,7 +350,6 @@ func (w *Worker) acquire(ctx context.Context, p int, cons jetstream.Consumer, in
 		return out
 	}
 	giveUp := time.Now().Add(3 * w.cfg.AckWait)
-	lastAlive := time.Now()
 	for {
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := cons.Info(ictx)
@@ -283,12 +370,6 @@ func (w *Worker) acquire(ctx context.Context, p int, cons jetstream.Consumer, in
 				"partition", p, "held", len(held))
 			w.metrics.acquireTimeouts.Inc()
 			return sorted(), true
-		}
-		if time.Since(lastAlive) > w.cfg.AckWait/3 {
-			for _, msg := range held {
-				_ = msg.InProgress()
-			}
-			lastAlive = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -328,7 +409,6 @@ type item struct {
 // when ctx ends are left unacknowledged and are redelivered.
 func (w *Worker) process(ctx context.Context, ps *partitionState, batch []jetstream.Msg) {
 	start := w.now()
-	defer w.keepAlive(batch)()
 	var (
 		order  []chat.ConversationID
 		groups = map[chat.ConversationID][]*item{}
@@ -612,36 +692,21 @@ func (w *Worker) storedBefore(ctx context.Context, ps *partitionState, s ingest.
 	return stored, true, nil
 }
 
-// keepAlive tells JetStream every AckWait/3 that the batch is still being worked on (a slow
-// Cassandra must not get it redelivered behind this worker's back), until the returned stop
-// is called. Acked messages ignore it.
-func (w *Worker) keepAlive(batch []jetstream.Msg) (stop func()) {
-	var (
-		mu      sync.Mutex
-		stopped bool
-		t       *time.Timer
-	)
-	every := w.cfg.AckWait / 3
-	var tick func()
-	tick = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
+// keepAlive tells JetStream every AckWait/3 that the outstanding messages are still being
+// worked on (a slow Cassandra must not get them redelivered behind this worker's back), until
+// ctx ends.
+func (w *Worker) keepAlive(ctx context.Context, out *outstanding) {
+	t := time.NewTicker(w.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
 			return
+		case <-t.C:
+			for _, msg := range out.list() {
+				_ = msg.InProgress()
+			}
 		}
-		for _, msg := range batch {
-			_ = msg.InProgress()
-		}
-		t = time.AfterFunc(every, tick)
-	}
-	mu.Lock()
-	t = time.AfterFunc(every, tick)
-	mu.Unlock()
-	return func() {
-		mu.Lock()
-		stopped = true
-		t.Stop()
-		mu.Unlock()
 	}
 }
 
