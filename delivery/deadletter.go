@@ -47,8 +47,9 @@ func EnsureDeadLetters(ctx context.Context, js jetstream.JetStream, c ingest.Con
 }
 
 // deadLetter moves msg to the dead-letter stream, then terminates it in the ingest stream.
-// If the dead-letter publish fails the message is left for redelivery: it is never dropped.
-func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, reason error) {
+// If the dead-letter publish fails, the error is returned and the message is left as it is:
+// the worker retries (it is never dropped).
+func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, reason error) error {
 	dl := nats.NewMsg(deadLetterSubject(w.cfg.Ingest))
 	dl.Data = msg.Data()
 	dl.Header.Set(HeaderReason, reason.Error())
@@ -56,13 +57,12 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, reason error
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Ingest.PublishTimeout)
 	defer cancel()
 	if _, err := w.js.PublishMsg(ctx, dl); err != nil {
-		w.logger.Error("dead-letter publish failed; the message will be redelivered", "err", err)
-		_ = msg.NakWithDelay(w.cfg.retryDelay(10))
-		return
+		return fmt.Errorf("dead-letter publish: %w", err)
 	}
 	w.logger.Error("message moved to the dead-letter stream", "stream", DeadLetterStream(w.cfg.Ingest), "reason", reason)
 	w.metrics.outcomes.WithLabelValues("dead_letter").Inc()
 	_ = msg.Term()
+	return nil
 }
 
 // DeadLetter is one dead letter, for `parleyd dlq list`.

@@ -416,7 +416,14 @@ func (w *Worker) process(ctx context.Context, ps *partitionState, batch []jetstr
 	for _, msg := range batch {
 		s, err := ingest.Decode(msg.Data())
 		if err != nil {
-			w.deadLetter(ctx, msg, err)
+			for attempt := uint64(1); w.deadLetter(ctx, msg, err) != nil; attempt++ {
+				w.logger.Warn("dead-letter publish failed; will retry", "attempt", attempt)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(w.cfg.retryDelay(attempt)):
+				}
+			}
 			continue
 		}
 		if _, ok := groups[s.Conversation]; !ok {
@@ -562,7 +569,9 @@ func (w *Worker) nonTransient(ctx context.Context, run []*item, err error) error
 		return err
 	}
 	for _, it := range run {
-		w.deadLetter(ctx, it.msg, fmt.Errorf("conversation %s not found (edge and delivery on different keyspaces?)", it.send.Conversation))
+		if err := w.deadLetter(ctx, it.msg, fmt.Errorf("conversation %s not found (edge and delivery on different keyspaces?)", it.send.Conversation)); err != nil {
+			return err
+		}
 		it.done = true
 	}
 	return nil
@@ -596,7 +605,9 @@ func (w *Worker) handle(ctx context.Context, ps *partitionState, it *item, start
 		// The edge checked membership before accepting, so the conversation existed: this
 		// worker is pointed at another keyspace than the edge. Retrying cannot help now; an
 		// operator can replay the message once the cause is fixed.
-		w.deadLetter(ctx, it.msg, fmt.Errorf("conversation %s not found (edge and delivery on different keyspaces?)", s.Conversation))
+		if err := w.deadLetter(ctx, it.msg, fmt.Errorf("conversation %s not found (edge and delivery on different keyspaces?)", s.Conversation)); err != nil {
+			return err
+		}
 		it.done = true
 		return nil
 	}
