@@ -235,10 +235,10 @@ func TestDuplicateSendsYieldOneMessage(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // past the window: only Cassandra's map catches it
 	p.send(conv, a, 1)
 	p.send(conv, a, 2)
-	log := p.waitLog(conv, 2)
+	p.waitLog(conv, 2)
 	// Let any wrongly sequenced duplicate land before checking.
 	time.Sleep(500 * time.Millisecond)
-	log = p.waitLog(conv, 2)
+	log := p.waitLog(conv, 2)
 	checkLog(t, log, 2)
 	if log[0].ClientMsgID != cmid(a, 1) || log[1].ClientMsgID != cmid(a, 2) {
 		t.Errorf("log %+v; want messages 1 then 2", log)
@@ -416,9 +416,9 @@ func TestBacklogIsSequencedInBatches(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // past the duplicate window
 	p.send(conv, b, 5)                 // b's send 5 again
 	p.startWorker()
-	log := p.waitLog(conv, 30)
+	p.waitLog(conv, 30)
 	time.Sleep(500 * time.Millisecond) // a wrongly stored repeat would come right after
-	log = p.waitLog(conv, 30)
+	log := p.waitLog(conv, 30)
 	checkLog(t, log, 30)
 	next := map[chat.UserID]int{a: 0, b: 1}
 	for _, m := range log {

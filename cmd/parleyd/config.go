@@ -316,7 +316,7 @@ func deliveryFlags(fs *flag.FlagSet, c *delivery.Config) {
 	}, "JetStream stream of accepted sends.")
 	stringFlag(fs, &c.Ingest.SubjectPrefix, "delivery-subject-prefix", ingest.DefaultSubjectPrefix, func(s string) error {
 		if !strings.HasSuffix(s, ".") || strings.ContainsAny(s, " *>") || strings.HasPrefix(s, ".") {
-			return errors.New("want NATS subject tokens ending with '.', e.g. parley.ingest.")
+			return errors.New("want NATS subject tokens ending with a dot (as in parley.ingest.)")
 		}
 		return nil
 	}, "Subject prefix of the ingest stream's partitions (prefix + partition number).")
