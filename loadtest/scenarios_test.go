@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -29,9 +27,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	parleydBin = filepath.Join(dir, "parleyd")
-	if out, err := exec.Command("go", "build", "-o", parleydBin, "github.com/parleyhq/parley/cmd/parleyd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build parleyd: %v\n%s", err, out)
+	if parleydBin, err = teststack.BuildParleyd(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -71,14 +68,7 @@ func startParleyd(t *testing.T, secret string, grace time.Duration) (public, adm
 		n := teststack.NATS(t)
 		_ = n.JetStream.DeleteStream(context.Background(), "T_"+id)
 	})
-	if !teststack.Eventually(t, 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}) {
+	if !teststack.Eventually(t, 60*time.Second, func() bool { return teststack.Ready(admin) }) {
 		t.Fatalf("parleyd never ready:\n%s", out.String())
 	}
 	return public, admin

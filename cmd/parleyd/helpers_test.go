@@ -40,14 +40,7 @@ func startParleyd(t *testing.T, vars map[string]string, after func()) (admin, pu
 			_ = n.JetStream.DeleteStream(context.Background(), stream)
 		}
 	})
-	if !teststack.Eventually(t, 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}) {
+	if !teststack.Eventually(t, 60*time.Second, func() bool { return teststack.Ready(admin) }) {
 		t.Fatal("parleyd never ready")
 	}
 	return admin, public

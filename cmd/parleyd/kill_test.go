@@ -65,14 +65,7 @@ func startProcess(t *testing.T, vars map[string]string, args ...string) *process
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.kill() })
-	if !teststack.Eventually(t, 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + p.admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}) {
+	if !teststack.Eventually(t, 60*time.Second, func() bool { return teststack.Ready(p.admin) }) {
 		t.Fatalf("child parleyd never ready; output:\n%s", p.out)
 	}
 	return p

@@ -8,9 +8,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -154,4 +158,25 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Ready reports whether the parleyd whose admin server listens on addr answers /readyz with
+// 200 (every dependency reachable).
+func Ready(addr string) bool {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// BuildParleyd builds cmd/parleyd into dir, for the TestMain of packages that run it as a
+// process, and returns the binary's path.
+func BuildParleyd(dir string) (string, error) {
+	bin := filepath.Join(dir, "parleyd")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/parleyhq/parley/cmd/parleyd").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build parleyd: %v\n%s", err, out)
+	}
+	return bin, nil
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,9 +34,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	parleydBin = filepath.Join(dir, "parleyd")
-	if out, err := exec.Command("go", "build", "-o", parleydBin, "github.com/parleyhq/parley/cmd/parleyd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build parleyd: %v\n%s", err, out)
+	if parleydBin, err = teststack.BuildParleyd(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -95,14 +93,7 @@ func (s *server) start() {
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	if !teststack.Eventually(s.t, 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + s.admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}) {
+	if !teststack.Eventually(s.t, 60*time.Second, func() bool { return teststack.Ready(s.admin) }) {
 		s.t.Fatalf("parleyd never ready:\n%s", s.out.String())
 	}
 }
