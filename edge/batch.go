@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"net"
 	"sync"
 	"time"
@@ -15,6 +16,15 @@ import (
 func Listener(ln net.Listener) net.Listener { return batchListener{ln} }
 
 type batchListener struct{ net.Listener }
+
+type connKey struct{}
+
+// ConnContext is the http.Server.ConnContext to serve the edge with on a Listener: it lets the
+// handshake reach its connection, so the handshake response and the hello frame leave in one
+// write.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
 
 func (l batchListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()

@@ -241,23 +241,50 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		s.reject(w, result, http.StatusTooManyRequests, protocol.CodeRateLimited, msg)
 		return nil, false
 	}
+	// On a batching connection the handshake response is held back and leaves in one write
+	// with the hello frame.
+	bc, _ := r.Context().Value(connKey{}).(*batchConn)
+	if bc != nil {
+		bc.begin()
+	}
 	ws, err := s.upgrader.Upgrade(w, r, http.Header{})
 	if err != nil {
+		if bc != nil {
+			_ = bc.flush() // the error response follows unbatched
+		}
 		s.release(c)
 		s.metrics.handshakes.WithLabelValues("upgrade_failed").Inc()
 		return nil, false
 	}
 	c.ws = ws
-	c.batch, _ = ws.NetConn().(*batchConn)
-	s.register(c)
-	s.metrics.handshakes.WithLabelValues("ok").Inc()
-	c.Send(protocol.Frame{
+	c.batch = bc
+	// hello is written here, before the connection is registered, so it is the first frame
+	// whatever else gets routed to the user meanwhile; nothing else writes to ws yet.
+	hello, err := protocol.Encode(protocol.Frame{
 		Type: protocol.TypeHello, Session: c.session, User: string(c.user), Device: string(c.device),
 		Version: protocol.Version, TS: s.now().UnixMilli(), HeartbeatMS: s.cfg.HeartbeatInterval.Milliseconds(),
 		ExpiresAt: id.ExpiresAt.UnixMilli(),
 		Limits: &protocol.Limits{MaxFrameBytes: s.cfg.MaxFrameBytes, MaxBodyBytes: s.cfg.MaxBodyBytes,
 			FramesPerSecond: s.cfg.FramesPerSecond, FrameBurst: s.cfg.FrameBurst, MaxSubscriptions: s.cfg.MaxSubscriptions},
 	})
+	if err == nil {
+		_ = ws.SetWriteDeadline(s.now().Add(s.cfg.WriteTimeout))
+		err = ws.WriteMessage(websocket.TextMessage, hello)
+	}
+	if bc != nil {
+		if ferr := bc.flush(); err == nil {
+			err = ferr
+		}
+	}
+	if err != nil {
+		ws.Close()
+		s.release(c)
+		s.metrics.handshakes.WithLabelValues("hello_failed").Inc()
+		return nil, false
+	}
+	s.metrics.out(protocol.TypeHello)
+	s.register(c)
+	s.metrics.handshakes.WithLabelValues("ok").Inc()
 	return c, true
 }
 

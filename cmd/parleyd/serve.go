@@ -252,6 +252,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second, // hijacked WebSockets are not affected
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+			ConnContext:       edge.ConnContext,
 		}
 		pln, err := net.Listen("tcp", cfg.listenAddr)
 		if err != nil {
