@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"syscall"
@@ -23,33 +22,22 @@ import (
 var parleydBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "parley-loadtest")
+	bin, cleanup, err := teststack.BuildParleyd()
 	if err != nil {
-		panic(err)
-	}
-	if parleydBin, err = teststack.BuildParleyd(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	parleydBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // startParleyd runs parleyd with all roles on the test stack (its own JetStream stream) and
 // returns its public and admin addresses once it is ready.
 func startParleyd(t *testing.T, secret string, grace time.Duration) (public, admin string) {
 	id := teststack.ID(t)
-	public, admin = freeAddr(t), freeAddr(t)
+	public, admin = teststack.FreeAddr(t), teststack.FreeAddr(t)
 	teststack.Cassandra(t) // the test keyspace is migrated
 	cmd := exec.Command(parleydBin, "run")
 	cmd.Env = append(os.Environ(), "PARLEY_AUTH_HS256_SECRET="+secret, "PARLEY_LOG_LEVEL=warn",

@@ -21,7 +21,7 @@ import (
 // not nil) and deletes the ingest stream named in vars.
 func startParleyd(t *testing.T, vars map[string]string, after func()) (admin, public string) {
 	t.Helper()
-	admin, public = freeAddr(t), freeAddr(t)
+	admin, public = teststack.FreeAddr(t), teststack.FreeAddr(t)
 	all := map[string]string{"PARLEY_ADMIN_ADDR": admin, "PARLEY_LISTEN_ADDR": public}
 	for k, v := range vars {
 		all[k] = v

@@ -54,7 +54,7 @@ type process struct {
 
 func startProcess(t *testing.T, vars map[string]string, args ...string) *process {
 	t.Helper()
-	p := &process{admin: freeAddr(t), public: freeAddr(t), out: &bytes.Buffer{}}
+	p := &process{admin: teststack.FreeAddr(t), public: teststack.FreeAddr(t), out: &bytes.Buffer{}}
 	p.cmd = exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
 	p.cmd.Env = append(os.Environ(), childEnv+"=1", "PARLEY_ADMIN_ADDR="+p.admin, "PARLEY_LISTEN_ADDR="+p.public)
 	for k, v := range vars {

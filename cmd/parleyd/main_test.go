@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -143,22 +142,12 @@ func TestTokenCommand(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestRunAgainstStack starts the whole process (all roles) against the local stack, waits for
 // /readyz to say ready with every dependency, then stops it as a signal would and checks it
 // returns cleanly and leaves no goroutine behind (TestMain).
 func TestRunAgainstStack(t *testing.T) {
-	addr := freeAddr(t)
-	public := freeAddr(t)
+	addr := teststack.FreeAddr(t)
+	public := teststack.FreeAddr(t)
 	vars := map[string]string{
 		"PARLEY_ADMIN_ADDR":              addr,
 		"PARLEY_LISTEN_ADDR":             public,

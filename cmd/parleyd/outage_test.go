@@ -46,7 +46,7 @@ func stack(t *testing.T, args ...string) {
 // With Cassandra stopped, /readyz answers 503 naming Cassandra and the REST API answers 503
 // with Retry-After; when Cassandra is back both recover without restarting parleyd.
 func TestOutageOfCassandra(t *testing.T) {
-	admin, public := freeAddr(t), freeAddr(t)
+	admin, public := teststack.FreeAddr(t), teststack.FreeAddr(t)
 	vars := map[string]string{
 		"PARLEY_ADMIN_ADDR": admin, "PARLEY_LISTEN_ADDR": public, "PARLEY_AUTH_HS256_SECRET": testSecret,
 		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE", "PARLEY_LOG_LEVEL": "error",

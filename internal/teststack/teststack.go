@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -171,12 +172,28 @@ func Ready(addr string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// BuildParleyd builds cmd/parleyd into dir, for the TestMain of packages that run it as a
-// process, and returns the binary's path.
-func BuildParleyd(dir string) (string, error) {
-	bin := filepath.Join(dir, "parleyd")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/parleyhq/parley/cmd/parleyd").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build parleyd: %v\n%s", err, out)
+// BuildParleyd builds cmd/parleyd into a temporary directory, for the TestMain of packages
+// that run it as a process, and returns the binary's path and a cleanup that removes it.
+func BuildParleyd() (bin string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "parleyd-test")
+	if err != nil {
+		return "", nil, err
 	}
-	return bin, nil
+	bin = filepath.Join(dir, "parleyd")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/parleyhq/parley/cmd/parleyd").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("build parleyd: %v\n%s", err, out)
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// FreeAddr returns a loopback address with a port free at the time of the call.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,16 +29,14 @@ const secret = "sdk-test-secret-0123456789abcdef0123"
 var parleydBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "parley-sdk")
+	bin, cleanup, err := teststack.BuildParleyd()
 	if err != nil {
-		panic(err)
-	}
-	if parleydBin, err = teststack.BuildParleyd(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	parleydBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutines left after the tests: %v\n", err)
@@ -59,18 +56,9 @@ type server struct {
 	out    bytes.Buffer
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func startServer(t *testing.T) *server {
 	id := teststack.ID(t)
-	s := &server{t: t, public: freeAddr(t), admin: freeAddr(t)}
+	s := &server{t: t, public: teststack.FreeAddr(t), admin: teststack.FreeAddr(t)}
 	s.env = append(os.Environ(), "PARLEY_AUTH_HS256_SECRET="+secret, "PARLEY_LOG_LEVEL=warn",
 		"PARLEY_LISTEN_ADDR="+s.public, "PARLEY_ADMIN_ADDR="+s.admin, "PARLEY_EDGE_DRAIN_WINDOW=100ms",
 		"PARLEY_CASSANDRA_KEYSPACE="+teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY=ONE",
