@@ -42,6 +42,8 @@ type batchConn struct {
 	mu       sync.Mutex
 	buf      *[]byte   // non-nil while a batch is open
 	deadline time.Time // write deadline last set on Conn
+
+	rd framing // the read side (framing.go)
 }
 
 // SetWriteDeadline rounds the deadline up to the next whole second and skips the call when

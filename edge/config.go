@@ -51,6 +51,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// DrainWindow spreads the reconnect hints of a drain over this long. Default 10s.
 	DrainWindow time.Duration
+	// GoroutineReads reads every connection with a goroutine of its own instead of the
+	// event-driven reader (epoll, Linux only: an idle connection holds no goroutine). Off by
+	// default; it is the fallback elsewhere and is kept for comparison.
+	GoroutineReads bool
 }
 
 // Defaults.

@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +30,14 @@ type Conn struct {
 	expires  atomic.Int64 // token expiry, Unix nanoseconds
 	lastSeen atomic.Int64 // last frame, ping or pong from the client, Unix nanoseconds
 
-	// Reader-only state.
+	// Event-driven reads (poll_linux.go): the socket, and the tag that tells its reports
+	// apart from those of a reused descriptor.
+	pfd  int32
+	ptag uint32
+
+	// Reader-only state. rmu is held while a worker reads; workers take turns on a
+	// connection, and the lock makes each one see the last one's writes.
+	rmu     sync.Mutex
 	limiter *rate.Limiter
 	strikes int
 	typing  *rate.Limiter // typing frames; nil until the first one
@@ -44,6 +52,9 @@ type Conn struct {
 	closeCode int        // when non-zero, the writer sends this close after the queue
 	closeText string
 }
+
+// closeWait is how long the client has to answer the edge's close frame.
+const closeWait = 2 * time.Second
 
 // outFrame is one queued frame: encoded JSON, or a ping when ping is set.
 type outFrame struct {
@@ -193,12 +204,13 @@ func (c *Conn) writeLoop() {
 		if err == nil && code != 0 {
 			err = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
 			// Give the client a moment to answer the close, then the reader gives up.
-			_ = c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_ = c.ws.SetReadDeadline(time.Now().Add(closeWait))
+			time.AfterFunc(closeWait, c.abort) // an idle polled socket has no reader to time out
 		}
 		if err != nil || code != 0 {
 			if err != nil {
-				// The socket is broken or the client stopped reading: unblock the reader.
-				_ = c.ws.NetConn().Close()
+				// The socket is broken or the client stopped reading: end the reader.
+				c.abort()
 			}
 			c.mu.Lock()
 			c.closed = true
@@ -212,8 +224,8 @@ func (c *Conn) writeLoop() {
 
 var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// readLoop runs in the goroutine that served the handshake, until the connection ends.
-func (c *Conn) readLoop() {
+// prepareRead sets the read limit and the ping and pong handlers; call it before the first read.
+func (c *Conn) prepareRead() {
 	ws := c.ws
 	ws.SetReadLimit(int64(c.s.cfg.MaxFrameBytes))
 	ws.SetPongHandler(func(string) error {
@@ -228,36 +240,109 @@ func (c *Conn) readLoop() {
 		}
 		return err
 	})
-	for {
-		mt, r, err := ws.NextReader()
-		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseMessageTooBig)).Inc()
-			}
+}
+
+// readLoop reads the connection in its own goroutine until it ends (when the edge does not
+// read it event-driven).
+func (c *Conn) readLoop() {
+	for c.readMessage() {
+	}
+}
+
+// readReady is a worker's turn on a connection the poller found readable: it reads every
+// frame whose bytes are already here, then re-arms the socket. It ends the connection when
+// the read fails.
+func (c *Conn) readReady() {
+	c.rmu.Lock()
+	ok := c.readAvailable()
+	c.rmu.Unlock()
+	if ok {
+		err := c.s.poll.rearm(c)
+		if err == nil {
 			return
 		}
-		c.lastSeen.Store(c.s.now().UnixNano())
-		if c.isClosed() {
-			continue // closing: discard until the client answers the close
-		}
-		if mt == websocket.BinaryMessage {
-			c.close(protocol.CloseUnsupportedData, "binary frames are not supported; send JSON text", true)
-			continue
-		}
-		buf := readBufs.Get().(*bytes.Buffer)
-		buf.Reset()
-		if _, err := buf.ReadFrom(r); err != nil {
-			readBufs.Put(buf)
-			if errors.Is(err, websocket.ErrReadLimit) {
-				c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseMessageTooBig)).Inc()
-			}
-			return
-		}
-		c.handle(buf.Bytes())
-		if buf.Cap() <= 16<<10 {
-			readBufs.Put(buf) // large buffers are left to the GC so the pool stays small
+		c.s.logger.Error("re-arm connection", "user", c.user, "err", err)
+	}
+	c.s.poll.remove(c)
+	c.s.unregister(c)
+	c.s.wg.Done()
+}
+
+// readAvailable reads the frames that have arrived, answering pings and pongs itself (gorilla
+// would wait for a data frame after them); false means the connection has ended. A data frame
+// that has only partly arrived is waited for.
+func (c *Conn) readAvailable() bool {
+	if !c.batch.pending() {
+		if err := c.batch.fill(); err != nil { // the socket is readable: this does not wait
+			return false
 		}
 	}
+	for c.batch.pending() {
+		op, payload, ok, err := c.batch.nextControl()
+		switch {
+		case err != nil:
+			return false
+		case ok:
+			c.lastSeen.Store(c.s.now().UnixNano())
+			if op == pingOp {
+				_ = c.ws.WriteControl(websocket.PongMessage, payload, c.s.now().Add(time.Second))
+			}
+		case !c.readMessage():
+			return false
+		}
+	}
+	return true
+}
+
+// readMessage reads and handles one message; false means the connection has ended.
+func (c *Conn) readMessage() bool {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		if errors.Is(err, websocket.ErrReadLimit) {
+			c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseMessageTooBig)).Inc()
+		}
+		return false
+	}
+	c.lastSeen.Store(c.s.now().UnixNano())
+	if c.isClosed() || mt == websocket.BinaryMessage {
+		if mt == websocket.BinaryMessage {
+			c.close(protocol.CloseUnsupportedData, "binary frames are not supported; send JSON text", true)
+		}
+		// Closing: discard until the client answers the close. Read to the message's end, so
+		// the stream is at a frame boundary again (the read limit bounds this).
+		_, err := io.Copy(io.Discard, r)
+		return err == nil
+	}
+	buf := readBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		readBufs.Put(buf)
+		if errors.Is(err, websocket.ErrReadLimit) {
+			c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseMessageTooBig)).Inc()
+		}
+		return false
+	}
+	c.handle(buf.Bytes())
+	if buf.Cap() <= 16<<10 {
+		readBufs.Put(buf) // large buffers are left to the GC so the pool stays small
+	}
+	return true
+}
+
+// abort ends the connection from outside its reader: the reader sees the end of the stream
+// and unregisters the connection. The socket is shut down for reading rather than closed: an
+// event-driven connection's reader must still run (the poller reports the shutdown as
+// readable) to stop watching the descriptor before it is closed.
+func (c *Conn) abort() {
+	nc := c.ws.NetConn()
+	_ = nc.SetReadDeadline(time.Unix(1, 0)) // a reader inside a read stops now
+	if c.batch != nil {
+		if tc, ok := c.batch.Conn.(interface{ CloseRead() error }); ok {
+			_ = tc.CloseRead()
+			return
+		}
+	}
+	_ = nc.Close()
 }
 
 func (c *Conn) isClosed() bool {

@@ -65,6 +65,7 @@ func newTestEdge(t *testing.T, cfg Config, nc *nats.Conn) *testEdge {
 	hs := httptest.NewUnstartedServer(mux)
 	hs.Listener = Listener(hs.Listener)
 	hs.Config.MaxHeaderBytes = MaxHeaderBytes
+	hs.Config.ConnContext = ConnContext
 	hs.Start()
 	te := &testEdge{t: t, s: s, hs: hs, auth: a, reg: reg, url: "ws" + strings.TrimPrefix(hs.URL, "http") + protocol.Path}
 	t.Cleanup(func() {

@@ -68,6 +68,13 @@ type Server struct {
 	draining bool
 
 	wg sync.WaitGroup // readers and writers
+
+	// The event-driven reader, started with the first connection; nil where it cannot run
+	// (not Linux, or Config.GoroutineReads).
+	pollOnce sync.Once
+	pollStop sync.Once
+	poll     *poller
+	workers  *workers
 }
 
 // userConns are a user's connections on this edge and the NATS subscription that feeds them.
@@ -138,9 +145,11 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 // with the error "unsupported". Register before serving.
 func (s *Server) Handle(t protocol.Type, h Handler) { s.handlers[t] = h }
 
-// ServeHTTP serves GET /v1/ws: the handshake, then a new goroutine reads the connection and
-// this one returns, so that net/http's per-request state (its 4 KiB read and write buffers,
-// the request and response) is freed rather than held for the life of the connection.
+// ServeHTTP serves GET /v1/ws: the handshake, then this goroutine returns, so that net/http's
+// per-request state (its 4 KiB read and write buffers, the request and response) is freed
+// rather than held for the life of the connection. The connection is then read event-driven
+// (the edge's poller watches its socket, and a worker reads it when it is readable: no
+// goroutine per idle connection) or, where that cannot run, by a goroutine of its own.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	defer s.wg.Done()
@@ -148,12 +157,38 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.wg.Add(1)
+	c.prepareRead()
+	s.wg.Add(1) // done when the connection's reading ends
+	if p := s.poller(); p != nil && c.batch != nil {
+		c.batch.frameOn()
+		err := p.add(c)
+		if err == nil {
+			return
+		}
+		s.logger.Warn("edge: connection read by a goroutine instead", "err", err)
+	}
 	go func() {
 		defer s.wg.Done()
 		defer s.unregister(c)
 		c.readLoop()
 	}()
+}
+
+// poller returns the event-driven reader, starting it on first use; nil if it cannot run.
+func (s *Server) poller() *poller {
+	s.pollOnce.Do(func() {
+		if s.cfg.GoroutineReads {
+			return
+		}
+		w := newWorkers((*Conn).readReady)
+		p, err := newPoller(w.submit)
+		if err != nil {
+			s.logger.Warn("edge: event-driven reads unavailable; one goroutine per connection", "err", err)
+			return
+		}
+		s.poll, s.workers = p, w
+	})
+	return s.poll
 }
 
 // MaxHeaderBytes is the http.Server.MaxHeaderBytes to serve the edge with: a handshake with
@@ -257,7 +292,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		return nil, false
 	}
 	c.ws = ws
-	c.batch = bc
+	c.batch, _ = ws.NetConn().(*batchConn) // served on Listener (bc is that too, with ConnContext)
 	// hello is written here, before the connection is registered, so it is the first frame
 	// whatever else gets routed to the user meanwhile; nothing else writes to ws yet.
 	hello, err := protocol.Encode(protocol.Frame{
@@ -539,7 +574,7 @@ func (s *Server) sweep(bucket int) {
 			c.close(protocol.CloseTokenExpired, "token expired", false)
 		case silent >= 2*hb:
 			s.metrics.closes.WithLabelValues("dead").Inc()
-			_ = c.ws.NetConn().Close() // no pong for a whole interval: the reader ends
+			c.abort() // no pong for a whole interval: the reader ends
 		case silent >= hb-sweepTick.Nanoseconds():
 			c.enqueue(outFrame{ping: true})
 		}
@@ -601,12 +636,19 @@ wait:
 		s.mu.Lock()
 		for _, b := range s.buckets {
 			for c := range b {
-				_ = c.ws.NetConn().Close()
+				c.abort()
 			}
 		}
 		s.mu.Unlock()
 		<-done
 	}
+	s.pollOnce.Do(func() {}) // no poller starts after this
+	s.pollStop.Do(func() {
+		if s.poll != nil {
+			s.poll.close()
+			s.workers.close()
+		}
+	})
 	s.cancel()
 	return ctx.Err()
 }

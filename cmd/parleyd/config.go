@@ -304,6 +304,8 @@ func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
 		"Frames queued per connection before ephemeral frames are dropped and then the client is closed as slow (4009).")
 	durationFlag(fs, &c.DrainWindow, "edge-drain-window", edge.DefaultDrainWindow, 0, 10*time.Minute,
 		"On shutdown, reconnect hints are spread over this long before connections are closed with 1001.")
+	boolFlag(fs, &c.GoroutineReads, "edge-goroutine-reads", false,
+		"Read each connection with a goroutine of its own instead of the event-driven (epoll) reader; always so off Linux.")
 }
 
 // deliveryFlags registers the ingest stream and worker settings.
