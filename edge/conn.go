@@ -128,7 +128,7 @@ func (c *Conn) startWriterLocked() {
 	}
 	c.writing = true
 	c.s.wg.Add(1)
-	go c.writeLoop()
+	c.s.writers.submit(c)
 }
 
 // close asks the writer to send a close frame with code after what is queued (or, with
@@ -156,8 +156,8 @@ func (c *Conn) closeLocked(code int, text string, discard bool) {
 	c.startWriterLocked()
 }
 
-// writeLoop writes queued frames in batches until the queue is empty, then exits: an idle
-// connection has no writer goroutine.
+// writeLoop writes queued frames in batches until the queue is empty, then returns its
+// worker to the pool: an idle connection has no writer.
 func (c *Conn) writeLoop() {
 	defer c.s.wg.Done()
 	for {

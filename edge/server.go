@@ -75,6 +75,9 @@ type Server struct {
 	pollStop sync.Once
 	poll     *poller
 	workers  *workers
+	// writers run connections' writers (writeLoop), so a writer's stack, grown by the write
+	// path, is reused by the next batch instead of grown again for each.
+	writers *workers
 }
 
 // userConns are a user's connections on this edge and the NATS subscription that feeds them.
@@ -116,6 +119,7 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 		pendingPresence: map[chat.UserID]protocol.PresenceState{},
 		presenceSent:    map[chat.UserID]time.Time{},
 	}
+	s.writers = newWorkers((*Conn).writeLoop)
 	s.membership = newMembershipCache(nil, func() time.Time { return s.now() })
 	for i := range s.buckets {
 		s.buckets[i] = map[*Conn]struct{}{}
@@ -648,6 +652,7 @@ wait:
 			s.poll.close()
 			s.workers.close()
 		}
+		s.writers.close()
 	})
 	s.cancel()
 	return ctx.Err()

@@ -5,10 +5,11 @@ import (
 	"time"
 )
 
-// workers run the event-driven reader's work: a connection whose socket is readable is handed
-// to a waiting worker, or to a new one when none waits. A worker waits for more work for
-// workerIdle before it exits, so under steady traffic a few workers, their stacks already grown
-// by the read path, serve every connection, and an idle edge keeps none.
+// workers run per-connection work (the event-driven reader's turn on a readable socket, or a
+// writer's batches): each piece goes to a waiting worker, or to a new one when none waits. A
+// worker waits for more work for workerIdle before it exits, so under steady traffic a few
+// workers, their stacks already grown by the read or write path, serve every connection, and
+// an idle edge keeps none.
 type workers struct {
 	run   func(*Conn)
 	tasks chan *Conn // unbuffered: a send succeeds only when a worker is waiting
