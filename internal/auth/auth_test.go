@@ -63,6 +63,18 @@ func TestVerifyRejects(t *testing.T) {
 	badSubject := sign(jwt.SigningMethodHS256, secret, jwt.RegisteredClaims{Subject: "a b", Issuer: "parley",
 		ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))})
 
+	// Dates are JSON numbers of seconds: a string is refused, a fraction is allowed.
+	stringExp := sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "iss": "parley", "exp": "1800003600"})
+	notYet := sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "iss": "parley", "exp": 1_800_003_600,
+		"nbf": 1_800_000_000 + 3600})
+	fraction := sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "iss": "parley", "exp": 1_800_003_600.75})
+	if id, err := a.Verify(fraction); err != nil || !id.ExpiresAt.Equal(time.Unix(1_800_003_600, 0)) {
+		t.Errorf("fractional exp: %+v, %v; want expiry at 1800003600", id, err)
+	}
+	if _, err := a.Verify(notYet); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("token before its nbf: err = %v; want ErrInvalidToken", err)
+	}
+
 	later := newAuthority(t, Config{Issuer: "parley"}, now.Add(time.Minute+DefaultLeeway+time.Second))
 	if _, err := later.Verify(good); !errors.Is(err, ErrExpiredToken) {
 		t.Errorf("expired token: err = %v; want ErrExpiredToken", err)
@@ -77,7 +89,7 @@ func TestVerifyRejects(t *testing.T) {
 	}
 	for name, tok := range map[string]string{
 		"no exp": noExp, "other issuer": otherIss, "alg none": none, "HS384": hs384,
-		"bad subject": badSubject, "garbage": "not.a.token", "empty": "",
+		"bad subject": badSubject, "garbage": "not.a.token", "empty": "", "exp as a string": stringExp,
 	} {
 		_, err := a.Verify(tok)
 		if !errors.Is(err, ErrInvalidToken) {
