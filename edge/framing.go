@@ -93,14 +93,20 @@ func (c *batchConn) Read(p []byte) (int, error) {
 		b = b[:r.left]
 	}
 	n := copy(p, b)
-	r.roff += n
 	r.left -= uint64(n)
+	c.consume(n)
+	return n, nil
+}
+
+// consume drops n read-ahead bytes, and the buffer once it is empty.
+func (c *batchConn) consume(n int) {
+	r := &c.rd
+	r.roff += n
 	if r.roff == len(*r.rbuf) {
 		*r.rbuf = (*r.rbuf)[:0]
 		readAheadBufs.Put(r.rbuf)
 		r.rbuf, r.roff = nil, 0
 	}
-	return n, nil
 }
 
 // fill reads once from the socket into the read-ahead buffer.
@@ -163,12 +169,7 @@ func (c *batchConn) nextControl() (op byte, payload []byte, ok bool, err error) 
 			payload[i] = b[6+i] ^ key[i%4]
 		}
 	}
-	r.roff += 6 + n
-	if r.roff == len(*r.rbuf) {
-		*r.rbuf = (*r.rbuf)[:0]
-		readAheadBufs.Put(r.rbuf)
-		r.rbuf, r.roff = nil, 0
-	}
+	c.consume(6 + n)
 	return op, payload, true, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 
@@ -20,10 +21,11 @@ import (
 // usual underneath: a worker that meets half a frame blocks in an ordinary read until the rest
 // arrives (or the connection's deadline or close ends it).
 type poller struct {
-	epfd   int
-	wakefd int // an eventfd registered with epfd: written to stop the loop
-	ready  func(*Conn)
-	done   chan struct{}
+	epfd  int
+	file  *os.File        // epfd, watched by the runtime's poller: the loop parks like a socket read
+	raw   syscall.RawConn // file's
+	ready func(*Conn)
+	done  chan struct{}
 
 	mu    sync.Mutex
 	conns map[int32]*Conn // by socket; a connection's tag tells a reused descriptor apart
@@ -37,22 +39,27 @@ var errNotPollable = errors.New("connection has no socket to poll")
 
 // newPoller starts the epoll loop; ready runs (on the loop's goroutine) for each connection
 // whose socket is readable, and must not block.
+//
+// The loop never blocks a thread in epoll_wait: with one core, a goroutine blocked in a system
+// call keeps the only P until the runtime's monitor takes it back, which stalled handshakes. The
+// epoll descriptor is itself pollable (readable while it has events), so it is handed to the
+// runtime's poller, and the loop waits for it as a network read waits for its socket.
 func newPoller(ready func(*Conn)) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("epoll descriptor: %w", err)
+	}
+	file := os.NewFile(uintptr(epfd), "edge-epoll") // non-blocking: the runtime polls it
+	raw, err := file.SyscallConn()
 	if err != nil {
-		_ = unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
+		_ = file.Close()
+		return nil, fmt.Errorf("epoll descriptor: %w", err)
 	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
-		_ = unix.Close(epfd)
-		_ = unix.Close(wakefd)
-		return nil, fmt.Errorf("epoll_ctl: %w", err)
-	}
-	p := &poller{epfd: epfd, wakefd: wakefd, ready: ready, done: make(chan struct{}), conns: map[int32]*Conn{}}
+	p := &poller{epfd: epfd, file: file, raw: raw, ready: ready, done: make(chan struct{}), conns: map[int32]*Conn{}}
 	go p.loop()
 	return p, nil
 }
@@ -122,20 +129,25 @@ func (p *poller) loop() {
 	events := make([]unix.EpollEvent, 256)
 	ready := make([]*Conn, 0, len(events))
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
+		var n int
+		var werr error
+		err := p.raw.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			if errors.Is(werr, unix.EINTR) {
+				n, werr = 0, nil
+				return true // try again at once
 			}
-			panic(fmt.Sprintf("edge: epoll_wait: %v", err)) // only a bad descriptor can cause this
+			return n > 0 || werr != nil // none yet: park until the descriptor is readable
+		})
+		if err != nil {
+			return // closed
+		}
+		if werr != nil {
+			panic(fmt.Sprintf("edge: epoll_wait: %v", werr)) // only a bad descriptor can cause this
 		}
 		ready = ready[:0]
 		p.mu.Lock()
 		for _, ev := range events[:n] {
-			if int(ev.Fd) == p.wakefd {
-				p.mu.Unlock()
-				return
-			}
 			// A report for a descriptor closed and reused meanwhile carries the old tag.
 			if c := p.conns[ev.Fd]; c != nil && c.ptag == uint32(ev.Pad) {
 				ready = append(ready, c)
@@ -148,12 +160,9 @@ func (p *poller) loop() {
 	}
 }
 
-// close stops the loop and releases the epoll instance. Connections still registered are not
+// close stops the loop and closes the epoll instance. Connections still registered are not
 // touched.
 func (p *poller) close() {
-	one := [8]byte{1} // an eventfd counter: any non-zero value wakes the loop
-	_, _ = unix.Write(p.wakefd, one[:])
+	_ = p.file.Close() // wakes the loop's wait with an error
 	<-p.done
-	_ = unix.Close(p.epfd)
-	_ = unix.Close(p.wakefd)
 }

@@ -270,7 +270,7 @@ func (s *Server) EnableTyping(members MemberLister) {
 			return
 		}
 		if c.typing == nil {
-			c.typing = rate.NewLimiter(typingRate, typingBurst) // reader goroutine only
+			c.typing = rate.NewLimiter(typingRate, typingBurst) // the connection's reader only
 		}
 		if !c.typing.Allow() {
 			s.metrics.drops.WithLabelValues("typing_rate").Inc()

@@ -33,8 +33,9 @@ type Verifier interface {
 
 var _ Verifier = (*auth.Authority)(nil)
 
-// Handler handles one client frame type. It runs on the connection's reader goroutine, so a
-// slow handler slows only its own connection; it answers through c.Send or c.SendError.
+// Handler handles one client frame type. It runs on the goroutine reading the connection (one
+// at a time per connection, in frame order), so a slow handler slows only its own connection,
+// whose socket is not read meanwhile; it answers through c.Send or c.SendError.
 type Handler func(ctx context.Context, c *Conn, f protocol.Frame)
 
 // Server is the WebSocket edge.
