@@ -235,3 +235,19 @@ func TestControlFramesLeaveNoWorkerWaiting(t *testing.T) {
 		}
 	})
 }
+
+// A client that never answers the edge's close frame is dropped after closeWait, whether or
+// not its socket is being read.
+func TestUnansweredCloseEndsTheConnection(t *testing.T) {
+	modes(t, func(t *testing.T, cfg Config) {
+		te := newTestEdge(t, cfg, nil)
+		ws := te.connect("mute", "d")
+		if err := ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}); err != nil {
+			t.Fatal(err)
+		}
+		// The edge answers with close 1003; this client neither reads it nor answers.
+		if !teststack.Eventually(t, closeWait+3*time.Second, func() bool { return te.s.connCount() == 0 }) {
+			t.Fatal("connection still registered after its close went unanswered")
+		}
+	})
+}
