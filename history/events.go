@@ -50,13 +50,13 @@ func (st *Store) applyEvent(ctx context.Context, m chat.Message) error {
 	}
 	args = append(args, uuid(m.Conversation), st.bucket(m.TargetSeq), m.TargetSeq)
 	if err := st.s.Query(stmt+` WHERE conversation_id = ? AND bucket = ? AND target_seq = ?`, args...).
-		WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		Idempotent(true).ExecContext(ctx); err != nil {
 		return fmt.Errorf("apply %s: %w", m.Kind, err)
 	}
 	// Then flag the target's bucket, so reads of it look for state (after the state: a reader
 	// that sees the flag finds the state).
 	if err := st.s.Query(`UPDATE messages SET has_state = true WHERE conversation_id = ? AND bucket = ?`,
-		uuid(m.Conversation), st.bucket(m.TargetSeq)).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		uuid(m.Conversation), st.bucket(m.TargetSeq)).Idempotent(true).ExecContext(ctx); err != nil {
 		return fmt.Errorf("apply %s: %w", m.Kind, err)
 	}
 	return nil
@@ -101,7 +101,7 @@ func (st *Store) fold(ctx context.Context, id chat.ConversationID, page []chat.M
 	for b, r := range ranges {
 		iter := st.s.Query(`SELECT target_seq, edit_body, edit_seq, deleted_seq, reactions FROM message_state
 			WHERE conversation_id = ? AND bucket = ? AND target_seq >= ? AND target_seq <= ?`, uuid(id), b, r[0], r[1]).
-			WithContext(ctx).Idempotent(true).Iter()
+			Idempotent(true).IterContext(ctx)
 		var (
 			seq, deletedSeq int64
 			s               messageState
@@ -173,7 +173,7 @@ func (st *Store) applyMembership(ctx context.Context, m chat.Message) error {
 		return fmt.Errorf("%w: membership event %d names no member", ErrInvalid, m.Seq)
 	}
 	cas := func(stmt string, args ...any) error {
-		_, err := st.s.Query(stmt, args...).WithContext(ctx).SerialConsistency(gocql.LocalSerial).MapScanCAS(map[string]any{})
+		_, err := st.s.Query(stmt, args...).SerialConsistency(gocql.LocalSerial).MapScanCASContext(ctx, map[string]any{})
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", m.Kind, err)
 		}
@@ -182,7 +182,7 @@ func (st *Store) applyMembership(ctx context.Context, m chat.Message) error {
 	switch m.Kind {
 	case chat.MessageMemberAdded:
 		created, err := st.s.Query(`INSERT INTO conversation_members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, ?, ?) IF NOT EXISTS`,
-			conv, user, string(chat.RoleMember), m.Seq).WithContext(ctx).SerialConsistency(gocql.LocalSerial).MapScanCAS(map[string]any{})
+			conv, user, string(chat.RoleMember), m.Seq).SerialConsistency(gocql.LocalSerial).MapScanCASContext(ctx, map[string]any{})
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", m.Kind, err)
 		}
@@ -213,17 +213,18 @@ func (st *Store) applyMembership(ctx context.Context, m chat.Message) error {
 		}
 		if _, err := st.s.Query(`INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
-			user, conv, mem.JoinedSeq, m.CreatedAt, string(c.Kind), c.Title, m.CreatedAt, mem.JoinedSeq).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
+			user, conv, mem.JoinedSeq, m.CreatedAt, string(c.Kind), c.Title, m.CreatedAt, mem.JoinedSeq).
+			MapScanCASContext(ctx, map[string]any{}); err != nil {
 			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
 		}
 		if err := st.s.Query(`UPDATE user_conversations SET joined_seq = ?, left_seq = null WHERE user_id = ? AND conversation_id = ?`,
-			mem.JoinedSeq, user, conv).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+			mem.JoinedSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
 			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
 		}
 		return st.raiseRead(ctx, m.TargetUser, m.Conversation, mem.JoinedSeq, m.CreatedAt)
 	}
 	if err := st.s.Query(`UPDATE user_conversations SET left_seq = ? WHERE user_id = ? AND conversation_id = ?`,
-		mem.LeftSeq, user, conv).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		mem.LeftSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
 		return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
 	}
 	return nil
@@ -236,7 +237,7 @@ func (st *Store) raiseRead(ctx context.Context, user chat.UserID, id chat.Conver
 		return nil
 	}
 	_, err := st.s.Query(`UPDATE user_conversations SET read_seq = ?, read_at = ? WHERE user_id = ? AND conversation_id = ? IF read_seq < ?`,
-		seq, at, string(user), uuid(id), seq).WithContext(ctx).MapScanCAS(map[string]any{})
+		seq, at, string(user), uuid(id), seq).MapScanCASContext(ctx, map[string]any{})
 	if err != nil && !errors.Is(err, gocql.ErrNotFound) {
 		return fmt.Errorf("raise read position: %w", err)
 	}
@@ -264,13 +265,13 @@ func (st *Store) updateInboxes(ctx context.Context, m chat.Message, users []chat
 	write := func(chunk []chat.UserID) error {
 		var err error
 		if len(chunk) == 1 {
-			err = st.s.Query(stmt, args(chunk[0])...).WithContext(ctx).Idempotent(true).Exec()
+			err = st.s.Query(stmt, args(chunk[0])...).Idempotent(true).ExecContext(ctx)
 		} else {
-			b := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx)
+			b := st.s.Batch(gocql.UnloggedBatch)
 			for _, u := range chunk {
 				b.Query(stmt, args(u)...)
 			}
-			err = b.Exec()
+			err = b.ExecContext(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("update inbox: %w", err)

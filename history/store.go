@@ -139,18 +139,18 @@ func (st *Store) createDirect(ctx context.Context, a, b chat.UserID, now time.Ti
 	id = chat.DirectConversationID(a, b)
 	created, err = st.s.Query(`INSERT INTO conversations (conversation_id, kind, created_by, created_at, last_seq)
 		VALUES (?, ?, ?, ?, 0) IF NOT EXISTS`, uuid(id), string(chat.KindDirect), string(a), now).
-		WithContext(ctx).MapScanCAS(map[string]any{})
+		MapScanCASContext(ctx, map[string]any{})
 	if err != nil {
 		return id, false, fmt.Errorf("create direct conversation: %w", err)
 	}
 	// Members are written every time: idempotent, and it repairs a creation that crashed
 	// between the two writes.
-	b2 := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx)
+	b2 := st.s.Batch(gocql.UnloggedBatch)
 	for _, u := range []chat.UserID{a, b} {
 		b2.Query(`INSERT INTO conversation_members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, ?, 0)`,
 			uuid(id), string(u), string(chat.RoleMember))
 	}
-	if err := b2.Exec(); err != nil {
+	if err := b2.ExecContext(ctx); err != nil {
 		return id, created, fmt.Errorf("add direct members: %w", err)
 	}
 	for _, u := range []chat.UserID{a, b} {
@@ -174,11 +174,11 @@ func (st *Store) createGroup(ctx context.Context, creator chat.UserID, title str
 	id := chat.NewConversationID()
 	if err := st.s.Query(`INSERT INTO conversations (conversation_id, kind, title, created_by, created_at, last_seq)
 		VALUES (?, ?, ?, ?, ?, 0)`, uuid(id), string(chat.KindGroup), title, string(creator), now).
-		WithContext(ctx).Exec(); err != nil {
+		ExecContext(ctx); err != nil {
 		return id, fmt.Errorf("create group: %w", err)
 	}
 	// One partition: a single unlogged batch is atomic and isolated for it.
-	b := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx)
+	b := st.s.Batch(gocql.UnloggedBatch)
 	for _, u := range all {
 		role := chat.RoleMember
 		if u == creator {
@@ -187,7 +187,7 @@ func (st *Store) createGroup(ctx context.Context, creator chat.UserID, title str
 		b.Query(`INSERT INTO conversation_members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, ?, 0)`,
 			uuid(id), string(u), string(role))
 	}
-	if err := b.Exec(); err != nil {
+	if err := b.ExecContext(ctx); err != nil {
 		return id, fmt.Errorf("add group members: %w", err)
 	}
 	for _, u := range all {
@@ -206,9 +206,9 @@ func (st *Store) addToInbox(ctx context.Context, c Conversation, user chat.UserI
 	args := []any{string(user), uuid(c.ID), now, string(c.Kind), c.Title, now}
 	var err error
 	if keep {
-		_, err = st.s.Query(insert+` IF NOT EXISTS`, args...).WithContext(ctx).MapScanCAS(map[string]any{})
+		_, err = st.s.Query(insert+` IF NOT EXISTS`, args...).MapScanCASContext(ctx, map[string]any{})
 	} else {
-		err = st.s.Query(insert, args...).WithContext(ctx).Exec()
+		err = st.s.Query(insert, args...).ExecContext(ctx)
 	}
 	if err != nil {
 		return fmt.Errorf("add to inbox: %w", err)
@@ -220,7 +220,7 @@ func (st *Store) conversation(ctx context.Context, id chat.ConversationID) (Conv
 	c := Conversation{ID: id}
 	var kind, createdBy string
 	err := st.s.Query(`SELECT kind, title, created_by, created_at FROM conversations WHERE conversation_id = ?`, uuid(id)).
-		WithContext(ctx).Idempotent(true).Scan(&kind, &c.Title, &createdBy, &c.CreatedAt)
+		Idempotent(true).ScanContext(ctx, &kind, &c.Title, &createdBy, &c.CreatedAt)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return c, ErrNotFound
 	}
@@ -235,7 +235,7 @@ func (st *Store) member(ctx context.Context, id chat.ConversationID, user chat.U
 	m := Member{User: user}
 	var role string
 	err := st.s.Query(`SELECT role, joined_seq, left_seq FROM conversation_members WHERE conversation_id = ? AND user_id = ?`,
-		uuid(id), string(user)).WithContext(ctx).Idempotent(true).Scan(&role, &m.JoinedSeq, &m.LeftSeq)
+		uuid(id), string(user)).Idempotent(true).ScanContext(ctx, &role, &m.JoinedSeq, &m.LeftSeq)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return m, ErrNotFound
 	}
@@ -248,7 +248,7 @@ func (st *Store) member(ctx context.Context, id chat.ConversationID, user chat.U
 
 func (st *Store) members(ctx context.Context, id chat.ConversationID) ([]Member, error) {
 	iter := st.s.Query(`SELECT user_id, role, joined_seq, left_seq FROM conversation_members WHERE conversation_id = ?`,
-		uuid(id)).WithContext(ctx).Idempotent(true).Iter()
+		uuid(id)).Idempotent(true).IterContext(ctx)
 	var (
 		out        []Member
 		user, role string
@@ -302,7 +302,7 @@ func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat
 		return nil
 	}
 	if err := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last, uuid(id)).
-		WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		Idempotent(true).ExecContext(ctx); err != nil {
 		return fmt.Errorf("update last_seq: %w", err)
 	}
 	return nil
@@ -318,14 +318,14 @@ func (st *Store) insertIfNotExists(ctx context.Context, id chat.ConversationID, 
 			gocql.UUID(m.ClientMsgID), m.Body, m.TargetSeq, string(m.TargetUser), m.CreatedAt}
 	}
 	if len(msgs) == 1 {
-		return st.s.Query(insert, values(msgs[0])...).WithContext(ctx).SerialConsistency(gocql.LocalSerial).
-			MapScanCAS(map[string]any{})
+		return st.s.Query(insert, values(msgs[0])...).SerialConsistency(gocql.LocalSerial).
+			MapScanCASContext(ctx, map[string]any{})
 	}
-	b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(gocql.LocalSerial)
+	b := st.s.Batch(gocql.LoggedBatch).SerialConsistency(gocql.LocalSerial)
 	for _, m := range msgs {
 		b.Query(insert, values(m)...)
 	}
-	applied, iter, err := b.MapExecCAS(map[string]any{})
+	applied, iter, err := b.MapExecCASContext(ctx, map[string]any{})
 	if iter != nil {
 		_ = iter.Close()
 	}
@@ -334,7 +334,7 @@ func (st *Store) insertIfNotExists(ctx context.Context, id chat.ConversationID, 
 
 func (st *Store) claimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte, seq int64) error {
 	if err := st.s.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
-		uuid(id), string(sender), gocql.UUID(clientMsgID), seq).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		uuid(id), string(sender), gocql.UUID(clientMsgID), seq).Idempotent(true).ExecContext(ctx); err != nil {
 		return fmt.Errorf("record client_msg_id: %w", err)
 	}
 	return nil
@@ -368,7 +368,7 @@ func (st *Store) raiseLast(ctx context.Context, id chat.ConversationID, m chat.M
 		return nil
 	}
 	_, err := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ? IF last_seq < ?`, m.Seq, uuid(id), m.Seq).
-		WithContext(ctx).MapScanCAS(map[string]any{})
+		MapScanCASContext(ctx, map[string]any{})
 	if err != nil {
 		return fmt.Errorf("raise last_seq: %w", err)
 	}
@@ -391,7 +391,7 @@ func preview(body string) string {
 func (st *Store) seqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte) (int64, bool, error) {
 	var seq int64
 	err := st.s.Query(`SELECT seq FROM message_ids WHERE conversation_id = ? AND sender_id = ? AND client_msg_id = ?`,
-		uuid(id), string(sender), gocql.UUID(clientMsgID)).WithContext(ctx).Idempotent(true).Scan(&seq)
+		uuid(id), string(sender), gocql.UUID(clientMsgID)).Idempotent(true).ScanContext(ctx, &seq)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return 0, false, nil
 	}
@@ -404,7 +404,7 @@ func (st *Store) seqOf(ctx context.Context, id chat.ConversationID, sender chat.
 func (st *Store) lastSeq(ctx context.Context, id chat.ConversationID) (int64, error) {
 	var hint int64
 	err := st.s.Query(`SELECT last_seq FROM conversations WHERE conversation_id = ?`, uuid(id)).
-		WithContext(ctx).Idempotent(true).Scan(&hint)
+		Idempotent(true).ScanContext(ctx, &hint)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return 0, ErrNotFound
 	}
@@ -415,7 +415,7 @@ func (st *Store) lastSeq(ctx context.Context, id chat.ConversationID) (int64, er
 	for b := st.bucket(hint); ; b++ {
 		var top int64
 		err := st.s.Query(`SELECT seq FROM messages WHERE conversation_id = ? AND bucket = ? LIMIT 1`, uuid(id), b).
-			WithContext(ctx).Idempotent(true).Scan(&top)
+			Idempotent(true).ScanContext(ctx, &top)
 		if errors.Is(err, gocql.ErrNotFound) {
 			return last, nil
 		}
@@ -503,7 +503,7 @@ func (st *Store) clamp(limit int) (int, error) {
 
 // read runs a SELECT of readColumns within one bucket and reports the bucket's has_state.
 func (st *Store) read(ctx context.Context, id chat.ConversationID, stmt string, args ...any) ([]chat.Message, bool, error) {
-	iter := st.s.Query(stmt, args...).WithContext(ctx).Idempotent(true).Iter()
+	iter := st.s.Query(stmt, args...).Idempotent(true).IterContext(ctx)
 	var (
 		out                  []chat.Message
 		kind, sender, device string
@@ -596,12 +596,12 @@ func (st *Store) ClaimClientMsgIDs(ctx context.Context, id chat.ConversationID, 
 				}
 				continue
 			}
-			b := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx)
+			b := st.s.Batch(gocql.UnloggedBatch)
 			for _, m := range chunk {
 				b.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
 					uuid(id), string(m.Sender), gocql.UUID(m.ClientMsgID), m.Seq)
 			}
-			if err := b.Exec(); err != nil {
+			if err := b.ExecContext(ctx); err != nil {
 				return fmt.Errorf("record client_msg_ids: %w", err)
 			}
 		}

@@ -80,7 +80,7 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	err := in.history.Guard(func() error {
 		iter := in.s.Query(`SELECT conversation_id, kind, title, added_at, read_seq, read_at, joined_seq, left_seq,
 			last_seq, last_at, last_preview, last_sender FROM user_conversations WHERE user_id = ? LIMIT ?`,
-			string(user), MaxConversations).WithContext(ctx).Idempotent(true).Iter()
+			string(user), MaxConversations).Idempotent(true).IterContext(ctx)
 		var (
 			cid          gocql.UUID
 			kind, sender string
@@ -160,7 +160,7 @@ func (in *Inbox) markRead(ctx context.Context, user chat.UserID, conv chat.Conve
 	for attempt := 0; attempt < 5; attempt++ {
 		var cur int64
 		err := in.s.Query(`SELECT read_seq FROM user_conversations WHERE user_id = ? AND conversation_id = ?`,
-			string(user), gocql.UUID(conv)).WithContext(ctx).Idempotent(true).Scan(&cur)
+			string(user), gocql.UUID(conv)).Idempotent(true).ScanContext(ctx, &cur)
 		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
 			return 0, false, fmt.Errorf("read position: %w", err)
 		}
@@ -169,7 +169,7 @@ func (in *Inbox) markRead(ctx context.Context, user chat.UserID, conv chat.Conve
 		}
 		// Forward only, even with several devices marking read at once.
 		applied, err := in.s.Query(`UPDATE user_conversations SET read_seq = ?, read_at = ? WHERE user_id = ? AND conversation_id = ? IF read_seq = ?`,
-			seq, in.now(), string(user), gocql.UUID(conv), cur).WithContext(ctx).MapScanCAS(map[string]any{})
+			seq, in.now(), string(user), gocql.UUID(conv), cur).MapScanCASContext(ctx, map[string]any{})
 		if err != nil {
 			return 0, false, fmt.Errorf("mark read: %w", err)
 		}
@@ -309,7 +309,7 @@ func (in *Inbox) Ack(ctx context.Context, user chat.UserID, device chat.DeviceID
 func forward(ctx context.Context, s *gocql.Session, table, column, where string, key []any, seq int64) (int64, bool, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		var cur *int64
-		err := s.Query(`SELECT `+column+` FROM `+table+` WHERE `+where, key...).WithContext(ctx).Idempotent(true).Scan(&cur)
+		err := s.Query(`SELECT `+column+` FROM `+table+` WHERE `+where, key...).Idempotent(true).ScanContext(ctx, &cur)
 		exists := err == nil
 		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
 			return 0, false, fmt.Errorf("read %s: %w", column, err)
@@ -321,13 +321,13 @@ func forward(ctx context.Context, s *gocql.Session, table, column, where string,
 		switch {
 		case !exists && table == "device_cursors":
 			applied, err = s.Query(`INSERT INTO device_cursors (user_id, device_id, conversation_id, seq) VALUES (?, ?, ?, ?) IF NOT EXISTS`,
-				append(key, seq)...).WithContext(ctx).MapScanCAS(map[string]any{})
+				append(key, seq)...).MapScanCASContext(ctx, map[string]any{})
 		case cur == nil:
 			applied, err = s.Query(`UPDATE `+table+` SET `+column+` = ? WHERE `+where+` IF `+column+` = null`,
-				append([]any{seq}, key...)...).WithContext(ctx).MapScanCAS(map[string]any{})
+				append([]any{seq}, key...)...).MapScanCASContext(ctx, map[string]any{})
 		default:
 			applied, err = s.Query(`UPDATE `+table+` SET `+column+` = ? WHERE `+where+` IF `+column+` = ?`,
-				append(append([]any{seq}, key...), *cur)...).WithContext(ctx).MapScanCAS(map[string]any{})
+				append(append([]any{seq}, key...), *cur)...).MapScanCASContext(ctx, map[string]any{})
 		}
 		if err != nil {
 			return 0, false, fmt.Errorf("move %s: %w", column, err)

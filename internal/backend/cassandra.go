@@ -195,8 +195,8 @@ func (c *Cassandra) Open(ctx context.Context, keyspace string) (*gocql.Session, 
 // PingCassandra reports whether Cassandra answers a query.
 func PingCassandra(ctx context.Context, s *gocql.Session) error {
 	var version string
-	return s.Query("SELECT release_version FROM system.local").WithContext(ctx).Idempotent(true).
-		Consistency(gocql.One).Scan(&version)
+	return s.Query("SELECT release_version FROM system.local").Idempotent(true).
+		Consistency(gocql.One).ScanContext(ctx, &version)
 }
 
 // cassandraMetrics observes every query, batch and connection attempt.

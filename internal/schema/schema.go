@@ -205,7 +205,7 @@ func Migrate(ctx context.Context, open SessionOpener, cfg Config, logger *slog.L
 	}
 	defer s.Close()
 	for _, stmt := range splitStatements(metaTables) {
-		if err := s.Query(stmt).WithContext(ctx).Exec(); err != nil {
+		if err := s.Query(stmt).ExecContext(ctx); err != nil {
 			return Result{}, fmt.Errorf("create schema tables: %w", err)
 		}
 	}
@@ -227,7 +227,7 @@ func Migrate(ctx context.Context, open SessionOpener, cfg Config, logger *slog.L
 		name := fmt.Sprintf("%04d_%s", m.Version, m.Name)
 		logger.Info("applying migration", "migration", name, "keyspace", cfg.Keyspace)
 		for _, stmt := range m.Statements {
-			if err := s.Query(stmt).WithContext(ctx).Exec(); err != nil {
+			if err := s.Query(stmt).ExecContext(ctx); err != nil {
 				return res, fmt.Errorf("migration %s: %w\nstatement: %s", name, err, stmt)
 			}
 		}
@@ -235,7 +235,7 @@ func Migrate(ctx context.Context, open SessionOpener, cfg Config, logger *slog.L
 			return res, fmt.Errorf("migration %s: schema agreement: %w", name, err)
 		}
 		if err := s.Query(`INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)`,
-			m.Version, m.Name, m.Checksum, time.Now()).WithContext(ctx).Exec(); err != nil {
+			m.Version, m.Name, m.Checksum, time.Now()).ExecContext(ctx); err != nil {
 			return res, fmt.Errorf("record migration %s: %w", name, err)
 		}
 		res.Applied = append(res.Applied, name)
@@ -252,7 +252,7 @@ func createKeyspace(ctx context.Context, open SessionOpener, cfg Config) error {
 	defer s.Close()
 	// The keyspace name and replication were validated; DDL cannot take bound parameters.
 	stmt := fmt.Sprintf("CREATE KEYSPACE IF NOT EXISTS %s WITH replication = %s", cfg.Keyspace, cfg.Replication.cql())
-	if err := s.Query(stmt).WithContext(ctx).Exec(); err != nil {
+	if err := s.Query(stmt).ExecContext(ctx); err != nil {
 		return fmt.Errorf("create keyspace %s: %w", cfg.Keyspace, err)
 	}
 	return s.AwaitSchemaAgreement(ctx)
@@ -265,7 +265,7 @@ func lock(ctx context.Context, s *gocql.Session, ttl time.Duration, logger *slog
 	for {
 		prev := map[string]any{}
 		applied, err := s.Query(`INSERT INTO schema_lock (id, owner) VALUES ('migrate', ?) IF NOT EXISTS USING TTL ?`,
-			owner, int(ttl.Seconds())).WithContext(ctx).MapScanCAS(prev)
+			owner, int(ttl.Seconds())).MapScanCASContext(ctx, prev)
 		if err != nil {
 			return nil, fmt.Errorf("take migration lock: %w", err)
 		}
@@ -284,7 +284,7 @@ func lock(ctx context.Context, s *gocql.Session, ttl time.Duration, logger *slog
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := s.Query(`DELETE FROM schema_lock WHERE id = 'migrate' IF owner = ?`, owner).
-			WithContext(ctx).Exec(); err != nil {
+			ExecContext(ctx); err != nil {
 			logger.Warn("release migration lock (it expires by itself)", "err", err)
 		}
 	}, nil
@@ -297,7 +297,7 @@ type appliedMigration struct {
 }
 
 func appliedVersions(ctx context.Context, s *gocql.Session) ([]appliedMigration, error) {
-	iter := s.Query(`SELECT version, name, checksum FROM schema_migrations`).WithContext(ctx).Idempotent(true).Iter()
+	iter := s.Query(`SELECT version, name, checksum FROM schema_migrations`).Idempotent(true).IterContext(ctx)
 	var (
 		out []appliedMigration
 		a   appliedMigration

@@ -91,7 +91,7 @@ func TestMigrateFreshKeyspace(t *testing.T) {
 	}
 	// The tables of the migrations exist and take writes.
 	if err := s.Query(`INSERT INTO messages (conversation_id, bucket, seq, body) VALUES (?, 0, 1, 'hi') IF NOT EXISTS`,
-		gocql.MustRandomUUID()).WithContext(ctx).Exec(); err != nil {
+		gocql.MustRandomUUID()).ExecContext(ctx); err != nil {
 		t.Fatalf("insert into messages: %v", err)
 	}
 
