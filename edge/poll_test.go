@@ -251,3 +251,53 @@ func TestUnansweredCloseEndsTheConnection(t *testing.T) {
 		}
 	})
 }
+
+// FuzzFramedReads feeds arbitrary bytes (valid frames or not) through framed reads in chunks
+// of arbitrary sizes, taking control frames off with nextControl now and then: the bytes
+// handed out and taken off must be the stream, in order, and pending must be exact.
+func FuzzFramedReads(f *testing.F) {
+	f.Add(clientFrame(websocket.TextMessage, true, pingText("a")), uint64(1))
+	f.Add(append(clientFrame(websocket.PingMessage, true, []byte("hb")), clientFrame(websocket.TextMessage, true, make([]byte, 300))...), uint64(7))
+	f.Add(append(clientFrame(websocket.PongMessage, true, nil), clientFrame(websocket.PingMessage, true, nil)...), uint64(2))
+	f.Add([]byte{0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3}, uint64(3))
+	f.Add([]byte{0x81, 0x7e, 0x00}, uint64(5))
+	f.Fuzz(func(t *testing.T, stream []byte, seed uint64) {
+		rng := rand.New(rand.NewPCG(seed, seed))
+		src := &chunkConn{data: stream, rng: rng}
+		bc := &batchConn{Conn: src}
+		bc.frameOn()
+		var got []byte // the stream as consumed so far
+		for {
+			if rng.IntN(2) == 0 {
+				op, payload, ok, err := bc.nextControl()
+				if err != nil {
+					break
+				}
+				if ok {
+					frame := stream[len(got) : len(got)+6+len(payload)]
+					want := make([]byte, len(payload))
+					for i := range want {
+						want[i] = frame[6+i] ^ frame[2+i%4]
+					}
+					if frame[0]&0x0f != op || int(frame[1]&0x7f) != len(payload) || !bytes.Equal(want, payload) {
+						t.Fatalf("nextControl returned op %x payload %q for frame % x", op, payload, frame)
+					}
+					got = append(got, frame...)
+					continue
+				}
+			}
+			p := make([]byte, 1+rng.IntN(200))
+			n, err := bc.Read(p)
+			got = append(got, p[:n]...)
+			if !bytes.HasPrefix(stream, got) {
+				t.Fatalf("stream changed: consumed %d bytes that are not a prefix of the %d sent", len(got), len(stream))
+			}
+			if pulled := len(stream) - len(src.data); bc.pending() != (pulled > len(got)) {
+				t.Fatalf("pending() = %v with %d bytes pulled and %d consumed", bc.pending(), pulled, len(got))
+			}
+			if err != nil {
+				break
+			}
+		}
+	})
+}
