@@ -20,6 +20,7 @@ type metrics struct {
 	writeTime   prometheus.Histogram
 	batchSize   prometheus.Histogram
 	natsMsgs    prometheus.Counter
+	workers     *prometheus.GaugeVec
 }
 
 const otherType = protocol.Type("other")
@@ -64,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		natsMsgs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_edge_routed_messages_total", Help: "Frames received from NATS user subjects for local connections.",
 		}),
+		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "parley_edge_workers",
+			Help: "Pooled worker goroutines, busy or waiting for work, by pool (read: the event-driven reader; write: connections' writers).",
+		}, []string{"pool"}),
 	}
 	types := append(append([]protocol.Type{}, protocol.ClientTypes...), otherType)
 	for _, t := range types {
@@ -75,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.framesOut[t] = out.WithLabelValues(string(t))
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.handshakes, in, out, m.errors, m.drops,
-		m.closes, m.queueDepth, m.writeTime, m.batchSize, m.natsMsgs} {
+		m.closes, m.queueDepth, m.writeTime, m.batchSize, m.natsMsgs, m.workers} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
@@ -300,4 +302,26 @@ func FuzzFramedReads(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The worker gauges count live workers: read workers appear with traffic and all are gone after
+// Shutdown.
+func TestWorkerGauges(t *testing.T) {
+	te := newTestEdge(t, Config{}, nil)
+	ws := te.connect("alice", "phone")
+	write(t, ws, `{"type":"ping","id":"p"}`)
+	readFrame(t, ws)
+	read := te.s.metrics.workers.WithLabelValues("read")
+	if got := testutil.ToFloat64(read); got < 1 {
+		t.Fatalf("read workers = %v after a frame was read; want at least 1", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	te.s.cfg.DrainWindow = 0
+	_ = te.s.Shutdown(ctx)
+	for _, pool := range []string{"read", "write"} {
+		if got := testutil.ToFloat64(te.s.metrics.workers.WithLabelValues(pool)); got != 0 {
+			t.Errorf("%s workers = %v after Shutdown; want 0", pool, got)
+		}
+	}
 }

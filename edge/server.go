@@ -120,7 +120,7 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 		pendingPresence: map[chat.UserID]protocol.PresenceState{},
 		presenceSent:    map[chat.UserID]time.Time{},
 	}
-	s.writers = newWorkers((*Conn).writeLoop)
+	s.writers = newWorkers((*Conn).writeLoop, m.workers.WithLabelValues("write"))
 	s.membership = newMembershipCache(nil, func() time.Time { return s.now() })
 	for i := range s.buckets {
 		s.buckets[i] = map[*Conn]struct{}{}
@@ -185,7 +185,7 @@ func (s *Server) poller() *poller {
 		if s.cfg.GoroutineReads {
 			return
 		}
-		w := newWorkers((*Conn).readReady)
+		w := newWorkers((*Conn).readReady, s.metrics.workers.WithLabelValues("read"))
 		p, err := newPoller(w.submit)
 		if err != nil {
 			s.logger.Warn("edge: event-driven reads unavailable; one goroutine per connection", "err", err)

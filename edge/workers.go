@@ -3,6 +3,8 @@ package edge
 import (
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // workers run per-connection work (the event-driven reader's turn on a readable socket, or a
@@ -15,12 +17,13 @@ type workers struct {
 	tasks chan *Conn // unbuffered: a send succeeds only when a worker is waiting
 	stop  chan struct{}
 	wg    sync.WaitGroup
+	count prometheus.Gauge // workers alive
 }
 
 const workerIdle = 10 * time.Second
 
-func newWorkers(run func(*Conn)) *workers {
-	return &workers{run: run, tasks: make(chan *Conn), stop: make(chan struct{})}
+func newWorkers(run func(*Conn), count prometheus.Gauge) *workers {
+	return &workers{run: run, tasks: make(chan *Conn), stop: make(chan struct{}), count: count}
 }
 
 // submit runs c's work on a worker; it never blocks.
@@ -29,12 +32,14 @@ func (w *workers) submit(c *Conn) {
 	case w.tasks <- c:
 	default:
 		w.wg.Add(1)
+		w.count.Inc()
 		go w.work(c)
 	}
 }
 
 func (w *workers) work(c *Conn) {
 	defer w.wg.Done()
+	defer w.count.Dec()
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
