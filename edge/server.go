@@ -388,8 +388,14 @@ func (s *Server) register(c *Conn) {
 	u.reserved--
 	u.conns = append(u.conns, c) // routed frames reach it only now that its socket is set
 	needSub := u.sub == nil && s.nc != nil
+	draining := s.draining
 	s.mu.Unlock()
 	s.metrics.connections.Inc()
+	if draining {
+		// Shutdown began after this handshake was admitted and did not see it: it gets the
+		// drain's reconnect hint too, and is closed with the rest.
+		c.Send(protocol.Frame{Type: protocol.TypeReconnect, AfterMS: 0, Reason: "draining"})
+	}
 	if s.presence != nil {
 		s.presence.Connected(c.user, c.session)
 	}
