@@ -21,17 +21,23 @@ type IdleConfig struct {
 
 // IdleResult is what the idle scenario measured.
 type IdleResult struct {
-	Conns             int            `json:"conns"`
-	Failed            int            `json:"failed"`
-	FailReasons       map[string]int `json:"fail_reasons,omitempty"`
-	HandshakeSeconds  float64        `json:"handshake_seconds"`
-	HandshakesPerSec  float64        `json:"handshakes_per_sec"`
-	Before            ServerStats    `json:"before"`
-	After             ServerStats    `json:"after"`
-	RSSPerConn        float64        `json:"rss_bytes_per_conn"`
-	HeapPerConn       float64        `json:"heap_bytes_per_conn"`
-	StackPerConn      float64        `json:"stack_bytes_per_conn"`
-	GoroutinesPerConn float64        `json:"goroutines_per_conn"`
+	Conns            int            `json:"conns"`
+	Failed           int            `json:"failed"`
+	FailReasons      map[string]int `json:"fail_reasons,omitempty"`
+	HandshakeSeconds float64        `json:"handshake_seconds"`
+	HandshakesPerSec float64        `json:"handshakes_per_sec"`
+	// ServerCPUSeconds is the server process's CPU time from before the first handshake to
+	// one second after the last (so presence and subscriptions queued by the handshakes are
+	// counted, the closing at the end is not); HandshakesPerCPUSecond divides by it. Both are
+	// the edge's alone only when the metrics URL is one edge process that nothing else loads.
+	ServerCPUSeconds       float64     `json:"server_cpu_seconds"`
+	HandshakesPerCPUSecond float64     `json:"handshakes_per_server_cpu_second"`
+	Before                 ServerStats `json:"before"`
+	After                  ServerStats `json:"after"`
+	RSSPerConn             float64     `json:"rss_bytes_per_conn"`
+	HeapPerConn            float64     `json:"heap_bytes_per_conn"`
+	StackPerConn           float64     `json:"stack_bytes_per_conn"`
+	GoroutinesPerConn      float64     `json:"goroutines_per_conn"`
 }
 
 // RunIdle runs the idle scenario. Connections are closed before it returns.
@@ -90,8 +96,18 @@ func RunIdle(ctx context.Context, d *Dialer, metricsURL string, cfg IdleConfig, 
 	}
 	res.Failed = cfg.Conns - res.Conns
 	res.HandshakesPerSec = float64(res.Conns) / res.HandshakeSeconds
-	fmt.Fprintf(progress, "idle: %d connected, %d failed in %.1fs (%.0f handshakes/s); holding %v\n",
-		res.Conns, res.Failed, res.HandshakeSeconds, res.HandshakesPerSec, cfg.Hold)
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Second):
+	}
+	if connected, err := scrape(context.Background(), metricsURL, false); err == nil {
+		res.ServerCPUSeconds = connected.CPUSeconds - res.Before.CPUSeconds
+		if res.ServerCPUSeconds > 0 {
+			res.HandshakesPerCPUSecond = float64(res.Conns) / res.ServerCPUSeconds
+		}
+	}
+	fmt.Fprintf(progress, "idle: %d connected, %d failed in %.1fs (%.0f handshakes/s, %.0f per second of server CPU); holding %v\n",
+		res.Conns, res.Failed, res.HandshakeSeconds, res.HandshakesPerSec, res.HandshakesPerCPUSecond, cfg.Hold)
 
 	select {
 	case <-ctx.Done():

@@ -100,6 +100,21 @@ func TestScenariosAgainstParleyd(t *testing.T) {
 		}
 	})
 
+	t.Run("idle", func(t *testing.T) {
+		res, err := RunIdle(ctx, d, "http://"+admin+"/metrics", IdleConfig{Conns: 50, Concurrency: 8, Hold: 100 * time.Millisecond, UserPrefix: prefix + "i"}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Conns != 50 || res.Failed != 0 || res.After.Connections-res.Before.Connections != 50 {
+			t.Errorf("idle: %d connected, %d failed, server counted %v more; want 50, 0, 50",
+				res.Conns, res.Failed, res.After.Connections-res.Before.Connections)
+		}
+		if res.ServerCPUSeconds <= 0 || res.HandshakesPerCPUSecond <= 0 || res.After.RSS <= 0 {
+			t.Errorf("idle: server CPU %v s, %v handshakes per CPU second, RSS %v; want them measured",
+				res.ServerCPUSeconds, res.HandshakesPerCPUSecond, res.After.RSS)
+		}
+	})
+
 	t.Run("presence", func(t *testing.T) {
 		res, err := RunPresence(ctx, d, PresenceConfig{API: api, Pairs: 10, Rate: 20, Disconnect: true, UserPrefix: prefix + "p"}, io.Discard)
 		if err != nil {

@@ -129,11 +129,18 @@ type ServerStats struct {
 	StackInuse  float64 // go_memstats_stack_inuse_bytes
 	Goroutines  float64 // go_goroutines
 	Connections float64 // parley_edge_connections
+	CPUSeconds  float64 // process_cpu_seconds_total (user and system)
 }
 
 // Scrape settles the server's heap (a GC through pprof) and reads its memory figures.
 func Scrape(ctx context.Context, metricsURL string) (ServerStats, error) {
-	if u, err := url.Parse(metricsURL); err == nil {
+	return scrape(ctx, metricsURL, true)
+}
+
+// scrape reads the server's figures, after a GC when gc is set (not before a CPU reading that
+// must not include one).
+func scrape(ctx context.Context, metricsURL string, gc bool) (ServerStats, error) {
+	if u, err := url.Parse(metricsURL); err == nil && gc {
 		u.Path, u.RawQuery = "/debug/pprof/heap", "gc=1"
 		if req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil); err == nil {
 			if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -157,6 +164,7 @@ func Scrape(ctx context.Context, metricsURL string) (ServerStats, error) {
 		"go_memstats_stack_inuse_bytes": &s.StackInuse,
 		"go_goroutines":                 &s.Goroutines,
 		"parley_edge_connections":       &s.Connections,
+		"process_cpu_seconds_total":     &s.CPUSeconds,
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
