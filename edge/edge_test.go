@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -607,6 +608,27 @@ func TestConfigValidate(t *testing.T) {
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// A frame published for a user from any NATS connection as soon as the user's client has hello
+// reaches it: the subscription is confirmed by the NATS server before hello is sent, so
+// nothing falls between the client's first sync and live push.
+func TestSubscribedBeforeHello(t *testing.T) {
+	pub := teststack.NATS(t) // a connection of its own, like the delivery pipeline's
+	te := newTestEdge(t, Config{}, teststack.NATS(t).Conn)
+	for i := range 30 {
+		user := fmt.Sprintf("%s-%d", teststack.ID(t), i)
+		ws := te.connect(user, "phone")
+		msg := nats.NewMsg(routing.UserSubject(chat.UserID(user)))
+		msg.Header.Set(routing.HeaderFrameType, string(protocol.TypeMessage))
+		msg.Data = []byte(`{"type":"message","conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","seq":1,"body":"first"}`)
+		if err := pub.Conn.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+		if f := readFrame(t, ws); f.Type != protocol.TypeMessage || f.Body != "first" {
+			t.Fatalf("connection %d got %+v; want the message published right after its hello", i, f)
 		}
 	}
 }

@@ -79,6 +79,12 @@ type Server struct {
 	// writers run connections' writers (writeLoop), so a writer's stack, grown by the write
 	// path, is reused by the next batch instead of grown again for each.
 	writers *workers
+
+	// Batched user subscriptions (subscribe.go); subQueue is guarded by mu.
+	subOnce  sync.Once
+	subKick  chan struct{}
+	subDone  chan struct{}
+	subQueue []pendingSub
 }
 
 // userConns are a user's connections on this edge and the NATS subscription that feeds them.
@@ -88,6 +94,7 @@ type userConns struct {
 	conns    []*Conn
 	reserved int
 	sub      *nats.Subscription
+	subbing  chan struct{} // closed when the subscription being made is done (subscribe.go)
 }
 
 // sweepTick is how often the sweeper visits one bucket.
@@ -281,6 +288,9 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		s.reject(w, result, http.StatusTooManyRequests, protocol.CodeRateLimited, msg)
 		return nil, false
 	}
+	// The user's subject is subscribed before hello, so what the client's first sync does not
+	// return is pushed live.
+	s.subscribeUser(c)
 	// On a batching connection the handshake response is held back and leaves in one write
 	// with the hello frame.
 	bc, _ := r.Context().Value(connKey{}).(*batchConn)
@@ -377,8 +387,8 @@ func (s *Server) reserve(c *Conn) (result, msg string) {
 	return "", ""
 }
 
-// register makes an upgraded connection visible to the sweeper and subscribes to its user's
-// subject if it is the user's first connection here.
+// register makes an upgraded connection visible to the sweeper and to the routing of its
+// user's frames (the user's subscription was made by the handshake).
 func (s *Server) register(c *Conn) {
 	s.mu.Lock()
 	c.bucket = s.next
@@ -387,7 +397,6 @@ func (s *Server) register(c *Conn) {
 	u := s.users[c.user]
 	u.reserved--
 	u.conns = append(u.conns, c) // routed frames reach it only now that its socket is set
-	needSub := u.sub == nil && s.nc != nil
 	draining := s.draining
 	s.mu.Unlock()
 	s.metrics.connections.Inc()
@@ -398,22 +407,6 @@ func (s *Server) register(c *Conn) {
 	}
 	if s.presence != nil {
 		s.presence.Connected(c.user, c.session)
-	}
-	if needSub {
-		sub, err := s.nc.ChanSubscribe(routing.UserSubject(c.user), s.natsCh)
-		if err != nil {
-			s.logger.Warn("subscribe user subject", "user", c.user, "err", err)
-			return
-		}
-		s.mu.Lock()
-		if u := s.users[c.user]; u != nil && u.sub == nil && len(u.conns) > 0 {
-			u.sub = sub
-			sub = nil
-		}
-		s.mu.Unlock()
-		if sub != nil {
-			_ = sub.Unsubscribe() // the user left (or another subscription won) meanwhile
-		}
 	}
 }
 
@@ -660,6 +653,7 @@ wait:
 			s.workers.close()
 		}
 		s.writers.close()
+		s.stopSubscriber()
 	})
 	s.cancel()
 	return ctx.Err()
