@@ -49,7 +49,12 @@ type ChatResult struct {
 	DeliveredP99 float64 `json:"delivered_p99_ms"`
 	DeliveredMax float64 `json:"delivered_max_ms"`
 	Throughput   float64 `json:"accepted_per_sec"`
-	// The checker's verdict and the full latency distributions (HDR histograms).
+	checkedRun
+}
+
+// checkedRun is what the scenarios whose deliveries are checked (chat, fanout) have in common:
+// the checker's verdict, the full latency distributions (HDR histograms) and the timing.
+type checkedRun struct {
 	Verdict          Verdict        `json:"verdict"`
 	AcceptedLatency  LatencySummary `json:"send_to_accepted"`
 	DeliveredLatency LatencySummary `json:"send_to_delivered"`
@@ -59,12 +64,17 @@ type ChatResult struct {
 	checker *Checker
 }
 
+// report returns the run's HTML report; conns is the number of connections it held.
+func (r checkedRun) report(title, command string, settings [][2]string, conns int) *Report {
+	rep := NewReport(title, command, r.Started, r.checker)
+	rep.Duration, rep.Settings, rep.Verdict = r.Elapsed.Round(time.Millisecond), settings, r.Verdict
+	rep.Accepted, rep.Deliver, rep.Conns = r.AcceptedLatency, r.DeliveredLatency, conns
+	return rep
+}
+
 // Report returns the run's HTML report.
 func (r ChatResult) Report(command string, settings [][2]string) *Report {
-	rep := NewReport("Parley load test: chat", command, r.Started, r.checker)
-	rep.Duration, rep.Settings, rep.Verdict = r.Elapsed.Round(time.Millisecond), settings, r.Verdict
-	rep.Accepted, rep.Deliver, rep.Conns = r.AcceptedLatency, r.DeliveredLatency, r.Users
-	return rep
+	return r.report("Parley load test: chat", command, settings, r.Users)
 }
 
 // bar is a 20-character progress bar.

@@ -30,23 +30,14 @@ type FanoutConfig struct {
 
 // FanoutResult is what the fanout scenario measured (deliveries count member devices).
 type FanoutResult struct {
-	Members          int            `json:"members"`
-	Verdict          Verdict        `json:"verdict"`
-	Errors           int            `json:"errors"`
-	AcceptedLatency  LatencySummary `json:"send_to_accepted"`
-	DeliveredLatency LatencySummary `json:"send_to_delivered"`
-	Started          time.Time      `json:"started"`
-	Elapsed          time.Duration  `json:"elapsed_ns"`
-
-	checker *Checker
+	Members int `json:"members"`
+	Errors  int `json:"errors"`
+	checkedRun
 }
 
 // Report returns the run's HTML report.
 func (r FanoutResult) Report(command string, settings [][2]string) *Report {
-	rep := NewReport("Parley load test: fanout", command, r.Started, r.checker)
-	rep.Duration, rep.Settings, rep.Verdict = r.Elapsed.Round(time.Millisecond), settings, r.Verdict
-	rep.Accepted, rep.Deliver, rep.Conns = r.AcceptedLatency, r.DeliveredLatency, r.Members
-	return rep
+	return r.report("Parley load test: fanout", command, settings, r.Members)
 }
 
 // RunFanout runs the fanout scenario once.

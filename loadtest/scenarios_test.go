@@ -3,7 +3,6 @@ package loadtest
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -22,15 +21,7 @@ import (
 var parleydBin string
 
 func TestMain(m *testing.M) {
-	bin, cleanup, err := teststack.BuildParleyd()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	parleydBin = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	os.Exit(teststack.RunWithParleyd(m, &parleydBin))
 }
 
 // startParleyd runs parleyd with all roles on the test stack (its own JetStream stream) and

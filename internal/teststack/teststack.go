@@ -187,6 +187,20 @@ func BuildParleyd() (bin string, cleanup func(), err error) {
 	return bin, func() { os.RemoveAll(dir) }, nil
 }
 
+// RunWithParleyd is a TestMain's body for packages that run parleyd as a process: it builds
+// parleyd, sets *bin to the binary, runs the tests, removes the binary and returns m.Run's
+// code (2 if the build failed, after printing why).
+func RunWithParleyd(m *testing.M, bin *string) int {
+	b, cleanup, err := BuildParleyd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer cleanup()
+	*bin = b
+	return m.Run()
+}
+
 // FreeAddr returns a loopback address with a port free at the time of the call.
 func FreeAddr(t testing.TB) string {
 	t.Helper()

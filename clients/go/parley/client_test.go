@@ -29,14 +29,7 @@ const secret = "sdk-test-secret-0123456789abcdef0123"
 var parleydBin string
 
 func TestMain(m *testing.M) {
-	bin, cleanup, err := teststack.BuildParleyd()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	parleydBin = bin
-	code := m.Run()
-	cleanup()
+	code := teststack.RunWithParleyd(m, &parleydBin)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutines left after the tests: %v\n", err)
