@@ -26,6 +26,7 @@ import (
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/protocol/rest"
 )
 
 // Verifier checks a bearer token (internal/auth.Authority).
@@ -367,23 +368,6 @@ func decodeJSON(r *http.Request, limit int64, v any) error {
 	return nil
 }
 
-// ConversationJSON is a conversation in responses.
-type ConversationJSON struct {
-	ID        string       `json:"id"`
-	Kind      string       `json:"kind"`
-	Title     string       `json:"title,omitempty"`
-	CreatedBy string       `json:"created_by"`
-	CreatedAt int64        `json:"created_at"`
-	LastSeq   int64        `json:"last_seq"`
-	Members   []MemberJSON `json:"members"`
-}
-
-// MemberJSON is a current member.
-type MemberJSON struct {
-	User string `json:"user"`
-	Role string `json:"role"`
-}
-
 type createRequest struct {
 	Kind    string   `json:"kind"`
 	With    string   `json:"with,omitempty"`
@@ -440,24 +424,24 @@ func (a *API) createConversation(w http.ResponseWriter, r *http.Request, id auth
 	return nil
 }
 
-func (a *API) conversationJSON(ctx context.Context, conv chat.ConversationID) (ConversationJSON, error) {
+func (a *API) conversationJSON(ctx context.Context, conv chat.ConversationID) (rest.Conversation, error) {
 	c, err := a.store.Conversation(ctx, conv)
 	if err != nil {
-		return ConversationJSON{}, err
+		return rest.Conversation{}, err
 	}
 	last, err := a.store.LastSeq(ctx, conv)
 	if err != nil {
-		return ConversationJSON{}, err
+		return rest.Conversation{}, err
 	}
 	ms, err := a.store.Members(ctx, conv)
 	if err != nil {
-		return ConversationJSON{}, err
+		return rest.Conversation{}, err
 	}
-	out := ConversationJSON{ID: conv.String(), Kind: string(c.Kind), Title: c.Title, CreatedBy: string(c.CreatedBy),
-		CreatedAt: c.CreatedAt.UnixMilli(), LastSeq: last, Members: []MemberJSON{}}
+	out := rest.Conversation{ID: conv.String(), Kind: string(c.Kind), Title: c.Title, CreatedBy: string(c.CreatedBy),
+		CreatedAt: c.CreatedAt.UnixMilli(), LastSeq: last, Members: []rest.Member{}}
 	for _, m := range ms {
 		if m.Active() {
-			out.Members = append(out.Members, MemberJSON{User: string(m.User), Role: string(m.Role)})
+			out.Members = append(out.Members, rest.Member{User: string(m.User), Role: string(m.Role)})
 		}
 	}
 	return out, nil
@@ -531,15 +515,6 @@ type postRequest struct {
 	Body string `json:"body"`
 }
 
-// AcceptedJSON answers a posted message: it is durable and will be sequenced.
-type AcceptedJSON struct {
-	Conversation string `json:"conversation"`
-	ClientMsgID  string `json:"client_msg_id"`
-	// Kind is the kind of the accepted entry (text, edit, delete, reaction, ...).
-	Kind       string `json:"kind,omitempty"`
-	AcceptedAt int64  `json:"accepted_at"`
-}
-
 func (a *API) postMessage(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 	key := r.Header.Get("Idempotency-Key")
 	cmid, err := chat.ParseConversationID(key) // a UUID, the message's client_msg_id
@@ -566,29 +541,9 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, id auth.Identi
 		return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable,
 			msg: "message not accepted; retry with the same Idempotency-Key", retryAfter: 1}
 	}
-	writeJSON(w, http.StatusAccepted, AcceptedJSON{Conversation: convOf(r).String(), ClientMsgID: cmid.String(),
+	writeJSON(w, http.StatusAccepted, rest.Accepted{Conversation: convOf(r).String(), ClientMsgID: cmid.String(),
 		Kind: string(chat.MessageText), AcceptedAt: now.UnixMilli()})
 	return nil
-}
-
-// InboxEntryJSON is one conversation in the inbox.
-type InboxEntryJSON struct {
-	ID          string `json:"id"`
-	Kind        string `json:"kind"`
-	Title       string `json:"title,omitempty"`
-	LastSeq     int64  `json:"last_seq"`
-	ReadSeq     int64  `json:"read_seq"`
-	Unread      int64  `json:"unread"`
-	LastAt      int64  `json:"last_at"`
-	LastSender  string `json:"last_sender,omitempty"`
-	LastPreview string `json:"last_preview,omitempty"`
-}
-
-// InboxJSON is a page of the inbox, most recently active first.
-type InboxJSON struct {
-	Conversations []InboxEntryJSON `json:"conversations"`
-	// Next is the cursor of the next page ("" on the last page).
-	Next string `json:"next,omitempty"`
 }
 
 func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
@@ -614,10 +569,10 @@ func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.
 	if err != nil {
 		return err
 	}
-	out := InboxJSON{Conversations: []InboxEntryJSON{}}
+	out := rest.Inbox{Conversations: []rest.InboxEntry{}}
 	for i := offset; i < len(entries) && len(out.Conversations) < limit; i++ {
 		e := entries[i]
-		out.Conversations = append(out.Conversations, InboxEntryJSON{ID: e.Conversation.String(), Kind: string(e.Kind),
+		out.Conversations = append(out.Conversations, rest.InboxEntry{ID: e.Conversation.String(), Kind: string(e.Kind),
 			Title: e.Title, LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread(), LastAt: e.LastAt.UnixMilli(),
 			LastSender: string(e.LastSender), LastPreview: e.Preview})
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/protocol/rest"
 )
 
 var secret = []byte("history-api-secret-0123456789abcdef")
@@ -139,7 +140,7 @@ type errBody struct {
 func TestEveryRouteRefusesStrangers(t *testing.T) {
 	e := newEnv(t)
 	alice, bob, mallory := e.user("alice"), e.user("bob"), e.user("mallory")
-	var conv historyhttp.ConversationJSON
+	var conv rest.Conversation
 	if resp := e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": bob}, nil, &conv); resp.StatusCode != 201 {
 		t.Fatalf("create: %d", resp.StatusCode)
 	}
@@ -176,7 +177,7 @@ func TestConversationsAndMessages(t *testing.T) {
 	e := newEnv(t)
 	alice, bob, carol := e.user("alice"), e.user("bob"), e.user("carol")
 
-	var direct, again historyhttp.ConversationJSON
+	var direct, again rest.Conversation
 	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": bob}, nil, &direct)
 	if resp := e.do("POST", "/v1/conversations", bob, map[string]any{"kind": "direct", "with": alice}, nil, &again); resp.StatusCode != 200 || again.ID != direct.ID {
 		t.Errorf("direct conversation created twice: %d %s vs %s", resp.StatusCode, again.ID, direct.ID)
@@ -184,11 +185,11 @@ func TestConversationsAndMessages(t *testing.T) {
 	if len(direct.Members) != 2 || direct.Kind != "direct" {
 		t.Errorf("direct conversation %+v", direct)
 	}
-	var group historyhttp.ConversationJSON
+	var group rest.Conversation
 	if resp := e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "group", "title": "trip", "members": []string{string(bob), string(carol)}}, nil, &group); resp.StatusCode != 201 {
 		t.Fatalf("create group: %d", resp.StatusCode)
 	}
-	var got historyhttp.ConversationJSON
+	var got rest.Conversation
 	if resp := e.do("GET", "/v1/conversations/"+group.ID, carol, nil, nil, &got); resp.StatusCode != 200 || got.Title != "trip" || len(got.Members) != 3 {
 		t.Errorf("GET group as carol: %d %+v", resp.StatusCode, got)
 	}
@@ -196,7 +197,7 @@ func TestConversationsAndMessages(t *testing.T) {
 	// Posting: 202 accepted, idempotent by Idempotency-Key, then sequenced and readable.
 	keys := []string{chat.NewConversationID().String(), chat.NewConversationID().String(), chat.NewConversationID().String()}
 	for i, k := range append(keys, keys[0]) { // the first one twice
-		var acc historyhttp.AcceptedJSON
+		var acc rest.Accepted
 		resp := e.do("POST", "/v1/conversations/"+group.ID+"/messages", bob, map[string]any{"body": "m" + k[:4]},
 			map[string]string{"Idempotency-Key": k}, &acc)
 		if resp.StatusCode != 202 || acc.ClientMsgID != k {
@@ -229,7 +230,7 @@ func TestConversationsAndMessages(t *testing.T) {
 	}
 
 	// The inbox: the group (active) first, then the direct conversation; unread counts; read.
-	var in historyhttp.InboxJSON
+	var in rest.Inbox
 	e.do("GET", "/v1/conversations", alice, nil, nil, &in)
 	if len(in.Conversations) != 2 || in.Conversations[0].ID != group.ID || in.Conversations[0].Unread != 3 ||
 		in.Conversations[1].ID != direct.ID || in.Conversations[0].LastSender != string(bob) {
@@ -239,13 +240,13 @@ func TestConversationsAndMessages(t *testing.T) {
 	if resp := e.do("POST", "/v1/conversations/"+group.ID+"/read", alice, map[string]any{"seq": 2}, nil, &rd); resp.StatusCode != 200 || rd.ReadSeq != 2 {
 		t.Errorf("read: %d %+v", resp.StatusCode, rd)
 	}
-	in = historyhttp.InboxJSON{}
+	in = rest.Inbox{}
 	e.do("GET", "/v1/conversations?limit=1", alice, nil, nil, &in)
 	if len(in.Conversations) != 1 || in.Conversations[0].Unread != 1 || in.Next != "1" {
 		t.Errorf("inbox page 1 after read: %+v", in)
 	}
 	next := in.Next
-	in = historyhttp.InboxJSON{}
+	in = rest.Inbox{}
 	e.do("GET", "/v1/conversations?limit=1&cursor="+next, alice, nil, nil, &in)
 	if len(in.Conversations) != 1 || in.Conversations[0].ID != direct.ID || in.Next != "" {
 		t.Errorf("inbox page 2: %+v", in)
@@ -286,7 +287,7 @@ func TestConversationsAndMessages(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	e := newEnv(t)
 	alice, bob := e.user("alice"), e.user("bob")
-	var conv historyhttp.ConversationJSON
+	var conv rest.Conversation
 	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": bob}, nil, &conv)
 	msgs := "/v1/conversations/" + conv.ID + "/messages"
 	key := map[string]string{"Idempotency-Key": chat.NewConversationID().String()}
@@ -373,7 +374,7 @@ func TestRateLimit(t *testing.T) {
 	if limited == 0 {
 		t.Error("60 requests at once (burst 40) were never limited")
 	}
-	var in historyhttp.InboxJSON
+	var in rest.Inbox
 	if resp := e.do("GET", "/v1/conversations", calm, nil, nil, &in); resp.StatusCode != http.StatusOK {
 		t.Errorf("another user: %d; want 200", resp.StatusCode)
 	}

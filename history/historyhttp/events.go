@@ -13,6 +13,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/protocol/rest"
 )
 
 // Edits, deletions, reactions and membership changes are events appended to the conversation
@@ -70,7 +71,7 @@ func (a *API) publishEvent(w http.ResponseWriter, r *http.Request, id auth.Ident
 		return &apiError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable,
 			msg: "change not accepted; retry (with the same Idempotency-Key if you gave one)", retryAfter: 1}
 	}
-	writeJSON(w, http.StatusAccepted, AcceptedJSON{Conversation: ev.Conversation.String(),
+	writeJSON(w, http.StatusAccepted, rest.Accepted{Conversation: ev.Conversation.String(),
 		ClientMsgID: chat.ConversationID(ev.ClientMsgID).String(), Kind: string(ev.Kind), AcceptedAt: now.UnixMilli()})
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/protocol/rest"
 )
 
 // page reads every message of conv that user may see, oldest first.
@@ -56,9 +57,9 @@ func (e *env) waitState(conv string, user chat.UserID, ok func([]protocol.Messag
 	return msgs
 }
 
-func (e *env) expect(method, path string, user chat.UserID, body any, status int) historyhttp.AcceptedJSON {
+func (e *env) expect(method, path string, user chat.UserID, body any, status int) rest.Accepted {
 	e.t.Helper()
-	var acc historyhttp.AcceptedJSON
+	var acc rest.Accepted
 	var out any = &acc
 	if status != 202 {
 		out = nil
@@ -82,7 +83,7 @@ func bySeq(msgs []protocol.Message, seq int64) protocol.Message {
 func TestEditsDeletionsReactions(t *testing.T) {
 	e := newEnv(t)
 	alice, bob, carol := e.user("alice"), e.user("bob"), e.user("carol")
-	var g historyhttp.ConversationJSON
+	var g rest.Conversation
 	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "group", "members": []string{string(bob), string(carol)}}, nil, &g)
 	base := "/v1/conversations/" + g.ID + "/messages"
 	for _, body := range []string{"first", "second"} {
@@ -146,7 +147,7 @@ func TestEditsDeletionsReactions(t *testing.T) {
 func TestMembershipEvents(t *testing.T) {
 	e := newEnv(t)
 	alice, bob, carol, dave := e.user("alice"), e.user("bob"), e.user("carol"), e.user("dave")
-	var g, d historyhttp.ConversationJSON
+	var g, d rest.Conversation
 	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "group", "members": []string{string(bob), string(carol)}}, nil, &g)
 	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": string(bob)}, nil, &d)
 	conv := "/v1/conversations/" + g.ID
@@ -170,7 +171,7 @@ func TestMembershipEvents(t *testing.T) {
 	if dm := e.waitSeq(g.ID, dave, 2); len(dm) != 1 || dm[0].Seq != 2 {
 		t.Errorf("dave sees %+v; want only his join (seq 2)", dm)
 	}
-	var in historyhttp.InboxJSON
+	var in rest.Inbox
 	e.do("GET", "/v1/conversations", dave, nil, nil, &in)
 	if len(in.Conversations) != 1 || in.Conversations[0].ID != g.ID || in.Conversations[0].Unread != 0 {
 		t.Errorf("dave's inbox = %+v", in)
@@ -193,12 +194,12 @@ func TestMembershipEvents(t *testing.T) {
 	e.expect("GET", conv, carol, nil, 404)
 	e.expect("POST", conv+"/read", carol, map[string]any{"seq": 1}, 404)
 	e.expect("POST", conv+"/leave", carol, nil, 404)
-	in = historyhttp.InboxJSON{}
+	in = rest.Inbox{}
 	e.do("GET", "/v1/conversations", carol, nil, nil, &in)
 	if len(in.Conversations) != 0 {
 		t.Errorf("carol's inbox still lists %+v", in.Conversations)
 	}
-	var got historyhttp.ConversationJSON
+	var got rest.Conversation
 	e.do("GET", conv, alice, nil, nil, &got)
 	var names []string
 	for _, m := range got.Members {
@@ -234,7 +235,7 @@ func TestMembershipEvents(t *testing.T) {
 func TestReadPushesReceipts(t *testing.T) {
 	e := newEnv(t)
 	alice, bob := e.user("alice"), e.user("bob")
-	var d historyhttp.ConversationJSON
+	var d rest.Conversation
 	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": string(bob)}, nil, &d)
 	e.do("POST", "/v1/conversations/"+d.ID+"/messages", alice, map[string]any{"body": "hi"}, map[string]string{"Idempotency-Key": chat.NewConversationID().String()}, nil)
 	e.waitSeq(d.ID, bob, 1)

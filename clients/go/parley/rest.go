@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/protocol/rest"
 )
 
 // REST is a typed client of the history REST API (docs/openapi.yaml).
@@ -34,49 +35,19 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("parley api: HTTP %d %s: %s", e.Status, e.Code, e.Message)
 }
 
-// Conversation is a conversation with its current members.
-type Conversation struct {
-	ID        string   `json:"id"`
-	Kind      string   `json:"kind"`
-	Title     string   `json:"title,omitempty"`
-	CreatedBy string   `json:"created_by"`
-	CreatedAt int64    `json:"created_at"`
-	LastSeq   int64    `json:"last_seq"`
-	Members   []Member `json:"members"`
-}
-
-// Member is a current member and their role.
-type Member struct {
-	User string `json:"user"`
-	Role string `json:"role"`
-}
-
-// InboxEntry is one conversation of the inbox.
-type InboxEntry struct {
-	ID          string `json:"id"`
-	Kind        string `json:"kind"`
-	Title       string `json:"title,omitempty"`
-	LastSeq     int64  `json:"last_seq"`
-	ReadSeq     int64  `json:"read_seq"`
-	Unread      int64  `json:"unread"`
-	LastAt      int64  `json:"last_at"`
-	LastSender  string `json:"last_sender,omitempty"`
-	LastPreview string `json:"last_preview,omitempty"`
-}
-
-// Inbox is a page of the inbox; Next is the cursor of the next page ("" on the last).
-type Inbox struct {
-	Conversations []InboxEntry `json:"conversations"`
-	Next          string       `json:"next,omitempty"`
-}
-
-// Accepted answers a change that was made durable and will be sequenced.
-type Accepted struct {
-	Conversation string `json:"conversation"`
-	ClientMsgID  string `json:"client_msg_id"`
-	Kind         string `json:"kind,omitempty"`
-	AcceptedAt   int64  `json:"accepted_at"`
-}
+// The REST bodies are protocol/rest's, shared with the server.
+type (
+	// Conversation is a conversation with its current members.
+	Conversation = rest.Conversation
+	// Member is a current member and their role.
+	Member = rest.Member
+	// InboxEntry is one conversation of the inbox.
+	InboxEntry = rest.InboxEntry
+	// Inbox is a page of the inbox; Next is the cursor of the next page ("" on the last).
+	Inbox = rest.Inbox
+	// Accepted answers a change that was made durable and will be sequenced.
+	Accepted = rest.Accepted
+)
 
 func (r *REST) do(ctx context.Context, method, path string, hdr map[string]string, body, out any) error {
 	tok, err := r.token(ctx)
