@@ -226,20 +226,23 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // prepareRead sets the read limit and the ping and pong handlers; call it before the first read.
 func (c *Conn) prepareRead() {
-	ws := c.ws
-	ws.SetReadLimit(int64(c.s.cfg.MaxFrameBytes))
-	ws.SetPongHandler(func(string) error {
-		c.lastSeen.Store(c.s.now().UnixNano())
+	c.ws.SetReadLimit(int64(c.s.cfg.MaxFrameBytes))
+	c.ws.SetPongHandler(func(string) error { return c.control(pongOp, nil) })
+	c.ws.SetPingHandler(func(data string) error { return c.control(pingOp, []byte(data)) })
+}
+
+// control handles a ping or pong from the client, read by gorilla (the handlers above) or by
+// the event-driven reader: the client is alive, and a ping is answered.
+func (c *Conn) control(op byte, payload []byte) error {
+	c.lastSeen.Store(c.s.now().UnixNano())
+	if op != pingOp {
 		return nil
-	})
-	ws.SetPingHandler(func(data string) error {
-		c.lastSeen.Store(c.s.now().UnixNano())
-		err := ws.WriteControl(websocket.PongMessage, []byte(data), c.s.now().Add(time.Second))
-		if errors.Is(err, websocket.ErrCloseSent) {
-			return nil
-		}
-		return err
-	})
+	}
+	err := c.ws.WriteControl(websocket.PongMessage, payload, c.s.now().Add(time.Second))
+	if errors.Is(err, websocket.ErrCloseSent) {
+		return nil
+	}
+	return err
 }
 
 // readLoop reads the connection in its own goroutine until it ends (when the edge does not
@@ -283,10 +286,7 @@ func (c *Conn) readAvailable() bool {
 		case err != nil:
 			return false
 		case ok:
-			c.lastSeen.Store(c.s.now().UnixNano())
-			if op == pingOp {
-				_ = c.ws.WriteControl(websocket.PongMessage, payload, c.s.now().Add(time.Second))
-			}
+			_ = c.control(op, payload) // a failed pong means a broken socket: the next read ends it
 		case !c.readMessage():
 			return false
 		}
