@@ -47,7 +47,7 @@ type Conn struct {
 
 	mu        sync.Mutex
 	queue     []outFrame // nil while idle, so an idle connection holds no queue
-	writing   bool       // a writer goroutine runs
+	writing   bool       // a writer runs, or the handshake holds the socket (holdWrites)
 	closed    bool       // no more frames are queued
 	closeCode int        // when non-zero, the writer sends this close after the queue
 	closeText string
@@ -120,6 +120,23 @@ func (c *Conn) enqueue(f outFrame) bool {
 	c.queue = append(c.queue, f)
 	c.startWriterLocked()
 	return true
+}
+
+// holdWrites keeps frames queued (no writer starts) while the handshake writes hello.
+func (c *Conn) holdWrites() {
+	c.mu.Lock()
+	c.writing = true
+	c.mu.Unlock()
+}
+
+// releaseWrites ends holdWrites: a writer starts if frames or a close were queued meanwhile.
+func (c *Conn) releaseWrites() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writing = false
+	if len(c.queue) > 0 || c.closeCode != 0 {
+		c.startWriterLocked()
+	}
 }
 
 func (c *Conn) startWriterLocked() {

@@ -308,8 +308,12 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 	}
 	c.ws = ws
 	c.batch, _ = ws.NetConn().(*batchConn) // served on Listener (bc is that too, with ConnContext)
-	// hello is written here, before the connection is registered, so it is the first frame
-	// whatever else gets routed to the user meanwhile; nothing else writes to ws yet.
+	// The connection is registered before hello is written, so frames routed to the user from
+	// now on reach it (its subscription is already confirmed: nothing published after the
+	// client has hello is missed). Until hello is out the handshake holds the socket, and those
+	// frames queue behind it: hello is always the first frame.
+	c.holdWrites()
+	s.register(c)
 	hello, err := protocol.Encode(protocol.Frame{
 		Type: protocol.TypeHello, Session: c.session, User: string(c.user), Device: string(c.device),
 		Version: protocol.Version, TS: s.now().UnixMilli(), HeartbeatMS: s.cfg.HeartbeatInterval.Milliseconds(),
@@ -327,13 +331,12 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		}
 	}
 	if err != nil {
-		ws.Close()
-		s.release(c)
+		s.unregister(c) // closes the socket
 		s.metrics.handshakes.WithLabelValues("hello_failed").Inc()
 		return nil, false
 	}
 	s.metrics.out(protocol.TypeHello)
-	s.register(c)
+	c.releaseWrites()
 	s.metrics.handshakes.WithLabelValues("ok").Inc()
 	return c, true
 }
@@ -402,7 +405,7 @@ func (s *Server) register(c *Conn) {
 	s.metrics.connections.Inc()
 	if draining {
 		// Shutdown began after this handshake was admitted and did not see it: it gets the
-		// drain's reconnect hint too, and is closed with the rest.
+		// drain's reconnect hint too (after hello), and is closed with the rest.
 		c.Send(protocol.Frame{Type: protocol.TypeReconnect, AfterMS: 0, Reason: "draining"})
 	}
 	if s.presence != nil {
