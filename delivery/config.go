@@ -31,6 +31,8 @@ type Config struct {
 	// MaxAckPending): under load a conversation's waiting messages are stored together. 1
 	// sequences strictly one message at a time. Default 32.
 	Batch int
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // Defaults.
@@ -55,6 +57,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PinnedTTL == 0 {
 		c.PinnedTTL = DefaultPinnedTTL
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.Batch == 0 {
 		c.Batch = DefaultBatch

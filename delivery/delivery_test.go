@@ -20,6 +20,7 @@ import (
 	"github.com/parleyhq/parley/delivery"
 	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
@@ -35,6 +36,7 @@ type pipeline struct {
 	t     *testing.T
 	n     *backend.NATS
 	store *history.Store
+	inbox *inbox.Inbox
 	cfg   delivery.Config
 	in    *ingest.Ingest
 }
@@ -66,17 +68,18 @@ func newPipeline(t *testing.T, cfg delivery.Config) *pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
+	inb := inbox.New(teststack.Cassandra(t), store, inbox.Config{})
 	in, err := ingest.New(n.JetStream, cfg.Ingest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &pipeline{t: t, n: n, store: store, cfg: cfg, in: in}
+	return &pipeline{t: t, n: n, store: store, inbox: inb, cfg: cfg, in: in}
 }
 
 // startWorker runs a worker until the returned stop is called (or the test ends).
 func (p *pipeline) startWorker() (stop func()) {
 	p.t.Helper()
-	w, err := delivery.NewWorker(p.cfg, p.n.JetStream, p.n.Conn, p.store, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w, err := delivery.NewWorker(p.cfg, p.n.JetStream, p.n.Conn, p.store, p.inbox, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -94,8 +97,8 @@ func (p *pipeline) startWorker() (stop func()) {
 	return stop
 }
 
-func cmid(sender chat.UserID, i int) [16]byte {
-	var b [16]byte
+func cmid(sender chat.UserID, i int) chat.ClientMsgID {
+	var b chat.ClientMsgID
 	copy(b[:8], sender)
 	binary.BigEndian.PutUint64(b[8:], uint64(i))
 	return b
@@ -105,7 +108,7 @@ func (p *pipeline) send(conv chat.ConversationID, sender chat.UserID, i int) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := p.in.Publish(ctx, ingest.Send{Conversation: conv, Sender: sender, SenderDevice: "d",
+	err := p.in.Publish(ctx, ingest.Entry{Conversation: conv, Sender: sender, SenderDevice: "d",
 		ClientMsgID: cmid(sender, i), Body: fmt.Sprintf("%s %d", sender, i), AcceptedAt: time.Now()})
 	if err != nil {
 		p.t.Errorf("publish: %v", err)

@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/parleyhq/parley/internal/chat"
-	"github.com/parleyhq/parley/protocol"
 )
 
 // fakeMembers answers from a map and counts the questions (a pure-logic unit test of the cache).
@@ -74,37 +71,5 @@ func TestMembershipCache(t *testing.T) {
 	}
 	if c.n != 0 {
 		t.Errorf("entry count %d; want 0", c.n)
-	}
-}
-
-// Presence events: a user's first event goes out at once; more within the interval are held
-// and only the latest goes out when it ends.
-func TestPresenceCoalescing(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	s := &Server{now: func() time.Time { return now }, watchers: map[chat.UserID]*watch{},
-		pendingPresence: map[chat.UserID]protocol.PresenceState{}, presenceSent: map[chat.UserID]time.Time{}}
-	ev := func(state string) *nats.Msg {
-		return &nats.Msg{Data: []byte(`{"user":"alice","state":"` + state + `"}`)}
-	}
-	s.presenceEvent(ev("online"))
-	if len(s.pendingPresence) != 0 || !s.presenceSent["alice"].Equal(now) {
-		t.Fatal("the first event was not sent at once")
-	}
-	now = now.Add(50 * time.Millisecond)
-	s.presenceEvent(ev("offline"))
-	s.presenceEvent(ev("online"))
-	s.flushPresence()
-	if st, held := s.pendingPresence["alice"]; !held || st.State != "online" {
-		t.Fatalf("within the interval: held %+v, %v; want the latest (online) held", st, held)
-	}
-	now = now.Add(presenceInterval)
-	s.flushPresence()
-	if len(s.pendingPresence) != 0 || !s.presenceSent["alice"].Equal(now) {
-		t.Error("the held event was not sent when the interval ended")
-	}
-	now = now.Add(presenceInterval)
-	s.flushPresence()
-	if len(s.presenceSent) != 0 {
-		t.Error("old send times are not forgotten")
 	}
 }

@@ -4,25 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
+	"github.com/parleyhq/parley/internal/wire"
+	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
 )
-
-// Presence is what the edge needs of the presence store (presence.Presence, which the edge
-// does not import: it links internal/backend and so the Cassandra driver).
-type Presence interface {
-	// Connected and Disconnected record a session; they never block.
-	Connected(user chat.UserID, session string)
-	Disconnected(user chat.UserID, session string)
-	// States reads the current state of users ("unknown" while the store fails).
-	States(ctx context.Context, users []chat.UserID) []protocol.PresenceState
-}
 
 // WatchPolicy decides whose presence a user may watch.
 type WatchPolicy interface {
@@ -35,15 +26,6 @@ type MemberLister interface {
 	ActiveMembers(ctx context.Context, conv chat.ConversationID) ([]chat.UserID, error)
 }
 
-// presenceInterval coalesces presence events: a user's first event goes out at once, and
-// further ones within the interval are held and only the latest is sent when it ends, so at
-// most one event per watched user per interval reaches a connection. presenceTick is how
-// often held events are checked.
-const (
-	presenceInterval = 250 * time.Millisecond
-	presenceTick     = 50 * time.Millisecond
-)
-
 // watch is the set of this edge's connections watching one user.
 type watch struct {
 	conns map[*Conn]struct{}
@@ -52,7 +34,7 @@ type watch struct {
 
 // EnablePresence registers sessions with p, and answers presence.subscribe and
 // presence.unsubscribe under policy. Call before serving.
-func (s *Server) EnablePresence(p Presence, policy WatchPolicy) {
+func (s *Server) EnablePresence(p *presence.Presence, policy WatchPolicy) {
 	s.presence = p
 	s.Handle(protocol.TypePresenceSubscribe, func(ctx context.Context, c *Conn, f protocol.Frame) {
 		users, perr := parseUsers(f.Users)
@@ -73,12 +55,12 @@ func (s *Server) EnablePresence(p Presence, policy WatchPolicy) {
 			c.SendError(f.ID, protocol.Errorf(protocol.CodeTooManySubscriptions, "at most %d subscriptions per connection", s.cfg.MaxSubscriptions))
 			return
 		}
-		ctx, cancel := context.WithTimeout(ctx, sendTimeout)
+		ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
 		defer cancel()
 		refused, err := policy.Refused(ctx, c.user, users)
 		if err != nil {
 			s.logger.Warn("presence policy", "err", err)
-			c.SendError(f.ID, protocol.Errorf(protocol.CodeUnavailable, "cannot check who you may watch now; retry"))
+			c.SendError(f.ID, wire.ProtocolError(err))
 			return
 		}
 		if len(refused) > 0 {
@@ -205,36 +187,22 @@ func (s *Server) dropWatches(c *Conn) {
 	}
 }
 
-// presenceEvent handles a transition heard on NATS: sent at once unless an event for the user
-// went out less than presenceInterval ago, else held (the latest wins) for flushPresence.
+// presenceEvent handles a transition heard on NATS: delivered at once unless the coalescer
+// holds it (see coalescer).
 func (s *Server) presenceEvent(m *nats.Msg) {
 	var st protocol.PresenceState
 	if json.Unmarshal(m.Data, &st) != nil || st.User == "" {
 		return
 	}
-	u, now := chat.UserID(st.User), s.now()
-	if now.Sub(s.presenceSent[u]) >= presenceInterval {
-		s.presenceSent[u] = now
-		s.deliverPresence(u, st)
-		return
+	if s.coalesce.event(st, s.now()) {
+		s.deliverPresence(chat.UserID(st.User), st)
 	}
-	s.pendingPresence[u] = st
 }
 
-// flushPresence sends held events whose interval has ended, and forgets old send times.
+// flushPresence delivers the held events whose interval has ended.
 func (s *Server) flushPresence() {
-	now := s.now()
-	for u, st := range s.pendingPresence {
-		if now.Sub(s.presenceSent[u]) >= presenceInterval {
-			delete(s.pendingPresence, u)
-			s.presenceSent[u] = now
-			s.deliverPresence(u, st)
-		}
-	}
-	for u, at := range s.presenceSent {
-		if _, held := s.pendingPresence[u]; !held && now.Sub(at) >= presenceInterval {
-			delete(s.presenceSent, u)
-		}
+	for _, st := range s.coalesce.due(s.now()) {
+		s.deliverPresence(chat.UserID(st.User), st)
 	}
 }
 
@@ -277,7 +245,7 @@ func (s *Server) EnableTyping(members MemberLister) {
 			c.SendError(f.ID, protocol.Errorf(protocol.CodeRateLimited, "at most %d typing frames a second", typingRate))
 			return
 		}
-		ctx, cancel := context.WithTimeout(ctx, sendTimeout)
+		ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
 		defer cancel()
 		users, err := s.membership.activeMembers(ctx, members, conv)
 		if err != nil {

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"time"
 
 	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/internal/chat"
@@ -18,13 +17,10 @@ type Membership interface {
 // Publisher makes a send durable: it returns once the ingest stream has stored it
 // (ingest.Ingest).
 type Publisher interface {
-	Publish(ctx context.Context, s ingest.Send) error
+	Publish(ctx context.Context, s ingest.Entry) error
 }
 
 var _ Publisher = (*ingest.Ingest)(nil)
-
-// sendTimeout bounds the membership check and the durable publish of one send.
-const sendTimeout = 5 * time.Second
 
 // EnableSend makes the edge accept send frames: members only, answered with accepted once the
 // send is durable in the ingest stream. Call before serving.
@@ -37,12 +33,12 @@ func (s *Server) EnableSend(members Membership, pub Publisher) {
 			c.SendError(f.ID, protocol.Errorf(protocol.CodeBadRequest, "conversation is not a UUID"))
 			return
 		}
-		cmid, err := chat.ParseConversationID(f.ClientMsgID) // the same UUID syntax
+		cmid, err := chat.ParseClientMsgID(f.ClientMsgID)
 		if err != nil {
 			c.SendError(f.ID, protocol.Errorf(protocol.CodeBadRequest, "client_msg_id is not a UUID"))
 			return
 		}
-		ctx, cancel := context.WithTimeout(ctx, sendTimeout)
+		ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
 		defer cancel()
 		ok, err := cache.IsActiveMember(ctx, conv, c.user)
 		if err != nil {
@@ -55,7 +51,7 @@ func (s *Server) EnableSend(members Membership, pub Publisher) {
 			return
 		}
 		now := s.now()
-		if err := pub.Publish(ctx, ingest.Send{Conversation: conv, Sender: c.user, SenderDevice: c.device,
+		if err := pub.Publish(ctx, ingest.Entry{Conversation: conv, Sender: c.user, SenderDevice: c.device,
 			ClientMsgID: cmid, Body: f.Body, Kind: chat.MessageText, AcceptedAt: now}); err != nil {
 			s.logger.Warn("send: publish", "conversation", conv, "err", err)
 			c.SendError(f.ID, protocol.Errorf(protocol.CodeUnavailable, "message not accepted; retry with the same client_msg_id"))

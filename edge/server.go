@@ -23,6 +23,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
+	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
 )
 
@@ -37,6 +38,10 @@ var _ Verifier = (*auth.Authority)(nil)
 // at a time per connection, in frame order), so a slow handler slows only its own connection,
 // whose socket is not read meanwhile; it answers through c.Send or c.SendError.
 type Handler func(ctx context.Context, c *Conn, f protocol.Frame)
+
+// handlerTimeout bounds what one frame's handler waits for: a membership check, a durable
+// publish, a store read. The connection's reader waits with it (see the lock order in doc.go).
+const handlerTimeout = 5 * time.Second
 
 // Server is the WebSocket edge.
 type Server struct {
@@ -53,11 +58,8 @@ type Server struct {
 	natsCh   chan *nats.Msg
 	// membership caches membership answers for send and typing.
 	membership *membershipCache
-	presence   Presence // nil: presence disabled
-	// pendingPresence holds the latest transition per watched user until the next flush
-	// (Run's goroutine only).
-	pendingPresence map[chat.UserID]protocol.PresenceState
-	presenceSent    map[chat.UserID]time.Time // when the last event per user went out
+	presence   *presence.Presence // nil: presence disabled
+	coalesce   *coalescer         // presence events (Run's goroutine only)
 
 	mu       sync.Mutex
 	buckets  []map[*Conn]struct{} // the sweeper visits one bucket per tick
@@ -123,9 +125,7 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 		// as 1,000 at once, so it holds a few such bursts.
 		natsCh:   make(chan *nats.Msg, 65536),
 		watchers: map[chat.UserID]*watch{},
-
-		pendingPresence: map[chat.UserID]protocol.PresenceState{},
-		presenceSent:    map[chat.UserID]time.Time{},
+		coalesce: newCoalescer(presenceInterval),
 	}
 	s.writers = newWorkers((*Conn).writeLoop, m.workers.WithLabelValues("write"))
 	s.membership = newMembershipCache(nil, func() time.Time { return s.now() })

@@ -2,12 +2,9 @@ package history
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 
@@ -26,7 +23,7 @@ func reactionElement(user chat.UserID, emoji string) string { return string(user
 
 func (st *Store) applyEvent(ctx context.Context, m chat.Message) error {
 	if m.TargetSeq < 1 || m.TargetSeq >= m.Seq {
-		return fmt.Errorf("%w: event %d targets seq %d", ErrInvalid, m.Seq, m.TargetSeq)
+		return fmt.Errorf("%w: event %d targets seq %d", chat.ErrInvalid, m.Seq, m.TargetSeq)
 	}
 	var (
 		stmt string
@@ -46,7 +43,7 @@ func (st *Store) applyEvent(ctx context.Context, m chat.Message) error {
 		stmt = `UPDATE message_state USING TIMESTAMP ? SET reactions = reactions - ?`
 		args = []any{m.Seq, []string{reactionElement(m.Sender, m.Body)}}
 	default:
-		return fmt.Errorf("%w: %s is not a message event", ErrInvalid, m.Kind)
+		return fmt.Errorf("%w: %s is not a message event", chat.ErrInvalid, m.Kind)
 	}
 	args = append(args, uuid(m.Conversation), st.bucket(m.TargetSeq), m.TargetSeq)
 	if err := st.s.Query(stmt+` WHERE conversation_id = ? AND bucket = ? AND target_seq = ?`, args...).
@@ -167,10 +164,10 @@ func reactions(elements []string) []chat.Reaction {
 // event's seq, so an event replayed after a later one of the same user is a no-op:
 //   - added at S: a new row (joined S), or rejoin (joined S, left cleared) if joined < S;
 //   - removed or left at S: left = S if joined < S.
-func (st *Store) applyMembership(ctx context.Context, m chat.Message) error {
+func (st *Store) applyMembership(ctx context.Context, m chat.Message) (Member, error) {
 	conv, user := uuid(m.Conversation), string(m.TargetUser)
 	if user == "" {
-		return fmt.Errorf("%w: membership event %d names no member", ErrInvalid, m.Seq)
+		return Member{}, fmt.Errorf("%w: membership event %d names no member", chat.ErrInvalid, m.Seq)
 	}
 	cas := func(stmt string, args ...any) error {
 		_, err := st.s.Query(stmt, args...).SerialConsistency(gocql.LocalSerial).MapScanCASContext(ctx, map[string]any{})
@@ -184,133 +181,26 @@ func (st *Store) applyMembership(ctx context.Context, m chat.Message) error {
 		created, err := st.s.Query(`INSERT INTO conversation_members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, ?, ?) IF NOT EXISTS`,
 			conv, user, string(chat.RoleMember), m.Seq).SerialConsistency(gocql.LocalSerial).MapScanCASContext(ctx, map[string]any{})
 		if err != nil {
-			return fmt.Errorf("apply %s: %w", m.Kind, err)
+			return Member{}, fmt.Errorf("apply %s: %w", m.Kind, err)
 		}
 		if !created {
 			if err := cas(`UPDATE conversation_members SET role = ?, joined_seq = ?, left_seq = null WHERE conversation_id = ? AND user_id = ? IF joined_seq < ?`,
 				string(chat.RoleMember), m.Seq, conv, user, m.Seq); err != nil {
-				return err
+				return Member{}, err
 			}
 		}
 	case chat.MessageMemberRemoved, chat.MessageMemberLeft:
 		if err := cas(`UPDATE conversation_members SET left_seq = ? WHERE conversation_id = ? AND user_id = ? IF joined_seq < ?`,
 			m.Seq, conv, user, m.Seq); err != nil {
-			return err
+			return Member{}, err
 		}
 	default:
-		return fmt.Errorf("%w: %s is not a membership event", ErrInvalid, m.Kind)
+		return Member{}, fmt.Errorf("%w: %s is not a membership event", chat.ErrInvalid, m.Kind)
 	}
-	// The inbox row copies the member's row as it now is (whichever event made it so).
-	mem, err := st.member(ctx, m.Conversation, m.TargetUser)
-	if err != nil {
-		return err
-	}
-	if mem.Active() {
-		// Listed from the join on, with nothing unread (the join event itself included).
-		c, err := st.conversation(ctx, m.Conversation)
-		if err != nil {
-			return err
-		}
-		if _, err := st.s.Query(`INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
-			user, conv, mem.JoinedSeq, m.CreatedAt, string(c.Kind), c.Title, m.CreatedAt, mem.JoinedSeq).
-			MapScanCASContext(ctx, map[string]any{}); err != nil {
-			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
-		}
-		if err := st.s.Query(`UPDATE user_conversations SET joined_seq = ?, left_seq = null WHERE user_id = ? AND conversation_id = ?`,
-			mem.JoinedSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
-			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
-		}
-		return st.raiseRead(ctx, m.TargetUser, m.Conversation, mem.JoinedSeq, m.CreatedAt)
-	}
-	if err := st.s.Query(`UPDATE user_conversations SET left_seq = ? WHERE user_id = ? AND conversation_id = ?`,
-		mem.LeftSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
-		return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
-	}
-	return nil
+	// The member's row as it now is (whichever event made it so): the inbox copies it.
+	return st.member(ctx, m.Conversation, m.TargetUser)
 }
 
-// raiseRead moves a user's read position up to seq if it is below (a rejoining member does
-// not inherit unread messages from before the rejoin).
-func (st *Store) raiseRead(ctx context.Context, user chat.UserID, id chat.ConversationID, seq int64, at time.Time) error {
-	if seq < 1 {
-		return nil
-	}
-	_, err := st.s.Query(`UPDATE user_conversations SET read_seq = ?, read_at = ? WHERE user_id = ? AND conversation_id = ? IF read_seq < ?`,
-		seq, at, string(user), uuid(id), seq).MapScanCASContext(ctx, map[string]any{})
-	if err != nil && !errors.Is(err, gocql.ErrNotFound) {
-		return fmt.Errorf("raise read position: %w", err)
-	}
-	return nil
-}
-
-// unloggedBatch is how many rows of different partitions one request writes: an unlogged batch over that
-// many partitions (Cassandra warns above 10), so a direct conversation costs one request.
+// unloggedBatch is how many rows of different partitions one request writes (Cassandra warns
+// above 10 partitions in an unlogged batch).
 const unloggedBatch = 10
-
-// updateInboxes writes m as the last activity of the conversation into each user's inbox row:
-// last_seq for every entry, and last_at, preview and sender for text messages. The cells are
-// written USING TIMESTAMP <seq>, so a row never goes back to an older entry, whatever order
-// the writes land in, and repeating them is harmless. Rows are written unloggedBatch at a time,
-// at most 8 requests in flight.
-func (st *Store) updateInboxes(ctx context.Context, m chat.Message, users []chat.UserID) error {
-	stmt := `UPDATE user_conversations USING TIMESTAMP ? SET last_seq = ? WHERE user_id = ? AND conversation_id = ?`
-	args := func(u chat.UserID) []any { return []any{m.Seq, m.Seq, string(u), uuid(m.Conversation)} }
-	if m.Kind == chat.MessageText {
-		stmt = `UPDATE user_conversations USING TIMESTAMP ? SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE user_id = ? AND conversation_id = ?`
-		args = func(u chat.UserID) []any {
-			return []any{m.Seq, m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), string(u), uuid(m.Conversation)}
-		}
-	}
-	write := func(chunk []chat.UserID) error {
-		var err error
-		if len(chunk) == 1 {
-			err = st.s.Query(stmt, args(chunk[0])...).Idempotent(true).ExecContext(ctx)
-		} else {
-			b := st.s.Batch(gocql.UnloggedBatch)
-			for _, u := range chunk {
-				b.Query(stmt, args(u)...)
-			}
-			err = b.ExecContext(ctx)
-		}
-		if err != nil {
-			return fmt.Errorf("update inbox: %w", err)
-		}
-		return nil
-	}
-	if len(users) <= unloggedBatch {
-		if len(users) == 0 {
-			return nil
-		}
-		return write(users)
-	}
-	var (
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, 8)
-		mu    sync.Mutex
-		first error
-	)
-	for chunk := range slices.Chunk(users, unloggedBatch) {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := write(chunk); err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return first
-}
-
-// UpdateInboxes writes a stored entry into its members' inbox rows (see updateInboxes). The
-// delivery worker calls it for every entry it sequences, before acknowledging it.
-func (st *Store) UpdateInboxes(ctx context.Context, m chat.Message, users []chat.UserID) error {
-	return st.Guard(func() error { return st.updateInboxes(ctx, m, users) })
-}

@@ -6,27 +6,16 @@ import (
 	"fmt"
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 
-	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/chat"
 )
 
-// Sentinel errors.
-var (
-	// ErrNotFound: no such conversation, or the user is not a member (callers answer both the
-	// same way, so a non-member learns nothing).
-	ErrNotFound = errors.New("not found")
-	// ErrSeqTaken: a message at one of the seqs being appended already exists. The appender
-	// is stale (another sequencer moved on): it must reload the last seq.
-	ErrSeqTaken = errors.New("seq already taken")
-	// ErrTooManyMembers: a group would exceed Config.MaxMembers.
-	ErrTooManyMembers = errors.New("too many members")
-	// ErrInvalid: the request is malformed (an empty member list, a bad limit).
-	ErrInvalid = errors.New("invalid request")
-)
+// ErrSeqTaken: a message at one of the seqs being appended already exists. The appender
+// is stale (another sequencer moved on): it must reload the last seq.
+var ErrSeqTaken = errors.New("seq already taken")
 
 // Config configures the Store. Zero values take the defaults.
 type Config struct {
@@ -38,7 +27,7 @@ type Config struct {
 	// MaxPage bounds one page of messages. Default 200.
 	MaxPage int
 	// Breaker guards every call (nil: none). Build it with IsCassandraFailure.
-	Breaker *backend.Breaker
+	Breaker *breaker.Breaker
 }
 
 // Defaults.
@@ -66,8 +55,8 @@ func (st *Store) Guard(fn func() error) error {
 // IsCassandraFailure reports whether err counts as a failure of Cassandra (for the breaker).
 func IsCassandraFailure(err error) bool {
 	switch {
-	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrSeqTaken), errors.Is(err, ErrInvalid),
-		errors.Is(err, ErrTooManyMembers), errors.Is(err, context.Canceled), errors.Is(err, backend.ErrUnavailable):
+	case err == nil, errors.Is(err, chat.ErrNotFound), errors.Is(err, ErrSeqTaken), errors.Is(err, chat.ErrInvalid),
+		errors.Is(err, chat.ErrTooManyMembers), errors.Is(err, context.Canceled), errors.Is(err, breaker.ErrUnavailable):
 		return false
 	}
 	return true
@@ -134,7 +123,7 @@ func uuid(id chat.ConversationID) gocql.UUID { return gocql.UUID(id) }
 
 func (st *Store) createDirect(ctx context.Context, a, b chat.UserID, now time.Time) (id chat.ConversationID, created bool, err error) {
 	if a == b {
-		return id, false, fmt.Errorf("%w: a direct conversation needs two different users", ErrInvalid)
+		return id, false, fmt.Errorf("%w: a direct conversation needs two different users", chat.ErrInvalid)
 	}
 	id = chat.DirectConversationID(a, b)
 	created, err = st.s.Query(`INSERT INTO conversations (conversation_id, kind, created_by, created_at, last_seq)
@@ -153,11 +142,6 @@ func (st *Store) createDirect(ctx context.Context, a, b chat.UserID, now time.Ti
 	if err := b2.ExecContext(ctx); err != nil {
 		return id, created, fmt.Errorf("add direct members: %w", err)
 	}
-	for _, u := range []chat.UserID{a, b} {
-		if err := st.addToInbox(ctx, Conversation{ID: id, Kind: chat.KindDirect}, u, now, true); err != nil {
-			return id, created, err
-		}
-	}
 	return id, created, nil
 }
 
@@ -169,7 +153,7 @@ func (st *Store) createGroup(ctx context.Context, creator chat.UserID, title str
 		}
 	}
 	if len(all) > st.cfg.MaxMembers {
-		return chat.ConversationID{}, fmt.Errorf("%w: %d members, at most %d", ErrTooManyMembers, len(all), st.cfg.MaxMembers)
+		return chat.ConversationID{}, fmt.Errorf("%w: %d members, at most %d", chat.ErrTooManyMembers, len(all), st.cfg.MaxMembers)
 	}
 	id := chat.NewConversationID()
 	if err := st.s.Query(`INSERT INTO conversations (conversation_id, kind, title, created_by, created_at, last_seq)
@@ -190,30 +174,7 @@ func (st *Store) createGroup(ctx context.Context, creator chat.UserID, title str
 	if err := b.ExecContext(ctx); err != nil {
 		return id, fmt.Errorf("add group members: %w", err)
 	}
-	for _, u := range all {
-		if err := st.addToInbox(ctx, Conversation{ID: id, Kind: chat.KindGroup, Title: title}, u, now, false); err != nil {
-			return id, err
-		}
-	}
 	return id, nil
-}
-
-// addToInbox lists the conversation in user's inbox with nothing read. With keep (a direct
-// conversation, which may be created again) IF NOT EXISTS keeps an existing read position; a
-// new group has none to keep and skips the Paxos round per member.
-func (st *Store) addToInbox(ctx context.Context, c Conversation, user chat.UserID, now time.Time, keep bool) error {
-	const insert = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq) VALUES (?, ?, 0, ?, ?, ?, ?, 0)`
-	args := []any{string(user), uuid(c.ID), now, string(c.Kind), c.Title, now}
-	var err error
-	if keep {
-		_, err = st.s.Query(insert+` IF NOT EXISTS`, args...).MapScanCASContext(ctx, map[string]any{})
-	} else {
-		err = st.s.Query(insert, args...).ExecContext(ctx)
-	}
-	if err != nil {
-		return fmt.Errorf("add to inbox: %w", err)
-	}
-	return nil
 }
 
 func (st *Store) conversation(ctx context.Context, id chat.ConversationID) (Conversation, error) {
@@ -222,7 +183,7 @@ func (st *Store) conversation(ctx context.Context, id chat.ConversationID) (Conv
 	err := st.s.Query(`SELECT kind, title, created_by, created_at FROM conversations WHERE conversation_id = ?`, uuid(id)).
 		Idempotent(true).ScanContext(ctx, &kind, &c.Title, &createdBy, &c.CreatedAt)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return c, ErrNotFound
+		return c, chat.ErrNotFound
 	}
 	if err != nil {
 		return c, fmt.Errorf("read conversation: %w", err)
@@ -237,7 +198,7 @@ func (st *Store) member(ctx context.Context, id chat.ConversationID, user chat.U
 	err := st.s.Query(`SELECT role, joined_seq, left_seq FROM conversation_members WHERE conversation_id = ? AND user_id = ?`,
 		uuid(id), string(user)).Idempotent(true).ScanContext(ctx, &role, &m.JoinedSeq, &m.LeftSeq)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return m, ErrNotFound
+		return m, chat.ErrNotFound
 	}
 	if err != nil {
 		return m, fmt.Errorf("read member: %w", err)
@@ -278,7 +239,7 @@ func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat
 	}
 	for i := 1; i < len(msgs); i++ {
 		if msgs[i].Seq != msgs[i-1].Seq+1 {
-			return fmt.Errorf("%w: seqs must be consecutive", ErrInvalid)
+			return fmt.Errorf("%w: seqs must be consecutive", chat.ErrInvalid)
 		}
 	}
 	for start := 0; start < len(msgs); {
@@ -332,7 +293,7 @@ func (st *Store) insertIfNotExists(ctx context.Context, id chat.ConversationID, 
 	return applied, err
 }
 
-func (st *Store) claimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte, seq int64) error {
+func (st *Store) claimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID chat.ClientMsgID, seq int64) error {
 	if err := st.s.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
 		uuid(id), string(sender), gocql.UUID(clientMsgID), seq).Idempotent(true).ExecContext(ctx); err != nil {
 		return fmt.Errorf("record client_msg_id: %w", err)
@@ -351,7 +312,7 @@ func (st *Store) messageAt(ctx context.Context, id chat.ConversationID, seq int6
 
 func (st *Store) isActiveMember(ctx context.Context, id chat.ConversationID, user chat.UserID) (bool, error) {
 	m, err := st.member(ctx, id, user)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, chat.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -375,20 +336,7 @@ func (st *Store) raiseLast(ctx context.Context, id chat.ConversationID, m chat.M
 	return nil
 }
 
-// preview is the start of a message body for inbox entries: at most 100 bytes, cut on a rune
-// boundary.
-func preview(body string) string {
-	if len(body) <= 100 {
-		return body
-	}
-	n := 100
-	for n > 0 && !utf8.RuneStart(body[n]) {
-		n--
-	}
-	return body[:n]
-}
-
-func (st *Store) seqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte) (int64, bool, error) {
+func (st *Store) seqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID chat.ClientMsgID) (int64, bool, error) {
 	var seq int64
 	err := st.s.Query(`SELECT seq FROM message_ids WHERE conversation_id = ? AND sender_id = ? AND client_msg_id = ?`,
 		uuid(id), string(sender), gocql.UUID(clientMsgID)).Idempotent(true).ScanContext(ctx, &seq)
@@ -406,7 +354,7 @@ func (st *Store) lastSeq(ctx context.Context, id chat.ConversationID) (int64, er
 	err := st.s.Query(`SELECT last_seq FROM conversations WHERE conversation_id = ?`, uuid(id)).
 		Idempotent(true).ScanContext(ctx, &hint)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return 0, ErrNotFound
+		return 0, chat.ErrNotFound
 	}
 	if err != nil {
 		return 0, fmt.Errorf("read last_seq: %w", err)
@@ -493,7 +441,7 @@ func (st *Store) after(ctx context.Context, id chat.ConversationID, w Window, af
 
 func (st *Store) clamp(limit int) (int, error) {
 	if limit < 0 {
-		return 0, fmt.Errorf("%w: limit %d", ErrInvalid, limit)
+		return 0, fmt.Errorf("%w: limit %d", chat.ErrInvalid, limit)
 	}
 	if limit == 0 {
 		return 50, nil
@@ -518,7 +466,7 @@ func (st *Store) read(ctx context.Context, id chat.ConversationID, stmt string, 
 		}
 		hasAny = hasAny || has
 		m.Conversation = id
-		m.Kind, m.Sender, m.SenderDevice, m.ClientMsgID = chat.MessageKind(kind), chat.UserID(sender), chat.DeviceID(device), [16]byte(cmid)
+		m.Kind, m.Sender, m.SenderDevice, m.ClientMsgID = chat.MessageKind(kind), chat.UserID(sender), chat.DeviceID(device), chat.ClientMsgID(cmid)
 		m.TargetUser = chat.UserID(target)
 		out = append(out, m)
 	}
@@ -529,7 +477,7 @@ func (st *Store) read(ctx context.Context, id chat.ConversationID, stmt string, 
 }
 
 // The exported methods run under the store's circuit breaker (Config.Breaker): while it is
-// open they fail fast with backend.ErrUnavailable instead of waiting for Cassandra to time out.
+// open they fail fast with breaker.ErrUnavailable instead of waiting for Cassandra to time out.
 
 // CreateDirect creates the direct conversation of a and b if it does not exist and returns
 // its id (the same for both users, see chat.DirectConversationID). created is false when it
@@ -545,13 +493,13 @@ func (st *Store) CreateGroup(ctx context.Context, creator chat.UserID, title str
 	return
 }
 
-// Conversation returns a conversation's metadata, or ErrNotFound.
+// Conversation returns a conversation's metadata, or chat.ErrNotFound.
 func (st *Store) Conversation(ctx context.Context, id chat.ConversationID) (c Conversation, err error) {
 	err = st.Guard(func() error { c, err = st.conversation(ctx, id); return err })
 	return
 }
 
-// Member returns user's membership of a conversation, or ErrNotFound when there is none.
+// Member returns user's membership of a conversation, or chat.ErrNotFound when there is none.
 func (st *Store) Member(ctx context.Context, id chat.ConversationID, user chat.UserID) (m Member, err error) {
 	err = st.Guard(func() error { m, err = st.member(ctx, id, user); return err })
 	return
@@ -561,6 +509,22 @@ func (st *Store) Member(ctx context.Context, id chat.ConversationID, user chat.U
 func (st *Store) Members(ctx context.Context, id chat.ConversationID) (ms []Member, err error) {
 	err = st.Guard(func() error { ms, err = st.members(ctx, id); return err })
 	return
+}
+
+// ActiveMembers lists the users who are members now (the one place that filters out the
+// members who left or were removed).
+func (st *Store) ActiveMembers(ctx context.Context, id chat.ConversationID) ([]chat.UserID, error) {
+	ms, err := st.Members(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	users := make([]chat.UserID, 0, len(ms))
+	for _, m := range ms {
+		if m.Active() {
+			users = append(users, m.User)
+		}
+	}
+	return users, nil
 }
 
 // RaiseLast makes the conversation's last_seq hint at least m's seq if m opened a bucket; see raiseLast.
@@ -580,7 +544,7 @@ func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat
 
 // ClaimClientMsgID records that a sender's client_msg_id is being given seq. A later claim for
 // the same id overwrites it (a stale claim whose seq went to another message is replaced).
-func (st *Store) ClaimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte, seq int64) (err error) {
+func (st *Store) ClaimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID chat.ClientMsgID, seq int64) (err error) {
 	err = st.Guard(func() error { err = st.claimClientMsgID(ctx, id, sender, clientMsgID, seq); return err })
 	return
 }
@@ -623,14 +587,14 @@ func (st *Store) IsActiveMember(ctx context.Context, id chat.ConversationID, use
 }
 
 // SeqOf returns the seq a sender's client_msg_id was given in a conversation, if any.
-func (st *Store) SeqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID [16]byte) (seq int64, ok bool, err error) {
+func (st *Store) SeqOf(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID chat.ClientMsgID) (seq int64, ok bool, err error) {
 	err = st.Guard(func() error { seq, ok, err = st.seqOf(ctx, id, sender, clientMsgID); return err })
 	return
 }
 
 // LastSeq returns the highest seq stored in a conversation (0 when empty). It starts from the
 // conversation's last_seq hint and walks forward over full buckets, so a stale hint costs a
-// read or two, never a wrong answer. ErrNotFound if the conversation does not exist.
+// read or two, never a wrong answer. chat.ErrNotFound if the conversation does not exist.
 func (st *Store) LastSeq(ctx context.Context, id chat.ConversationID) (last int64, err error) {
 	err = st.Guard(func() error { last, err = st.lastSeq(ctx, id); return err })
 	return
@@ -659,8 +623,10 @@ func (st *Store) ApplyEvent(ctx context.Context, m chat.Message) error {
 }
 
 // ApplyMembership applies a stored membership event (member added, removed, left) to the
-// member list and the member's inbox row. Repeating it, also after later membership events of
-// the same user were applied, changes nothing.
-func (st *Store) ApplyMembership(ctx context.Context, m chat.Message) error {
-	return st.Guard(func() error { return st.applyMembership(ctx, m) })
+// member list and returns the member's row as it now is (the inbox copies it, see
+// inbox.Inbox.ApplyMembership). Repeating it, also after later membership events of the same
+// user were applied, changes nothing.
+func (st *Store) ApplyMembership(ctx context.Context, m chat.Message) (mem Member, err error) {
+	err = st.Guard(func() error { mem, err = st.applyMembership(ctx, m); return err })
+	return
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -12,38 +13,54 @@ import (
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 
 	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/chat"
 )
-
-// ErrInvalid is returned (wrapped) for a malformed request (a bad since-token).
-var ErrInvalid = errors.New("invalid request")
 
 // MaxConversations bounds how many conversations of one user the inbox reads at once.
 const MaxConversations = 5000
 
-// Inbox reads and updates users' inboxes.
+// Config configures an Inbox. Zero values take the defaults.
+type Config struct {
+	// Breaker guards every call to Cassandra (nil: none). Build it with
+	// history.IsCassandraFailure; give the inbox its own, so its failures and the history
+	// store's are told apart.
+	Breaker *breaker.Breaker
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Inbox reads and updates users' inboxes: it owns the user_conversations and device_cursors
+// tables. Conversations and their members are read from the history store.
 type Inbox struct {
 	s       *gocql.Session
 	history *history.Store
-	now     func() time.Time
+	cfg     Config
 }
 
 // New returns an Inbox on Parley's keyspace.
-func New(s *gocql.Session, h *history.Store) *Inbox {
-	return &Inbox{s: s, history: h, now: time.Now}
+func New(s *gocql.Session, h *history.Store, cfg Config) *Inbox {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Inbox{s: s, history: h, cfg: cfg}
 }
+
+func (in *Inbox) now() time.Time { return in.cfg.Now() }
+
+// guard runs fn, a series of Cassandra calls, under the inbox's circuit breaker.
+func (in *Inbox) guard(fn func() error) error { return in.cfg.Breaker.Do(fn) }
 
 // Entry is one conversation in a user's inbox.
 type Entry struct {
-	Conversation chat.ConversationID
-	Kind         chat.Kind
-	Title        string
-	LastSeq      int64
-	ReadSeq      int64
-	ReadAt       time.Time
-	LastAt       time.Time // last message, or creation when there is none
-	Preview      string
-	LastSender   chat.UserID
+	// Progress is the conversation, its last seq and the user's read seq (and so Unread).
+	chat.Progress
+	Kind       chat.Kind
+	Title      string
+	ReadAt     time.Time
+	LastAt     time.Time // last message, or creation when there is none
+	Preview    string
+	LastSender chat.UserID
 	// JoinedSeq and LeftSeq bound what the user may see of the conversation (see
 	// history.Member). For a conversation the user left, LastSeq is LeftSeq and the last
 	// activity fields are cleared: nothing after leaving is shown.
@@ -53,9 +70,6 @@ type Entry struct {
 
 // Window is the user's visible range of the conversation.
 func (e Entry) Window() history.Window { return history.Window{From: e.JoinedSeq, To: e.LeftSeq} }
-
-// Unread is the number of messages after the read position.
-func (e Entry) Unread() int64 { return max(0, e.LastSeq-e.ReadSeq) }
 
 // List returns the user's conversations, most recently active first. Conversations the user
 // has left or was removed from are not listed.
@@ -77,7 +91,7 @@ func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 // It is one read of the user's partition: every row carries what the list shows.
 func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	var entries []Entry
-	err := in.history.Guard(func() error {
+	err := in.guard(func() error {
 		iter := in.s.Query(`SELECT conversation_id, kind, title, added_at, read_seq, read_at, joined_seq, left_seq,
 			last_seq, last_at, last_preview, last_sender FROM user_conversations WHERE user_id = ? LIMIT ?`,
 			string(user), MaxConversations).Idempotent(true).IterContext(ctx)
@@ -119,7 +133,7 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	return entries, nil
 }
 
-// clampForMember checks that user is a current member (ErrNotFound otherwise) and clamps seq
+// clampForMember checks that user is a current member (chat.ErrNotFound otherwise) and clamps seq
 // to the conversation's last seq: nobody reads or receives the future.
 func (in *Inbox) clampForMember(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (int64, error) {
 	ok, err := in.history.IsActiveMember(ctx, conv, user)
@@ -127,7 +141,7 @@ func (in *Inbox) clampForMember(ctx context.Context, user chat.UserID, conv chat
 		return 0, err
 	}
 	if !ok {
-		return 0, history.ErrNotFound
+		return 0, chat.ErrNotFound
 	}
 	last, err := in.history.LastSeq(ctx, conv)
 	if err != nil {
@@ -137,7 +151,7 @@ func (in *Inbox) clampForMember(ctx context.Context, user chat.UserID, conv chat
 }
 
 // MarkRead moves user's read position in a conversation forward to seq (clamped to the last
-// seq). It reports the read position after the call and whether it moved. ErrNotFound when
+// seq). It reports the read position after the call and whether it moved. chat.ErrNotFound when
 // the user is not a member.
 func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (int64, bool, error) {
 	seq, err := in.clampForMember(ctx, user, conv, seq)
@@ -148,66 +162,19 @@ func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.Conve
 		read  int64
 		moved bool
 	)
-	err = in.history.Guard(func() error {
-		read, moved, err = in.markRead(ctx, user, conv, seq)
+	err = in.guard(func() error {
+		read, moved, err = in.forward(ctx, readPosition, []any{string(user), gocql.UUID(conv)}, seq, in.now())
 		return err
 	})
 	return read, moved, err
 }
 
-// markRead moves the read position forward with a compare-and-set loop.
-func (in *Inbox) markRead(ctx context.Context, user chat.UserID, conv chat.ConversationID, seq int64) (int64, bool, error) {
-	for attempt := 0; attempt < 5; attempt++ {
-		var cur int64
-		err := in.s.Query(`SELECT read_seq FROM user_conversations WHERE user_id = ? AND conversation_id = ?`,
-			string(user), gocql.UUID(conv)).Idempotent(true).ScanContext(ctx, &cur)
-		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
-			return 0, false, fmt.Errorf("read position: %w", err)
-		}
-		if seq <= cur {
-			return cur, false, nil
-		}
-		// Forward only, even with several devices marking read at once.
-		applied, err := in.s.Query(`UPDATE user_conversations SET read_seq = ?, read_at = ? WHERE user_id = ? AND conversation_id = ? IF read_seq = ?`,
-			seq, in.now(), string(user), gocql.UUID(conv), cur).MapScanCASContext(ctx, map[string]any{})
-		if err != nil {
-			return 0, false, fmt.Errorf("mark read: %w", err)
-		}
-		if applied {
-			return seq, true, nil
-		}
-	}
-	return 0, false, fmt.Errorf("mark read: too much contention")
-}
-
-// SyncRequest is what a reconnecting device knows.
-type SyncRequest struct {
-	// Since is the token of its last complete sync ("" for the first).
-	Since string
-	// Cursors are the last seq it has of each conversation; missing ones count as 0.
-	Cursors map[chat.ConversationID]int64
-	// Limit bounds the messages returned (default 200, at most 1000).
-	Limit int
-}
-
-// SyncResult is one page of what changed.
-type SyncResult struct {
-	// Conversations changed since the token or with messages after the cursor.
-	Conversations []Entry
-	// Messages after the cursors, by conversation, each in seq order.
-	Messages []chat.Message
-	// More: the page is full; sync again with the cursors advanced past Messages and the same
-	// Since. When More is false, Since is the token for the next sync.
-	More  bool
-	Since string
-}
-
 // Sync returns what user's device missed.
-func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req SyncRequest) (SyncResult, error) {
+func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncRequest) (chat.SyncResult, error) {
 	start := in.now()
 	since, err := parseSince(req.Since)
 	if err != nil {
-		return SyncResult{}, err
+		return chat.SyncResult{}, err
 	}
 	limit := req.Limit
 	if limit <= 0 {
@@ -216,9 +183,9 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req SyncRequest) (S
 	limit = min(limit, 1000)
 	entries, err := in.list(ctx, user)
 	if err != nil {
-		return SyncResult{}, err
+		return chat.SyncResult{}, err
 	}
-	res := SyncResult{Since: req.Since}
+	res := chat.SyncResult{Since: req.Since}
 	for _, e := range entries {
 		cursor := max(req.Cursors[e.Conversation], e.JoinedSeq-1)
 		changed := e.LastSeq > cursor || e.LastAt.After(since) || e.ReadAt.After(since)
@@ -228,7 +195,7 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req SyncRequest) (S
 		if !changed {
 			continue
 		}
-		res.Conversations = append(res.Conversations, e)
+		res.Conversations = append(res.Conversations, e.Progress)
 		for after := cursor; after < e.LastSeq && !res.More; {
 			if len(res.Messages) >= limit {
 				res.More = true
@@ -236,7 +203,7 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req SyncRequest) (S
 			}
 			page, err := in.history.After(ctx, e.Conversation, e.Window(), after, min(limit-len(res.Messages), 200))
 			if err != nil {
-				return SyncResult{}, err
+				return chat.SyncResult{}, err
 			}
 			if len(page) == 0 {
 				break
@@ -268,11 +235,11 @@ func parseSince(s string) (time.Time, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(b) < 4 || string(b[:3]) != "v1:" {
-		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", ErrInvalid)
+		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", chat.ErrInvalid)
 	}
 	ms, err := strconv.ParseInt(string(b[3:]), 10, 64)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", ErrInvalid)
+		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", chat.ErrInvalid)
 	}
 	return time.UnixMilli(ms), nil
 }
@@ -280,7 +247,7 @@ func parseSince(s string) (time.Time, error) {
 // Ack records that user's device has received a conversation up to seq (clamped to the last
 // seq): the device's cursor moves forward, and so does the user's delivered position when this
 // is the first of their devices to get that far. It reports the user's delivered position
-// after the call and whether it moved (then "delivered" receipts are due). ErrNotFound when
+// after the call and whether it moved (then "delivered" receipts are due). chat.ErrNotFound when
 // the user is not a member.
 func (in *Inbox) Ack(ctx context.Context, user chat.UserID, device chat.DeviceID, conv chat.ConversationID, seq int64) (int64, bool, error) {
 	seq, err := in.clampForMember(ctx, user, conv, seq)
@@ -291,50 +258,79 @@ func (in *Inbox) Ack(ctx context.Context, user chat.UserID, device chat.DeviceID
 		delivered int64
 		moved     bool
 	)
-	err = in.history.Guard(func() error {
-		if _, _, err := forward(ctx, in.s, "device_cursors", "seq",
-			`user_id = ? AND device_id = ? AND conversation_id = ?`, []any{string(user), string(device), gocql.UUID(conv)}, seq); err != nil {
+	err = in.guard(func() error {
+		if _, _, err := in.forward(ctx, deviceCursor, []any{string(user), string(device), gocql.UUID(conv)}, seq, time.Time{}); err != nil {
 			return err
 		}
-		delivered, moved, err = forward(ctx, in.s, "user_conversations", "delivered_seq",
-			`user_id = ? AND conversation_id = ?`, []any{string(user), gocql.UUID(conv)}, seq)
+		delivered, moved, err = in.forward(ctx, deliveredPosition, []any{string(user), gocql.UUID(conv)}, seq, time.Time{})
 		return err
 	})
 	return delivered, moved, err
 }
 
-// forward raises an integer column to seq with compare-and-set, never lowering it (several
-// devices may acknowledge at once). It returns the value after the call and whether it moved.
-// A missing row or value counts as 0. table, column and where are constants of this package.
-func forward(ctx context.Context, s *gocql.Session, table, column, where string, key []any, seq int64) (int64, bool, error) {
+// position is a forward-only seq column of one row: read and delivered positions, device
+// cursors. Several devices may move one at once; none may move it back.
+type position struct {
+	table, column, where string
+	// create inserts the row (key..., seq) when it does not exist; "" when a missing row
+	// means the user is not a member (chat.ErrNotFound).
+	create string
+	// stamp is a time column written with every move ("" for none).
+	stamp string
+}
+
+var (
+	readPosition = position{table: "user_conversations", column: "read_seq", where: `user_id = ? AND conversation_id = ?`,
+		stamp: "read_at"}
+	deliveredPosition = position{table: "user_conversations", column: "delivered_seq", where: `user_id = ? AND conversation_id = ?`}
+	deviceCursor      = position{table: "device_cursors", column: "seq", where: `user_id = ? AND device_id = ? AND conversation_id = ?`,
+		create: `INSERT INTO device_cursors (user_id, device_id, conversation_id, seq) VALUES (?, ?, ?, ?) IF NOT EXISTS`}
+)
+
+// forward raises p's column of the row key to seq with compare-and-set, never lowering it,
+// and writes at into p's stamp column with the move. It returns the value after the call and
+// whether it moved. A missing value counts as 0.
+func (in *Inbox) forward(ctx context.Context, p position, key []any, seq int64, at time.Time) (int64, bool, error) {
+	set := p.column + ` = ?`
+	if p.stamp != "" {
+		set += `, ` + p.stamp + ` = ?`
+	}
+	values := func(rest ...any) []any {
+		v := []any{seq}
+		if p.stamp != "" {
+			v = append(v, at)
+		}
+		return append(append(v, key...), rest...)
+	}
 	for attempt := 0; attempt < 5; attempt++ {
 		var cur *int64
-		err := s.Query(`SELECT `+column+` FROM `+table+` WHERE `+where, key...).Idempotent(true).ScanContext(ctx, &cur)
+		err := in.s.Query(`SELECT `+p.column+` FROM `+p.table+` WHERE `+p.where, key...).Idempotent(true).ScanContext(ctx, &cur)
 		exists := err == nil
 		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
-			return 0, false, fmt.Errorf("read %s: %w", column, err)
+			return 0, false, fmt.Errorf("read %s: %w", p.column, err)
 		}
 		if cur != nil && seq <= *cur {
 			return *cur, false, nil
 		}
 		var applied bool
 		switch {
-		case !exists && table == "device_cursors":
-			applied, err = s.Query(`INSERT INTO device_cursors (user_id, device_id, conversation_id, seq) VALUES (?, ?, ?, ?) IF NOT EXISTS`,
-				append(key, seq)...).MapScanCASContext(ctx, map[string]any{})
+		case !exists && p.create == "":
+			return 0, false, fmt.Errorf("%w: no %s row", chat.ErrNotFound, p.table)
+		case !exists:
+			applied, err = in.s.Query(p.create, append(slices.Clone(key), seq)...).MapScanCASContext(ctx, map[string]any{})
 		case cur == nil:
-			applied, err = s.Query(`UPDATE `+table+` SET `+column+` = ? WHERE `+where+` IF `+column+` = null`,
-				append([]any{seq}, key...)...).MapScanCASContext(ctx, map[string]any{})
+			applied, err = in.s.Query(`UPDATE `+p.table+` SET `+set+` WHERE `+p.where+` IF `+p.column+` = null`,
+				values()...).MapScanCASContext(ctx, map[string]any{})
 		default:
-			applied, err = s.Query(`UPDATE `+table+` SET `+column+` = ? WHERE `+where+` IF `+column+` = ?`,
-				append(append([]any{seq}, key...), *cur)...).MapScanCASContext(ctx, map[string]any{})
+			applied, err = in.s.Query(`UPDATE `+p.table+` SET `+set+` WHERE `+p.where+` IF `+p.column+` = ?`,
+				values(*cur)...).MapScanCASContext(ctx, map[string]any{})
 		}
 		if err != nil {
-			return 0, false, fmt.Errorf("move %s: %w", column, err)
+			return 0, false, fmt.Errorf("move %s: %w", p.column, err)
 		}
 		if applied {
 			return seq, true, nil
 		}
 	}
-	return 0, false, fmt.Errorf("move %s: too much contention", column)
+	return 0, false, fmt.Errorf("move %s: too much contention", p.column)
 }

@@ -21,14 +21,40 @@ func setup(t *testing.T) (*inbox.Inbox, *history.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return inbox.New(s, h), h
+	return inbox.New(s, h, inbox.Config{}), h
+}
+
+// createDirect creates a direct conversation and lists it in both inboxes, as the REST API does.
+func createDirect(t *testing.T, in *inbox.Inbox, h *history.Store, a, b chat.UserID) chat.ConversationID {
+	t.Helper()
+	id, _, err := h.CreateDirect(bg, a, b, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Add(bg, history.Conversation{ID: id, Kind: chat.KindDirect}, []chat.UserID{a, b}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// createGroup creates a group and lists it in its members' inboxes, as the REST API does.
+func createGroup(t *testing.T, in *inbox.Inbox, h *history.Store, owner chat.UserID, members ...chat.UserID) chat.ConversationID {
+	t.Helper()
+	id, err := h.CreateGroup(bg, owner, "g", members, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Add(bg, history.Conversation{ID: id, Kind: chat.KindGroup, Title: "g"}, append([]chat.UserID{owner}, members...), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 var bg = context.Background()
 
 // appendN stores n messages from sender after the conversation's current last seq, and
 // writes them into the members' inbox rows, as the delivery worker does.
-func appendN(t *testing.T, h *history.Store, conv chat.ConversationID, sender chat.UserID, n int) {
+func appendN(t *testing.T, in *inbox.Inbox, h *history.Store, conv chat.ConversationID, sender chat.UserID, n int) {
 	t.Helper()
 	last, err := h.LastSeq(bg, conv)
 	if err != nil {
@@ -44,11 +70,11 @@ func appendN(t *testing.T, h *history.Store, conv chat.ConversationID, sender ch
 	if err := h.Append(bg, conv, ms); err != nil {
 		t.Fatal(err)
 	}
-	touch(t, h, ms...)
+	touch(t, in, h, ms...)
 }
 
 // touch writes entries into the inbox rows of the conversation's current members.
-func touch(t *testing.T, h *history.Store, ms ...chat.Message) {
+func touch(t *testing.T, in *inbox.Inbox, h *history.Store, ms ...chat.Message) {
 	t.Helper()
 	for _, m := range ms {
 		members, err := h.Members(bg, m.Conversation)
@@ -61,7 +87,7 @@ func touch(t *testing.T, h *history.Store, ms ...chat.Message) {
 				users = append(users, mem.User)
 			}
 		}
-		if err := h.UpdateInboxes(bg, m, users); err != nil {
+		if err := in.Record(bg, m, users); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -75,30 +101,26 @@ func TestOfflineDeviceSyncsEverything(t *testing.T) {
 	me := chat.UserID(p + "_me")
 	var convs []chat.ConversationID
 	for i := 0; i < 20; i++ {
-		c, _, err := h.CreateDirect(bg, me, chat.UserID(fmt.Sprintf("%s_f%d", p, i)), time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		convs = append(convs, c)
+		convs = append(convs, createDirect(t, in, h, me, chat.UserID(fmt.Sprintf("%s_f%d", p, i))))
 	}
 	// Device B syncs once while everything is empty.
-	first, err := in.Sync(bg, me, inbox.SyncRequest{})
+	first, err := in.Sync(bg, me, chat.SyncRequest{})
 	if err != nil || first.More || len(first.Messages) != 0 {
 		t.Fatalf("first sync = %+v, %v", first, err)
 	}
 	// 500 messages arrive: 25 in each conversation, from the other member.
 	for i, c := range convs {
-		appendN(t, h, c, chat.UserID(fmt.Sprintf("%s_f%d", p, i)), 25)
+		appendN(t, in, h, c, chat.UserID(fmt.Sprintf("%s_f%d", p, i)), 25)
 	}
 	// Device A (offline all along) syncs from nothing in pages of 60.
 	cursors := map[chat.ConversationID]int64{}
 	got := 0
-	var res inbox.SyncResult
+	var res chat.SyncResult
 	for pages := 0; ; pages++ {
 		if pages > 50 {
 			t.Fatal("sync does not converge")
 		}
-		res, err = in.Sync(bg, me, inbox.SyncRequest{Cursors: cursors, Limit: 60})
+		res, err = in.Sync(bg, me, chat.SyncRequest{Cursors: cursors, Limit: 60})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,7 +162,7 @@ func TestOfflineDeviceSyncsEverything(t *testing.T) {
 	if read, moved, err := in.MarkRead(bg, me, convs[3], 20); err != nil || !moved || read != 20 {
 		t.Fatalf("MarkRead = %d, %v, %v", read, moved, err)
 	}
-	resB, err := in.Sync(bg, me, inbox.SyncRequest{Since: res.Since, Cursors: cursors})
+	resB, err := in.Sync(bg, me, chat.SyncRequest{Since: res.Since, Cursors: cursors})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,11 +182,8 @@ func TestMarkReadOnlyMovesForward(t *testing.T) {
 	in, h := setup(t)
 	p := teststack.ID(t)
 	me, you := chat.UserID(p+"_me"), chat.UserID(p+"_you")
-	conv, _, err := h.CreateDirect(bg, me, you, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendN(t, h, conv, you, 10)
+	conv := createDirect(t, in, h, me, you)
+	appendN(t, in, h, conv, you, 10)
 	if r, moved, err := in.MarkRead(bg, me, conv, 7); err != nil || !moved || r != 7 {
 		t.Fatalf("read to 7: %d %v %v", r, moved, err)
 	}
@@ -174,18 +193,16 @@ func TestMarkReadOnlyMovesForward(t *testing.T) {
 	if r, _, err := in.MarkRead(bg, me, conv, 1000); err != nil || r != 10 {
 		t.Errorf("read past the end: %d %v; want clamped to 10", r, err)
 	}
-	if _, _, err := in.MarkRead(bg, chat.UserID(p+"_stranger"), conv, 1); !errors.Is(err, history.ErrNotFound) {
+	if _, _, err := in.MarkRead(bg, chat.UserID(p+"_stranger"), conv, 1); !errors.Is(err, chat.ErrNotFound) {
 		t.Errorf("stranger marks read: %v; want ErrNotFound", err)
 	}
 	// Re-creating the direct conversation keeps the read position.
-	if _, _, err := h.CreateDirect(bg, you, me, time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	createDirect(t, in, h, you, me)
 	list, _ := in.List(bg, me)
 	if len(list) != 1 || list[0].ReadSeq != 10 {
 		t.Errorf("after re-creating: %+v; want read 10 kept", list)
 	}
-	if _, err := in.Sync(bg, me, inbox.SyncRequest{Since: "garbage!"}); !errors.Is(err, inbox.ErrInvalid) {
+	if _, err := in.Sync(bg, me, chat.SyncRequest{Since: "garbage!"}); !errors.Is(err, chat.ErrInvalid) {
 		t.Errorf("bad since-token: %v; want ErrInvalid", err)
 	}
 }
@@ -196,11 +213,8 @@ func TestAckMovesDeliveredForward(t *testing.T) {
 	in, h := setup(t)
 	p := teststack.ID(t)
 	me, you := chat.UserID(p+"_me"), chat.UserID(p+"_you")
-	conv, _, err := h.CreateDirect(bg, me, you, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendN(t, h, conv, you, 8)
+	conv := createDirect(t, in, h, me, you)
+	appendN(t, in, h, conv, you, 8)
 	steps := []struct {
 		device    chat.DeviceID
 		seq       int64
@@ -220,7 +234,7 @@ func TestAckMovesDeliveredForward(t *testing.T) {
 			t.Errorf("Ack(%s, %d) = %d, %v, %v; want %d, %v", s.device, s.seq, d, moved, err, s.delivered, s.moved)
 		}
 	}
-	if _, _, err := in.Ack(bg, chat.UserID(p+"_stranger"), "d", conv, 1); !errors.Is(err, history.ErrNotFound) {
+	if _, _, err := in.Ack(bg, chat.UserID(p+"_stranger"), "d", conv, 1); !errors.Is(err, chat.ErrNotFound) {
 		t.Errorf("stranger acks: %v; want ErrNotFound", err)
 	}
 }
@@ -230,32 +244,33 @@ func TestSyncStopsAtRemoval(t *testing.T) {
 	in, h := setup(t)
 	p := teststack.ID(t)
 	owner, bob := chat.UserID(p+"_owner"), chat.UserID(p+"_bob")
-	conv, err := h.CreateGroup(bg, owner, "g", []chat.UserID{bob}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendN(t, h, conv, owner, 3)
+	conv := createGroup(t, in, h, owner, bob)
+	appendN(t, in, h, conv, owner, 3)
 	rm := chat.Message{Conversation: conv, Seq: 4, Kind: chat.MessageMemberRemoved, Sender: owner, TargetUser: bob, CreatedAt: time.Now()}
 	if err := h.Append(bg, conv, []chat.Message{rm}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.ApplyMembership(bg, rm); err != nil {
+	mem, err := h.ApplyMembership(bg, rm)
+	if err != nil {
 		t.Fatal(err)
 	}
-	touch(t, h, rm)
-	appendN(t, h, conv, owner, 5) // seqs 5-9: not for bob
+	if err := in.ApplyMembership(bg, rm, mem); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, in, h, rm)
+	appendN(t, in, h, conv, owner, 5) // seqs 5-9: not for bob
 
-	res, err := in.Sync(bg, bob, inbox.SyncRequest{Cursors: map[chat.ConversationID]int64{conv: 1}})
+	res, err := in.Sync(bg, bob, chat.SyncRequest{Cursors: map[chat.ConversationID]int64{conv: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Messages) != 3 || res.Messages[0].Seq != 2 || res.Messages[2].Seq != 4 || res.Messages[2].Kind != chat.MessageMemberRemoved {
 		t.Fatalf("sync after removal = %+v; want seqs 2-4 ending with the removal", res.Messages)
 	}
-	if len(res.Conversations) != 1 || res.Conversations[0].LastSeq != 4 || res.Conversations[0].Preview != "" {
-		t.Errorf("conversation entry = %+v; want last seq 4 and no preview", res.Conversations)
+	if len(res.Conversations) != 1 || res.Conversations[0].LastSeq != 4 {
+		t.Errorf("conversation entry = %+v; want last seq 4", res.Conversations)
 	}
-	res, err = in.Sync(bg, bob, inbox.SyncRequest{Since: res.Since, Cursors: map[chat.ConversationID]int64{conv: 4}})
+	res, err = in.Sync(bg, bob, chat.SyncRequest{Since: res.Since, Cursors: map[chat.ConversationID]int64{conv: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}

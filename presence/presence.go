@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/protocol"
@@ -88,7 +88,7 @@ type Presence struct {
 	cfg     Config
 	rdb     *redis.Client
 	nc      *nats.Conn
-	breaker *backend.Breaker
+	breaker *breaker.Breaker
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
@@ -108,7 +108,7 @@ type op struct {
 var ErrUnavailable = errors.New("presence unavailable")
 
 // New returns a Presence. Call Run to heartbeat and sweep.
-func New(cfg Config, rdb *redis.Client, nc *nats.Conn, breaker *backend.Breaker, reg prometheus.Registerer, logger *slog.Logger) (*Presence, error) {
+func New(cfg Config, rdb *redis.Client, nc *nats.Conn, breaker *breaker.Breaker, reg prometheus.Registerer, logger *slog.Logger) (*Presence, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -414,5 +414,5 @@ func (p *Presence) States(ctx context.Context, users []chat.UserID) []protocol.P
 // IsRedisFailure reports whether err counts as a failure of Redis (for the breaker): a
 // missing key is an answer, a cancelled request the caller's doing.
 func IsRedisFailure(err error) bool {
-	return err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, context.Canceled) && !errors.Is(err, backend.ErrUnavailable)
+	return err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, context.Canceled) && !errors.Is(err, breaker.ErrUnavailable)
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/teststack"
@@ -33,7 +33,7 @@ type edgeSim struct {
 func newEdge(t *testing.T, cfg presence.Config, rdb *redis.Client, nc *nats.Conn) *edgeSim {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	br, err := backend.NewBreaker("redis", backend.BreakerConfig{OpenFor: 5 * time.Second}, presence.IsRedisFailure, reg)
+	br, err := breaker.New("redis", breaker.Config{OpenFor: 5 * time.Second}, presence.IsRedisFailure, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

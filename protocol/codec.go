@@ -11,7 +11,7 @@ import (
 const (
 	MaxIDBytes      = 64   // a request id
 	MaxUserIDBytes  = 128  // a user id
-	MaxUsersPerCall = 1000 // users in one presence.subscribe or unsubscribe
+	MaxUsersPerCall = 100  // users in one presence.subscribe or unsubscribe (the watch policy reads one inbox per user)
 	MaxCursors      = 1000 // cursors in one sync
 	MaxSyncLimit    = 1000 // messages in one sync.result page
 	MaxTokenBytes   = 8192 // a JWT in auth.refresh

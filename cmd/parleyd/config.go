@@ -15,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/internal/admin"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
 )
@@ -163,7 +164,7 @@ type runConfig struct {
 	redis           backend.RedisConfig
 	nats            backend.NATSConfig
 	cassandra       backend.CassandraConfig
-	breaker         backend.BreakerConfig
+	breaker         breaker.Config
 	presence        presence.Config
 	presencePolicy  string
 	replication     schema.Replication

@@ -112,7 +112,7 @@ func TestDeliveryProcessKilled(t *testing.T) {
 	}
 	const total = 300
 	send := func(i int) {
-		s := ingest.Send{Conversation: conv, Sender: a, SenderDevice: "d", Body: strconv.Itoa(i), Kind: chat.MessageText, AcceptedAt: time.Now()}
+		s := ingest.Entry{Conversation: conv, Sender: a, SenderDevice: "d", Body: strconv.Itoa(i), Kind: chat.MessageText, AcceptedAt: time.Now()}
 		binary.BigEndian.PutUint64(s.ClientMsgID[8:], uint64(i)+1)
 		for {
 			if err := pub.Publish(ctx, s); err == nil {

@@ -21,11 +21,12 @@ import (
 	"github.com/parleyhq/parley/docs"
 	"github.com/parleyhq/parley/edge"
 	"github.com/parleyhq/parley/history"
-	"github.com/parleyhq/parley/history/historyhttp"
+	"github.com/parleyhq/parley/httpapi"
 	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/admin"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
+	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
@@ -148,15 +149,25 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	if err != nil {
 		return abort(nil, err)
 	}
-	var store *history.Store
+	var (
+		store *history.Store
+		inb   *inbox.Inbox
+	)
 	if d.cassandra != nil {
-		breaker, err := backend.NewBreaker("cassandra", cfg.breaker, history.IsCassandraFailure, reg)
+		// The history store and the inbox each have their own breaker (their own metric), on
+		// the same settings.
+		hb, err := breaker.New("cassandra", cfg.breaker, history.IsCassandraFailure, reg)
 		if err != nil {
 			return abort(d, err)
 		}
-		if store, err = history.New(d.cassandra, history.Config{Breaker: breaker}); err != nil {
+		if store, err = history.New(d.cassandra, history.Config{Breaker: hb}); err != nil {
 			return abort(d, err)
 		}
+		ib, err := breaker.New("cassandra_inbox", cfg.breaker, history.IsCassandraFailure, reg)
+		if err != nil {
+			return abort(d, err)
+		}
+		inb = inbox.New(d.cassandra, store, inbox.Config{Breaker: ib})
 	}
 	{ // every role publishes to or consumes the ingest stream
 		ectx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
@@ -172,7 +183,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	// workerDone is closed when the delivery worker has stopped (at once without the role).
 	workerDone := make(chan struct{})
 	if cfg.roles[roleDelivery] {
-		worker, err := delivery.NewWorker(cfg.delivery, d.nats.JetStream, d.nats.Conn, store, reg, logger.With("component", "delivery"))
+		worker, err := delivery.NewWorker(cfg.delivery, d.nats.JetStream, d.nats.Conn, store, inb, reg, logger.With("component", "delivery"))
 		if err != nil {
 			return abort(d, err)
 		}
@@ -187,7 +198,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	// Presence (Redis): the edge registers sessions and serves subscriptions; the API reads.
 	var pres *presence.Presence
 	if cfg.roles[roleEdge] || cfg.roles[roleAPI] {
-		breaker, err := backend.NewBreaker("redis", cfg.breaker, presence.IsRedisFailure, reg)
+		breaker, err := breaker.New("redis", cfg.breaker, presence.IsRedisFailure, reg)
 		if err != nil {
 			return abort(d, err)
 		}
@@ -195,7 +206,10 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			return abort(d, err)
 		}
 	}
-	policy := watchPolicy{inbox: inbox.New(d.cassandra, store), anyone: cfg.presencePolicy == "anyone"}
+	var policy inbox.WatchPolicy
+	if inb != nil {
+		policy = inb.WatchPolicy(cfg.presencePolicy == "anyone")
+	}
 
 	// The public listener carries the edge's WebSocket endpoint and the REST API.
 	var (
@@ -218,12 +232,11 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 				return abort(d, err)
 			}
 			edgeSv.EnableSend(store, in)
-			ia := inboxAdapter{inbox: inbox.New(d.cassandra, store), history: store}
-			edgeSv.EnableSync(ia)
-			edgeSv.EnableRead(ia)
-			edgeSv.EnableAck(ia)
+			edgeSv.EnableSync(inb)
+			edgeSv.EnableRead(inb, store)
+			edgeSv.EnableAck(inb, store)
 			edgeSv.EnablePresence(pres, policy)
-			edgeSv.EnableTyping(membersAdapter{store})
+			edgeSv.EnableTyping(store)
 			mux.Handle(protocol.Path, edgeSv)
 			g.Go(func() error { return edgeSv.Run(gctx) })
 			g.Go(func() error { return pres.Run(gctx) })
@@ -233,7 +246,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			if err != nil {
 				return abort(d, fmt.Errorf("embedded openapi.yaml: %w", err))
 			}
-			api, err := historyhttp.New(historyhttp.Config{MaxBodyBytes: cfg.edge.MaxBodyBytes}, store, inbox.New(d.cassandra, store), authority, in,
+			api, err := httpapi.New(httpapi.Config{MaxBodyBytes: cfg.edge.MaxBodyBytes}, store, inb, authority, in,
 				reg, logger.With("component", "api"))
 			if err != nil {
 				return abort(d, err)

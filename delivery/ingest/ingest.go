@@ -19,12 +19,13 @@ import (
 	"github.com/parleyhq/parley/internal/chat"
 )
 
-// Send is an accepted send as it travels through the ingest stream.
-type Send struct {
+// Entry is an accepted entry of a conversation as it travels through the ingest stream: a
+// text message (a send), or an event (an edit, a deletion, a reaction, a membership change).
+type Entry struct {
 	Conversation chat.ConversationID `json:"-"`
 	Sender       chat.UserID         `json:"sender"`
 	SenderDevice chat.DeviceID       `json:"sender_device"`
-	ClientMsgID  [16]byte            `json:"-"`
+	ClientMsgID  chat.ClientMsgID    `json:"-"`
 	Body         string              `json:"body"`
 	// Kind is what to append: text (the zero value means text) or an event; TargetSeq and
 	// TargetUser are the message or member the event is about (see chat.MessageKind).
@@ -48,7 +49,7 @@ type record struct {
 	AcceptedMS   int64  `json:"accepted_ms"`
 }
 
-func encodeSend(s Send) ([]byte, error) {
+func encodeEntry(s Entry) ([]byte, error) {
 	return json.Marshal(record{
 		Conversation: s.Conversation.String(), ClientMsgID: hex.EncodeToString(s.ClientMsgID[:]),
 		Sender: string(s.Sender), SenderDevice: string(s.SenderDevice), Body: s.Body,
@@ -61,23 +62,23 @@ func encodeSend(s Send) ([]byte, error) {
 var ErrPoison = errors.New("malformed ingest record")
 
 // Decode parses an ingest message body; ErrPoison (wrapped) when it can never be processed.
-func Decode(data []byte) (Send, error) {
+func Decode(data []byte) (Entry, error) {
 	var r record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return Send{}, fmt.Errorf("%w: %v", ErrPoison, err)
+		return Entry{}, fmt.Errorf("%w: %v", ErrPoison, err)
 	}
 	conv, err := chat.ParseConversationID(r.Conversation)
 	if err != nil {
-		return Send{}, fmt.Errorf("%w: %v", ErrPoison, err)
+		return Entry{}, fmt.Errorf("%w: %v", ErrPoison, err)
 	}
-	var cmid [16]byte
+	var cmid chat.ClientMsgID
 	if b, err := hex.DecodeString(r.ClientMsgID); err != nil || len(b) != 16 {
-		return Send{}, fmt.Errorf("%w: client_msg_id", ErrPoison)
+		return Entry{}, fmt.Errorf("%w: client_msg_id", ErrPoison)
 	} else {
 		copy(cmid[:], b)
 	}
 	if _, err := chat.ParseUserID(r.Sender); err != nil {
-		return Send{}, fmt.Errorf("%w: %v", ErrPoison, err)
+		return Entry{}, fmt.Errorf("%w: %v", ErrPoison, err)
 	}
 	kind := chat.MessageKind(r.Kind)
 	if kind == "" {
@@ -85,15 +86,15 @@ func Decode(data []byte) (Send, error) {
 	}
 	switch {
 	case !kind.Known():
-		return Send{}, fmt.Errorf("%w: unknown kind %q", ErrPoison, r.Kind)
+		return Entry{}, fmt.Errorf("%w: unknown kind %q", ErrPoison, r.Kind)
 	case kind.TargetsMessage() && r.TargetSeq < 1:
-		return Send{}, fmt.Errorf("%w: %s without target_seq", ErrPoison, kind)
+		return Entry{}, fmt.Errorf("%w: %s without target_seq", ErrPoison, kind)
 	case kind.Membership():
 		if _, err := chat.ParseUserID(r.TargetUser); err != nil {
-			return Send{}, fmt.Errorf("%w: %s target_user: %v", ErrPoison, kind, err)
+			return Entry{}, fmt.Errorf("%w: %s target_user: %v", ErrPoison, kind, err)
 		}
 	}
-	return Send{Conversation: conv, Sender: chat.UserID(r.Sender), SenderDevice: chat.DeviceID(r.SenderDevice),
+	return Entry{Conversation: conv, Sender: chat.UserID(r.Sender), SenderDevice: chat.DeviceID(r.SenderDevice),
 		ClientMsgID: cmid, Body: r.Body, Kind: kind, TargetSeq: r.TargetSeq, TargetUser: chat.UserID(r.TargetUser),
 		AcceptedAt: time.UnixMilli(r.AcceptedMS)}, nil
 }
@@ -144,8 +145,8 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) error
 
 // Publish appends a send to its partition and returns once the stream has stored it (the
 // PubAck). The Nats-Msg-Id makes a retry within the duplicate window a no-op for the stream.
-func (in *Ingest) Publish(ctx context.Context, s Send) error {
-	data, err := encodeSend(s)
+func (in *Ingest) Publish(ctx context.Context, s Entry) error {
+	data, err := encodeEntry(s)
 	if err != nil {
 		return err
 	}

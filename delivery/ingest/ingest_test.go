@@ -9,14 +9,14 @@ import (
 )
 
 func TestRecordRoundTrip(t *testing.T) {
-	base := Send{Conversation: chat.NewConversationID(), Sender: "alice", SenderDevice: "phone",
+	base := Entry{Conversation: chat.NewConversationID(), Sender: "alice", SenderDevice: "phone",
 		ClientMsgID: [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, Body: "héllo \"quoted\"",
 		Kind: chat.MessageText, AcceptedAt: time.UnixMilli(1_795_380_881_123)}
 	edit, added := base, base
 	edit.Kind, edit.TargetSeq = chat.MessageEdit, 41
 	added.Kind, added.TargetUser, added.Body = chat.MessageMemberAdded, "carol", ""
-	for _, s := range []Send{base, edit, added} {
-		data, err := encodeSend(s)
+	for _, s := range []Entry{base, edit, added} {
+		data, err := encodeEntry(s)
 		if err != nil {
 			t.Fatal(err)
 		}

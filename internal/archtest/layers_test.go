@@ -21,10 +21,16 @@ type rule struct {
 }
 
 var (
-	layer0  = []string{"protocol", "internal/chat"}
-	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "internal/routing", "presence", "history", "inbox")
+	layer0  = []string{"protocol", "internal/chat", "docs"}
+	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "internal/routing", "internal/breaker", "internal/wire", "presence", "history", "inbox")
 	drivers = []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis", "github.com/nats-io/nats.go"}
+	// notCassandra and onlyCassandra forbid the drivers a part does not own.
+	notCassandra  = []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql"}
+	onlyCassandra = []string{"github.com/redis/go-redis", "github.com/nats-io/nats.go"}
 )
+
+// with is prefixes plus more.
+func with(prefixes []string, more ...string) []string { return append(slices.Clone(prefixes), more...) }
 
 // rules is the layer table of docs/architecture.md and ../shared/STYLE.md.
 var rules = map[string]rule{
@@ -32,32 +38,34 @@ var rules = map[string]rule{
 	"protocol":      {layer: "0", forbidden: []string{"github.com/"}},
 	"internal/chat": {layer: "0", forbidden: []string{"github.com/"}},
 	"docs":          {layer: "0", forbidden: []string{"github.com/"}},
-	// Layer 1: one part each, on its own driver.
+	// Layer 1: one part each, on its own driver at most.
 	"internal/auth":    {layer: "1", mayImport: layer0, forbidden: drivers},
 	"internal/backend": {layer: "1", mayImport: layer0},
-	"internal/schema":  {layer: "1", mayImport: layer0, forbidden: []string{"github.com/redis/go-redis", "github.com/nats-io/nats.go"}},
+	"internal/schema":  {layer: "1", mayImport: layer0, forbidden: onlyCassandra},
 	"internal/admin":   {layer: "1", mayImport: layer0, forbidden: drivers},
-	"internal/routing": {layer: "1", mayImport: layer0, forbidden: []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis"}},
-	"presence":         {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend", "internal/routing"), forbidden: []string{"github.com/apache/cassandra-gocql-driver"}},
-	"history":          {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend")},
-	"inbox":            {layer: "1", mayImport: append(slices.Clone(layer0), "internal/backend", "history")},
-	// Layer 2: the pipeline and the REST handlers.
+	"internal/routing": {layer: "1", mayImport: layer0, forbidden: with(notCassandra, "github.com/redis/go-redis")},
+	"internal/breaker": {layer: "1", mayImport: nil, forbidden: drivers},
+	"internal/wire":    {layer: "1", mayImport: with(layer0, "internal/breaker"), forbidden: drivers},
+	"presence":         {layer: "1", mayImport: with(layer0, "internal/breaker", "internal/routing"), forbidden: notCassandra},
+	"history":          {layer: "1", mayImport: with(layer0, "internal/breaker"), forbidden: onlyCassandra},
+	// The inbox reads conversations, members and messages through the history store.
+	"inbox": {layer: "1", mayImport: with(layer0, "internal/breaker", "history"), forbidden: onlyCassandra},
+	// Layer 2: the pipeline and the REST API.
 	"delivery": {layer: "2", mayImport: layer1},
 	// The REST API posts messages through the same pipeline as the edge: the publishing side.
-	"history/historyhttp": {layer: "2", mayImport: append(slices.Clone(layer1), "delivery/ingest")},
-	"inbox/inboxhttp":     {layer: "2", mayImport: layer1},
+	"httpapi": {layer: "2", mayImport: with(layer1, "delivery/ingest")},
 	// Layer 3: the edge never touches Cassandra, history or inbox, not even transitively
 	// (TestEdgeDoesNotDependOnCassandra): it publishes through delivery/ingest.
-	"edge": {layer: "3", mayImport: []string{"protocol", "internal/chat", "internal/auth", "internal/routing", "presence", "delivery/ingest"},
-		forbidden: []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql"}},
+	"edge": {layer: "3", mayImport: []string{"protocol", "internal/chat", "internal/auth", "internal/routing", "internal/wire", "presence", "delivery/ingest"},
+		forbidden: notCassandra},
 	// Layer 4: binaries wire everything.
 	"cmd": {layer: "4", mayImport: []string{""}},
 	// Clients speak the protocol only, like any third-party client.
 	"clients/go": {layer: "sdk", mayImport: []string{"protocol", "clients/go"}, forbidden: drivers},
 	// The edge fan-out scenario publishes on NATS user subjects as delivery does, so loadtest may
-	// use nats.go and the subject names of internal/backend; never the stores' drivers.
+	// use nats.go and the subject names of internal/routing; never the stores' drivers.
 	"loadtest": {layer: "loadtest", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat", "internal/routing", "loadtest"},
-		forbidden: []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis"}},
+		forbidden: with(notCassandra, "github.com/redis/go-redis")},
 	// Test-only helpers and this package.
 	"internal/teststack": {layer: "test", mayImport: layer1},
 	"internal/archtest":  {layer: "test"},
@@ -202,6 +210,12 @@ func TestRulesCatchViolations(t *testing.T) {
 		{"protocol", "internal/chat"},
 		{"internal/chat", "internal/auth"},
 		{"delivery", "edge"},
+		{"internal/wire", "history"},
+		{"internal/wire", "inbox"},
+		{"internal/breaker", "internal/backend"},
+		{"presence", "internal/backend"},
+		{"history", "inbox"},
+		{"httpapi", "edge"},
 	}
 	for _, c := range cases {
 		_, r, ok := ruleFor(c.from)

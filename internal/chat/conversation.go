@@ -1,71 +1,8 @@
 package chat
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"time"
 )
-
-// ErrInvalidConversation is returned (wrapped) for a malformed conversation id.
-var ErrInvalidConversation = errors.New("invalid conversation id")
-
-// ConversationID is a UUID naming a conversation.
-type ConversationID [16]byte
-
-// NewConversationID returns a random (version 4) conversation id, for groups.
-func NewConversationID() ConversationID {
-	var id ConversationID
-	_, _ = rand.Read(id[:])
-	id[6] = id[6]&0x0f | 0x40
-	id[8] = id[8]&0x3f | 0x80
-	return id
-}
-
-// DirectConversationID is the one id of the direct (1:1) conversation of two users, the same
-// whichever of them asks, so creating it twice creates it once. It is a name-based UUID
-// (version 8 layout: SHA-256 of the ordered pair, truncated).
-func DirectConversationID(a, b UserID) ConversationID {
-	if b < a {
-		a, b = b, a
-	}
-	h := sha256.Sum256([]byte("parley/direct\x00" + string(a) + "\x00" + string(b)))
-	var id ConversationID
-	copy(id[:], h[:16])
-	id[6] = id[6]&0x0f | 0x80
-	id[8] = id[8]&0x3f | 0x80
-	return id
-}
-
-// ParseConversationID parses the canonical 36-character UUID form.
-func ParseConversationID(s string) (ConversationID, error) {
-	var id ConversationID
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return id, fmt.Errorf("%w: want 8-4-4-4-12 hexadecimal digits", ErrInvalidConversation)
-	}
-	hexs := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36]
-	if _, err := hex.Decode(id[:], []byte(hexs)); err != nil {
-		return ConversationID{}, fmt.Errorf("%w: want 8-4-4-4-12 hexadecimal digits", ErrInvalidConversation)
-	}
-	return id, nil
-}
-
-// String is the canonical lower-case UUID form.
-func (id ConversationID) String() string {
-	var b [36]byte
-	hex.Encode(b[0:8], id[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], id[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], id[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], id[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:36], id[10:16])
-	return string(b[:])
-}
 
 // Kind is what a conversation is.
 type Kind string
@@ -132,7 +69,7 @@ type Message struct {
 	Kind         MessageKind
 	Sender       UserID
 	SenderDevice DeviceID
-	ClientMsgID  [16]byte
+	ClientMsgID  ClientMsgID
 	Body         string
 	TargetSeq    int64
 	TargetUser   UserID

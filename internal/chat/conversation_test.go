@@ -36,3 +36,25 @@ func TestDirectConversationIDIsSymmetricAndDistinct(t *testing.T) {
 		t.Fatal("different pairs share a direct id")
 	}
 }
+
+// Client message ids parse and print the canonical UUID form, derived ones are stable, and
+// malformed ones are refused with ErrInvalidClientMsgID.
+func TestClientMsgID(t *testing.T) {
+	id := NewClientMsgID()
+	back, err := ParseClientMsgID(id.String())
+	if err != nil || back != id {
+		t.Fatalf("round trip of %s = %s, %v", id, back, err)
+	}
+	if id[6]>>4 != 4 || id[8]>>6 != 2 {
+		t.Errorf("%s is not a version 4, variant 1 UUID", id)
+	}
+	a, b := DerivedClientMsgID("react", "alice", "7"), DerivedClientMsgID("react", "alice", "7")
+	if a != b || a == DerivedClientMsgID("react", "alice7") {
+		t.Errorf("derived ids: %s %s; want equal for equal parts and different when parts run together", a, b)
+	}
+	for _, bad := range []string{"", "not-a-uuid", id.String()[:35], "g" + id.String()[1:]} {
+		if _, err := ParseClientMsgID(bad); !errors.Is(err, ErrInvalidClientMsgID) {
+			t.Errorf("ParseClientMsgID(%q) = %v; want ErrInvalidClientMsgID", bad, err)
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package historyhttp_test
+package httpapi_test
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/docs"
 	"github.com/parleyhq/parley/history"
-	"github.com/parleyhq/parley/history/historyhttp"
+	"github.com/parleyhq/parley/httpapi"
 	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
@@ -65,7 +65,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	w, err := delivery.NewWorker(delivery.Config{Ingest: icfg}, n.JetStream, n.Conn, store, prometheus.NewRegistry(), logger)
+	inb := inbox.New(teststack.Cassandra(t), store, inbox.Config{})
+	w, err := delivery.NewWorker(delivery.Config{Ingest: icfg}, n.JetStream, n.Conn, store, inb, prometheus.NewRegistry(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func newEnv(t *testing.T) *env {
 
 	mux := http.NewServeMux()
 	reg := prometheus.NewRegistry()
-	api, err := historyhttp.New(historyhttp.Config{MaxBodyBytes: 1024}, store, inbox.New(teststack.Cassandra(t), store), a, in, reg, logger)
+	api, err := httpapi.New(httpapi.Config{MaxBodyBytes: 1024}, store, inb, a, in, reg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func TestEveryRouteRefusesStrangers(t *testing.T) {
 		t.Fatalf("create: %d", resp.StatusCode)
 	}
 	missing := chat.NewConversationID().String()
-	for _, rt := range historyhttp.Routes {
+	for _, rt := range httpapi.Routes() {
 		pattern := strings.NewReplacer("{seq}", "1", "{emoji}", "%F0%9F%91%8D", "{user}", string(bob)).Replace(rt.Pattern)
 		path := strings.ReplaceAll(pattern, "{id}", conv.ID)
 		var body any
@@ -204,9 +205,9 @@ func TestConversationsAndMessages(t *testing.T) {
 			t.Fatalf("post %d: %d %+v", i, resp.StatusCode, acc)
 		}
 	}
-	var page historyhttp.MessagesJSON
+	var page httpapi.MessagesJSON
 	ok := teststack.Eventually(t, 30*time.Second, func() bool {
-		page = historyhttp.MessagesJSON{}
+		page = httpapi.MessagesJSON{}
 		e.do("GET", "/v1/conversations/"+group.ID+"/messages?after=0", alice, nil, nil, &page)
 		return len(page.Messages) >= 3
 	})
@@ -236,7 +237,7 @@ func TestConversationsAndMessages(t *testing.T) {
 		in.Conversations[1].ID != direct.ID || in.Conversations[0].LastSender != string(bob) {
 		t.Fatalf("inbox = %+v", in)
 	}
-	var rd historyhttp.ReadJSON
+	var rd httpapi.ReadJSON
 	if resp := e.do("POST", "/v1/conversations/"+group.ID+"/read", alice, map[string]any{"seq": 2}, nil, &rd); resp.StatusCode != 200 || rd.ReadSeq != 2 {
 		t.Errorf("read: %d %+v", resp.StatusCode, rd)
 	}
@@ -340,7 +341,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			}
 			documented++
 			found := false
-			for _, rt := range historyhttp.Routes {
+			for _, rt := range httpapi.Routes() {
 				if rt.Pattern == path && strings.EqualFold(rt.Method, method) {
 					found = true
 				}
@@ -350,8 +351,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			}
 		}
 	}
-	if documented != len(historyhttp.Routes) {
-		t.Errorf("openapi documents %d operations; the API serves %d", documented, len(historyhttp.Routes))
+	if documented != len(httpapi.Routes()) {
+		t.Errorf("openapi documents %d operations; the API serves %d", documented, len(httpapi.Routes()))
 	}
 }
 

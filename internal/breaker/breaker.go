@@ -1,4 +1,8 @@
-package backend
+// Package breaker is Parley's circuit breaker around one dependency (Cassandra, Redis): a thin
+// layer over sony/gobreaker with Parley's settings, its metrics and ErrUnavailable, the error
+// every caller maps to a retryable answer. It imports no driver, so a package that only needs
+// the breaker links none.
+package breaker
 
 import (
 	"errors"
@@ -14,8 +18,8 @@ import (
 // timeout. Callers answer with a retryable error (HTTP 503 with Retry-After, "unavailable").
 var ErrUnavailable = errors.New("dependency unavailable")
 
-// BreakerConfig configures a circuit breaker. Zero values take the defaults.
-type BreakerConfig struct {
+// Config configures a circuit breaker. Zero values take the defaults.
+type Config struct {
 	// Window is the rolling window over which failures are counted. Default 10s.
 	Window time.Duration
 	// MinRequests is how many calls the window needs before the breaker may open. Default 10.
@@ -26,7 +30,7 @@ type BreakerConfig struct {
 	OpenFor time.Duration
 }
 
-func (c BreakerConfig) withDefaults() BreakerConfig {
+func (c Config) withDefaults() Config {
 	if c.Window == 0 {
 		c.Window = 10 * time.Second
 	}
@@ -43,7 +47,7 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 }
 
 // Validate reports the first invalid setting.
-func (c BreakerConfig) Validate() error {
+func (c Config) Validate() error {
 	c = c.withDefaults()
 	if c.Window < time.Second || c.OpenFor < 100*time.Millisecond || c.FailureRatio <= 0 || c.FailureRatio > 1 || c.MinRequests < 1 {
 		return fmt.Errorf("breaker: window at least 1s, open-for at least 100ms, failure ratio in (0, 1], min requests at least 1")
@@ -56,14 +60,14 @@ func (c BreakerConfig) Validate() error {
 // as parley_breaker_state{name} (0 closed, 1 half-open, 2 open).
 type Breaker struct {
 	name     string
-	cfg      BreakerConfig
+	cfg      Config
 	cb       *gobreaker.CircuitBreaker[struct{}]
 	rejected prometheus.Counter
 }
 
-// NewBreaker returns a breaker. isFailure says which errors count against the dependency
+// New returns a breaker. isFailure says which errors count against the dependency
 // (a timeout does; "not found" is an answer, not a failure).
-func NewBreaker(name string, cfg BreakerConfig, isFailure func(error) bool, reg prometheus.Registerer) (*Breaker, error) {
+func New(name string, cfg Config, isFailure func(error) bool, reg prometheus.Registerer) (*Breaker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package historyhttp_test
+package httpapi_test
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/parleyhq/parley/history/historyhttp"
+	"github.com/parleyhq/parley/httpapi"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/teststack"
@@ -28,7 +28,7 @@ func (e *env) page(conv string, user chat.UserID) []protocol.Message {
 }
 
 func (e *env) tryPage(conv string, user chat.UserID) ([]protocol.Message, int) {
-	var p historyhttp.MessagesJSON
+	var p httpapi.MessagesJSON
 	resp := e.do("GET", "/v1/conversations/"+conv+"/messages?after=0&limit=200", user, nil, nil, &p)
 	return p.Messages, resp.StatusCode
 }
@@ -135,7 +135,7 @@ func TestEditsDeletionsReactions(t *testing.T) {
 		t.Errorf("edit event = %+v", ev)
 	}
 	// Paging backwards returns the same state.
-	var p historyhttp.MessagesJSON
+	var p httpapi.MessagesJSON
 	e.do("GET", base+"?before=3", carol, nil, nil, &p)
 	if len(p.Messages) != 2 || p.Messages[1].Body != "first, edited" || !p.Messages[0].Deleted {
 		t.Errorf("before=3: %+v", p.Messages)
@@ -186,7 +186,7 @@ func TestMembershipEvents(t *testing.T) {
 	if last := cm[len(cm)-1]; last.Seq != 4 || last.Kind != "member_removed" || last.User != string(carol) {
 		t.Errorf("carol's history ends with %+v; want her removal at seq 4", last)
 	}
-	var p historyhttp.MessagesJSON
+	var p httpapi.MessagesJSON
 	e.do("GET", conv+"/messages", carol, nil, nil, &p) // latest first
 	if len(p.Messages) == 0 || p.Messages[0].Seq != 4 {
 		t.Errorf("carol's latest page starts at %+v; want seq 4", p.Messages)

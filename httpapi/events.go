@@ -1,15 +1,14 @@
-package historyhttp
+package httpapi
 
 import (
-	"crypto/sha256"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/parleyhq/parley/delivery/ingest"
-	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/protocol"
@@ -29,38 +28,27 @@ const MaxEmojiBytes = 64
 
 // eventID is the client_msg_id of an event: the Idempotency-Key header when given (a UUID),
 // else fallback.
-func eventID(r *http.Request, fallback func() [16]byte) ([16]byte, error) {
+func eventID(r *http.Request, fallback func() chat.ClientMsgID) (chat.ClientMsgID, error) {
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
 		return fallback(), nil
 	}
-	id, err := chat.ParseConversationID(key)
+	id, err := chat.ParseClientMsgID(key)
 	if err != nil {
-		return [16]byte{}, errorf(http.StatusBadRequest, protocol.CodeBadRequest, "Idempotency-Key must be a UUID")
+		return chat.ClientMsgID{}, errorf(http.StatusBadRequest, protocol.CodeBadRequest, "Idempotency-Key must be a UUID")
 	}
 	return id, nil
 }
 
-func randomID() [16]byte { return chat.NewConversationID() }
+func randomID() chat.ClientMsgID { return chat.NewClientMsgID() }
 
 // derivedID is a name-based id, so repeating a request without a key repeats its event id.
-func derivedID(parts ...string) func() [16]byte {
-	return func() [16]byte {
-		h := sha256.New()
-		for _, p := range parts {
-			h.Write([]byte(p))
-			h.Write([]byte{0})
-		}
-		var id [16]byte
-		copy(id[:], h.Sum(nil))
-		id[6] = id[6]&0x0f | 0x80
-		id[8] = id[8]&0x3f | 0x80
-		return id
-	}
+func derivedID(parts ...string) func() chat.ClientMsgID {
+	return func() chat.ClientMsgID { return chat.DerivedClientMsgID(parts...) }
 }
 
 // publishEvent makes an event durable and answers 202.
-func (a *API) publishEvent(w http.ResponseWriter, r *http.Request, id auth.Identity, ev ingest.Send) error {
+func (a *API) publishEvent(w http.ResponseWriter, r *http.Request, id auth.Identity, ev ingest.Entry) error {
 	now := a.now()
 	device := id.Device
 	if device == "" {
@@ -72,7 +60,7 @@ func (a *API) publishEvent(w http.ResponseWriter, r *http.Request, id auth.Ident
 			msg: "change not accepted; retry (with the same Idempotency-Key if you gave one)", retryAfter: 1}
 	}
 	writeJSON(w, http.StatusAccepted, rest.Accepted{Conversation: ev.Conversation.String(),
-		ClientMsgID: chat.ConversationID(ev.ClientMsgID).String(), Kind: string(ev.Kind), AcceptedAt: now.UnixMilli()})
+		ClientMsgID: ev.ClientMsgID.String(), Kind: string(ev.Kind), AcceptedAt: now.UnixMilli()})
 	return nil
 }
 
@@ -124,7 +112,7 @@ func (a *API) editMessage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	if err != nil {
 		return err
 	}
-	return a.publishEvent(w, r, id, ingest.Send{Kind: chat.MessageEdit, TargetSeq: m.Seq, Body: req.Body, ClientMsgID: cmid})
+	return a.publishEvent(w, r, id, ingest.Entry{Kind: chat.MessageEdit, TargetSeq: m.Seq, Body: req.Body, ClientMsgID: cmid})
 }
 
 func (a *API) deleteMessage(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
@@ -143,7 +131,7 @@ func (a *API) deleteMessage(w http.ResponseWriter, r *http.Request, id auth.Iden
 	if err != nil {
 		return err
 	}
-	return a.publishEvent(w, r, id, ingest.Send{Kind: chat.MessageDelete, TargetSeq: m.Seq, ClientMsgID: cmid})
+	return a.publishEvent(w, r, id, ingest.Entry{Kind: chat.MessageDelete, TargetSeq: m.Seq, ClientMsgID: cmid})
 }
 
 // validEmoji accepts 1 to MaxEmojiBytes bytes of UTF-8 without spaces or control characters
@@ -185,7 +173,7 @@ func (a *API) react(add bool) handler {
 		if err != nil {
 			return err
 		}
-		return a.publishEvent(w, r, id, ingest.Send{Kind: kind, TargetSeq: m.Seq, Body: emoji, ClientMsgID: cmid})
+		return a.publishEvent(w, r, id, ingest.Entry{Kind: kind, TargetSeq: m.Seq, Body: emoji, ClientMsgID: cmid})
 	}
 }
 
@@ -233,27 +221,21 @@ func (a *API) addMember(w http.ResponseWriter, r *http.Request, id auth.Identity
 	if !memberOf(r).CanAdmin() {
 		return errorf(http.StatusForbidden, protocol.CodeForbidden, "only the owner or an admin may add members")
 	}
-	members, err := a.store.Members(r.Context(), convOf(r))
+	active, err := a.store.ActiveMembers(r.Context(), convOf(r))
 	if err != nil {
 		return err
 	}
-	active := 0
-	for _, m := range members {
-		if m.Active() {
-			active++
-			if m.User == user {
-				return errorf(http.StatusConflict, protocol.CodeConflict, "%s is already a member", user)
-			}
-		}
+	if slices.Contains(active, user) {
+		return errorf(http.StatusConflict, protocol.CodeConflict, "%s is already a member", user)
 	}
-	if active >= a.store.MaxMembers() {
+	if len(active) >= a.store.MaxMembers() {
 		return errorf(http.StatusConflict, protocol.CodeConflict, "the group has the maximum of %d members", a.store.MaxMembers())
 	}
 	cmid, err := eventID(r, randomID)
 	if err != nil {
 		return err
 	}
-	return a.publishEvent(w, r, id, ingest.Send{Kind: chat.MessageMemberAdded, TargetUser: user, ClientMsgID: cmid})
+	return a.publishEvent(w, r, id, ingest.Entry{Kind: chat.MessageMemberAdded, TargetUser: user, ClientMsgID: cmid})
 }
 
 func (a *API) removeMember(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
@@ -271,7 +253,7 @@ func (a *API) removeMember(w http.ResponseWriter, r *http.Request, id auth.Ident
 		return errorf(http.StatusForbidden, protocol.CodeForbidden, "only the owner or an admin may remove members")
 	}
 	target, err := a.store.Member(r.Context(), convOf(r), user)
-	if err != nil && !errors.Is(err, history.ErrNotFound) {
+	if err != nil && !errors.Is(err, chat.ErrNotFound) {
 		return err
 	}
 	if err != nil || !target.Active() {
@@ -284,7 +266,7 @@ func (a *API) removeMember(w http.ResponseWriter, r *http.Request, id auth.Ident
 	if err != nil {
 		return err
 	}
-	return a.publishEvent(w, r, id, ingest.Send{Kind: chat.MessageMemberRemoved, TargetUser: user, ClientMsgID: cmid})
+	return a.publishEvent(w, r, id, ingest.Entry{Kind: chat.MessageMemberRemoved, TargetUser: user, ClientMsgID: cmid})
 }
 
 func (a *API) leave(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
@@ -295,5 +277,5 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, id auth.Identity) er
 	if err != nil {
 		return err
 	}
-	return a.publishEvent(w, r, id, ingest.Send{Kind: chat.MessageMemberLeft, TargetUser: id.User, ClientMsgID: cmid})
+	return a.publishEvent(w, r, id, ingest.Entry{Kind: chat.MessageMemberLeft, TargetUser: id.User, ClientMsgID: cmid})
 }

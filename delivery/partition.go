@@ -1,0 +1,310 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+// A partition's ownership: its consumer (a priority group with the pinned-client policy, so one
+// worker at a time holds it), the pull loop that takes its messages in batches, the takeover
+// that waits for a previous owner's messages (acquire), the keep-alive that stops JetStream
+// redelivering messages still being worked on, and the lag gauge.
+
+// consume pulls one partition and sequences it in batches: whatever has arrived (up to
+// Config.Batch, the consumer's MaxAckPending) is taken at once, grouped by conversation, and
+// each conversation's run of text messages is stored with one conditional insert. Order holds
+// because a batch is finished (every message acked or dead-lettered) before the next is taken,
+// the server delivers a partition in stream order, and a worker that takes over a partition
+// first waits until it holds every message still pending from the previous owner (acquire).
+func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
+	// The pull asks for a whole batch and stays open across acks, so the next messages follow
+	// an ack without a new pull round trip.
+	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(w.cfg.Batch),
+		jetstream.PullExpiry(w.cfg.PinnedTTL/2))
+	if err != nil {
+		return fmt.Errorf("pull partition %d: %w", p, err)
+	}
+	in := make(chan jetstream.Msg, w.cfg.Batch)
+	out := newOutstanding()
+	pulled := make(chan struct{})
+	go func() {
+		defer close(pulled)
+		w.pull(ctx, p, it, in, out)
+	}()
+	alive := make(chan struct{})
+	go func() {
+		defer close(alive)
+		w.keepAlive(ctx, out)
+	}()
+	defer func() {
+		it.Stop()
+		<-pulled
+		<-alive
+	}()
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	ps := &partitionState{last: map[chat.ConversationID]int64{}, members: map[chat.ConversationID]cachedMembers{}}
+	pin := ""
+	var done uint64 // the highest stream seq of the batches this worker finished
+	for {
+		batch, ok := w.nextBatch(ctx, in)
+		if !ok {
+			return nil
+		}
+		acquiring := false
+		for _, msg := range batch {
+			if id := msg.Headers().Get("Nats-Pin-Id"); id != "" && id != pin {
+				pin, acquiring = id, true
+				w.pins[p].Store(id)
+			}
+			if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+				w.metrics.redelivered.Inc()
+				acquiring = true // a redelivery: make sure nothing older is still out
+			}
+		}
+		if acquiring {
+			if batch, ok = w.acquire(ctx, p, cons, in, out, batch); !ok {
+				return nil
+			}
+		}
+		batch = w.fresh(batch, done, out)
+		w.process(ctx, ps, batch)
+		if ctx.Err() != nil {
+			return nil
+		}
+		for _, msg := range batch {
+			out.remove(msg)
+			if meta, err := msg.Metadata(); err == nil {
+				done = max(done, meta.Sequence.Stream)
+			}
+		}
+	}
+}
+
+// fresh returns the batch in stream order with each stream message once (its latest
+// delivery), without the messages this worker has finished already: a message redelivered
+// while it waited (its ack wait passed) or whose ack was lost is acked again and not
+// processed twice (which would fan it out twice).
+func (w *Worker) fresh(batch []jetstream.Msg, done uint64, out *outstanding) []jetstream.Msg {
+	bySeq := make(map[uint64]jetstream.Msg, len(batch))
+	var seqs []uint64
+	for _, msg := range batch {
+		meta, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		sseq := meta.Sequence.Stream
+		if sseq <= done {
+			_ = msg.Ack()
+			out.remove(msg)
+			w.metrics.outcomes.WithLabelValues("redelivered_done").Inc()
+			continue
+		}
+		if prev, ok := bySeq[sseq]; ok {
+			out.remove(prev)
+		} else {
+			seqs = append(seqs, sseq)
+		}
+		bySeq[sseq] = msg
+	}
+	slices.Sort(seqs)
+	sorted := make([]jetstream.Msg, 0, len(seqs))
+	for _, sseq := range seqs {
+		sorted = append(sorted, bySeq[sseq])
+	}
+	return sorted
+}
+
+// outstanding is every message a partition's worker has received and not finished: they are
+// all kept alive (InProgress) until finished, also those still waiting behind a batch that is
+// being retried, so none is redelivered behind the worker's back.
+type outstanding struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+}
+
+func newOutstanding() *outstanding { return &outstanding{msgs: map[jetstream.Msg]struct{}{}} }
+
+func (o *outstanding) add(msg jetstream.Msg) {
+	o.mu.Lock()
+	o.msgs[msg] = struct{}{}
+	o.mu.Unlock()
+}
+
+func (o *outstanding) remove(msg jetstream.Msg) {
+	o.mu.Lock()
+	delete(o.msgs, msg)
+	o.mu.Unlock()
+}
+
+func (o *outstanding) list() []jetstream.Msg {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]jetstream.Msg, 0, len(o.msgs))
+	for m := range o.msgs {
+		out = append(out, m)
+	}
+	return out
+}
+
+// pull moves messages from the iterator to in until the iterator stops.
+func (w *Worker) pull(ctx context.Context, p int, it jetstream.MessagesContext, in chan<- jetstream.Msg, out *outstanding) {
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			w.logger.Warn("pull", "partition", p, "err", err)
+			select { // a persistent error (NATS away) must not spin
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		out.add(msg)
+		select {
+		case in <- msg:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// nextBatch waits for a message, then takes what else has arrived, up to Batch.
+func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg) ([]jetstream.Msg, bool) {
+	var batch []jetstream.Msg
+	select {
+	case <-ctx.Done():
+		return nil, false
+	case msg := <-in:
+		batch = append(batch, msg)
+	}
+	for len(batch) < w.cfg.Batch {
+		select {
+		case msg := <-in:
+			batch = append(batch, msg)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
+// acquire is called when this worker has just been pinned to the partition (or sees a
+// redelivery). A previous owner that died may still hold messages older than the ones just
+// received; they come back to this worker once their ack wait expires. Until then nothing is
+// sequenced: acquire keeps collecting until this worker holds every message the consumer
+// has pending, then returns them all in stream order. It gives up waiting after three ack
+// waits (logged and counted) rather than stall the partition for ever.
+func (w *Worker) acquire(ctx context.Context, p int, cons jetstream.Consumer, in <-chan jetstream.Msg, out *outstanding, batch []jetstream.Msg) ([]jetstream.Msg, bool) {
+	held := map[uint64]jetstream.Msg{}
+	add := func(msg jetstream.Msg) {
+		if meta, err := msg.Metadata(); err == nil {
+			if prev, ok := held[meta.Sequence.Stream]; ok {
+				out.remove(prev)
+			}
+			held[meta.Sequence.Stream] = msg // a redelivery replaces the earlier delivery
+		}
+	}
+	for _, msg := range batch {
+		add(msg)
+	}
+	sorted := func() []jetstream.Msg {
+		seqs := slices.Sorted(maps.Keys(held))
+		out := make([]jetstream.Msg, 0, len(seqs))
+		for _, s := range seqs {
+			out = append(out, held[s])
+		}
+		return out
+	}
+	giveUp := w.now().Add(3 * w.cfg.AckWait)
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			mine := 0
+			for s := range held {
+				if s <= info.Delivered.Stream {
+					mine++
+				}
+			}
+			if mine >= info.NumAckPending {
+				return sorted(), true
+			}
+		}
+		if w.now().After(giveUp) {
+			w.logger.Warn("taking over a partition: messages of the previous owner did not come back; going on",
+				"partition", p, "held", len(held))
+			w.metrics.acquireTimeouts.Inc()
+			return sorted(), true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case msg := <-in:
+			add(msg)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// keepAlive tells JetStream every AckWait/3 that the outstanding messages are still being
+// worked on (a slow Cassandra must not get them redelivered behind this worker's back), until
+// ctx ends.
+func (w *Worker) keepAlive(ctx context.Context, out *outstanding) {
+	t := time.NewTicker(w.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, msg := range out.list() {
+				_ = msg.InProgress()
+			}
+		}
+	}
+}
+
+// watchLag refreshes the consumer-lag gauge of every partition every 5 seconds.
+func (w *Worker) watchLag(ctx context.Context, consumers []jetstream.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		for p, c := range consumers {
+			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			info, err := c.Info(ictx)
+			cancel()
+			if err == nil {
+				w.metrics.pending.WithLabelValues(strconv.Itoa(p)).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+				owned := 0.0
+				mine, _ := w.pins[p].Load().(string)
+				for _, g := range info.PriorityGroups {
+					if g.Group == priorityGroup && mine != "" && g.PinnedClientID == mine {
+						owned = 1
+					}
+				}
+				w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(owned)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

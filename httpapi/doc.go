@@ -1,0 +1,11 @@
+// Package httpapi is Parley's REST API (served by the api role): conversations (create, read,
+// members, leave), their messages (page both ways, post, edit, delete, react, all through the
+// same delivery pipeline as WebSocket sends), the caller's inbox and read position, and
+// presence. It authenticates with the same JWT as the WebSocket, answers a non-member exactly
+// as it answers for a conversation that does not exist (404), maps domain errors through the
+// one table of internal/wire, and limits each user's request rate (docs/openapi.yaml).
+//
+// Files by resource: conversations.go, messages.go, events.go (edits, reactions, members),
+// inbox.go, presence.go; api.go holds the routes and the authentication middleware,
+// errors.go the error answers, limits.go the per-user rate limit.
+package httpapi

@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/routing"
+	"github.com/parleyhq/parley/internal/wire"
+	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/protocol/rest"
+)
+
+func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "limit must be a non-negative integer")
+		}
+		if n > 0 {
+			limit = min(n, 200)
+		}
+	}
+	offset := 0
+	if v := r.URL.Query().Get("cursor"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "cursor is not one this API returned")
+		}
+		offset = n
+	}
+	entries, err := a.inbox.List(r.Context(), id.User)
+	if err != nil {
+		return err
+	}
+	out := rest.Inbox{Conversations: []rest.InboxEntry{}}
+	for i := offset; i < len(entries) && len(out.Conversations) < limit; i++ {
+		e := entries[i]
+		out.Conversations = append(out.Conversations, rest.InboxEntry{ID: e.Conversation.String(), Kind: string(e.Kind),
+			Title: e.Title, LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread(), LastAt: e.LastAt.UnixMilli(),
+			LastSender: string(e.LastSender), LastPreview: e.Preview})
+	}
+	if offset+limit < len(entries) {
+		out.Next = strconv.Itoa(offset + limit)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+type readRequest struct {
+	Seq int64 `json:"seq"`
+}
+
+// ReadJSON answers a read: the read position after it.
+type ReadJSON struct {
+	ReadSeq int64 `json:"read_seq"`
+}
+
+func (a *API) markRead(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	var req readRequest
+	if err := decodeJSON(r, 1024, &req); err != nil {
+		return err
+	}
+	if req.Seq < 1 {
+		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "seq must be at least 1")
+	}
+	read, moved, err := a.inbox.MarkRead(r.Context(), id.User, convOf(r), req.Seq)
+	if err != nil {
+		return err
+	}
+	if moved && a.live != nil {
+		a.pushReadReceipt(r.Context(), convOf(r), id.User, read)
+	}
+	writeJSON(w, http.StatusOK, ReadJSON{ReadSeq: read})
+	return nil
+}
+
+// pushReadReceipt tells the members' devices, the reader's own included, that reader has read
+// up to seq. Best effort: sync carries read positions too.
+func (a *API) pushReadReceipt(ctx context.Context, conv chat.ConversationID, reader chat.UserID, seq int64) {
+	to, err := a.store.ActiveMembers(ctx, conv)
+	if err != nil {
+		return
+	}
+	data, err := protocol.Encode(wire.Receipt(conv, seq, reader, chat.ReceiptRead, a.now()))
+	if err != nil {
+		return
+	}
+	routing.Publish(a.live, to, string(protocol.TypeReceipt), data)
+}

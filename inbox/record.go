@@ -1,0 +1,167 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+
+	"github.com/parleyhq/parley/history"
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+// The writes of this file keep user_conversations (one row per user and conversation) in step
+// with what the conversation's log says: a new conversation is listed for its members (Add),
+// every sequenced entry raises its members' rows (Record), and a membership event changes the
+// member's row (ApplyMembership). All of them may be repeated.
+
+// Add lists a new conversation in users' inboxes with nothing read. A direct conversation may
+// be created again (by either user), so its rows are written IF NOT EXISTS and keep their
+// read positions; a new group has none to keep and skips the Paxos round per member.
+func (in *Inbox) Add(ctx context.Context, c history.Conversation, users []chat.UserID, now time.Time) error {
+	return in.guard(func() error {
+		const insert = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq) VALUES (?, ?, 0, ?, ?, ?, ?, 0)`
+		for _, u := range users {
+			args := []any{string(u), gocql.UUID(c.ID), now, string(c.Kind), c.Title, now}
+			var err error
+			if c.Kind == chat.KindDirect {
+				_, err = in.s.Query(insert+` IF NOT EXISTS`, args...).MapScanCASContext(ctx, map[string]any{})
+			} else {
+				err = in.s.Query(insert, args...).ExecContext(ctx)
+			}
+			if err != nil {
+				return fmt.Errorf("add to inbox: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// unloggedBatch is how many rows of different partitions one request writes: an unlogged batch
+// over that many partitions (Cassandra warns above 10), so a direct conversation costs one
+// request.
+const unloggedBatch = 10
+
+// Record writes a sequenced entry as the last activity of its conversation into each user's
+// row: last_seq for every entry, and last_at, preview and sender for text messages. The cells
+// are written USING TIMESTAMP <seq>, so a row never goes back to an older entry, whatever order
+// the writes land in, and repeating them is harmless (the delivery worker records every entry
+// before acknowledging it). Rows are written unloggedBatch at a time, at most 8 requests in
+// flight.
+func (in *Inbox) Record(ctx context.Context, m chat.Message, users []chat.UserID) error {
+	return in.guard(func() error { return in.record(ctx, m, users) })
+}
+
+func (in *Inbox) record(ctx context.Context, m chat.Message, users []chat.UserID) error {
+	stmt := `UPDATE user_conversations USING TIMESTAMP ? SET last_seq = ? WHERE user_id = ? AND conversation_id = ?`
+	args := func(u chat.UserID) []any { return []any{m.Seq, m.Seq, string(u), gocql.UUID(m.Conversation)} }
+	if m.Kind == chat.MessageText {
+		stmt = `UPDATE user_conversations USING TIMESTAMP ? SET last_seq = ?, last_at = ?, last_preview = ?, last_sender = ? WHERE user_id = ? AND conversation_id = ?`
+		args = func(u chat.UserID) []any {
+			return []any{m.Seq, m.Seq, m.CreatedAt, preview(m.Body), string(m.Sender), string(u), gocql.UUID(m.Conversation)}
+		}
+	}
+	write := func(chunk []chat.UserID) error {
+		var err error
+		if len(chunk) == 1 {
+			err = in.s.Query(stmt, args(chunk[0])...).Idempotent(true).ExecContext(ctx)
+		} else {
+			b := in.s.Batch(gocql.UnloggedBatch)
+			for _, u := range chunk {
+				b.Query(stmt, args(u)...)
+			}
+			err = b.ExecContext(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("update inbox: %w", err)
+		}
+		return nil
+	}
+	if len(users) <= unloggedBatch {
+		if len(users) == 0 {
+			return nil
+		}
+		return write(users)
+	}
+	var (
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, 8)
+		mu    sync.Mutex
+		first error
+	)
+	for chunk := range slices.Chunk(users, unloggedBatch) {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := write(chunk); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// preview is the start of a message body for inbox entries: at most 100 bytes, cut on a rune
+// boundary.
+func preview(body string) string {
+	if len(body) <= 100 {
+		return body
+	}
+	n := 100
+	for n > 0 && !utf8.RuneStart(body[n]) {
+		n--
+	}
+	return body[:n]
+}
+
+// ApplyMembership makes the member's inbox row agree with their membership after a stored
+// membership event m was applied to the member list (history.Store.ApplyMembership returns
+// mem, the member's row as it now is, whichever event made it so). An active member is listed
+// from the join on with nothing unread, the join event included; a member who is out keeps
+// the row up to the leaving. Repeating it changes nothing.
+func (in *Inbox) ApplyMembership(ctx context.Context, m chat.Message, mem history.Member) error {
+	return in.guard(func() error { return in.applyMembership(ctx, m, mem) })
+}
+
+func (in *Inbox) applyMembership(ctx context.Context, m chat.Message, mem history.Member) error {
+	user, conv := string(mem.User), gocql.UUID(m.Conversation)
+	if !mem.Active() {
+		if err := in.s.Query(`UPDATE user_conversations SET left_seq = ? WHERE user_id = ? AND conversation_id = ?`,
+			mem.LeftSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
+			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
+		}
+		return nil
+	}
+	c, err := in.history.Conversation(ctx, m.Conversation)
+	if err != nil {
+		return err
+	}
+	if _, err := in.s.Query(`INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
+		user, conv, mem.JoinedSeq, m.CreatedAt, string(c.Kind), c.Title, m.CreatedAt, mem.JoinedSeq).
+		MapScanCASContext(ctx, map[string]any{}); err != nil {
+		return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
+	}
+	if err := in.s.Query(`UPDATE user_conversations SET joined_seq = ?, left_seq = null WHERE user_id = ? AND conversation_id = ?`,
+		mem.JoinedSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
+		return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
+	}
+	// A rejoining member does not inherit unread messages from before the rejoin.
+	_, _, err = in.forward(ctx, readPosition, []any{user, conv}, mem.JoinedSeq, m.CreatedAt)
+	if err != nil && !errors.Is(err, chat.ErrNotFound) {
+		return err
+	}
+	return nil
+}

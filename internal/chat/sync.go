@@ -1,0 +1,41 @@
+package chat
+
+// Progress is where one conversation stands for one user: how far it has gone (LastSeq) and
+// how far the user has read it (ReadSeq).
+type Progress struct {
+	Conversation ConversationID
+	LastSeq      int64
+	ReadSeq      int64
+}
+
+// Unread is the number of messages after the read position: computed, never stored, so it
+// cannot drift.
+func (p Progress) Unread() int64 { return max(0, p.LastSeq-p.ReadSeq) }
+
+// SyncRequest is what a reconnecting device knows.
+type SyncRequest struct {
+	// Since is the token of its last complete sync ("" for the first).
+	Since string
+	// Cursors are the last seq it has of each conversation; missing ones count as 0.
+	Cursors map[ConversationID]int64
+	// Limit bounds the messages returned (default 200, at most 1000).
+	Limit int
+}
+
+// SyncResult is one page of what changed.
+type SyncResult struct {
+	// Conversations changed since the token or with messages after the cursor.
+	Conversations []Progress
+	// Messages after the cursors, by conversation, each in seq order.
+	Messages []Message
+	// More: the page is full; sync again with the cursors advanced past Messages and the same
+	// Since. When More is false, Since is the token for the next sync.
+	More  bool
+	Since string
+}
+
+// Receipt kinds: how far a user's devices have received a conversation, and read it.
+const (
+	ReceiptDelivered = "delivered"
+	ReceiptRead      = "read"
+)
