@@ -24,9 +24,9 @@ type partitionState struct {
 
 // item is one message of a batch, decoded.
 type item struct {
-	msg  jetstream.Msg
+	msg   jetstream.Msg
 	entry ingest.Entry
-	done bool // acked, rejected or dead-lettered
+	done  bool // acked, rejected or dead-lettered
 }
 
 // process sequences a batch, conversation by conversation (a conversation's messages keep

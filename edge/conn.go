@@ -63,15 +63,6 @@ type outFrame struct {
 	ping bool
 }
 
-// User is the authenticated user.
-func (c *Conn) User() chat.UserID { return c.user }
-
-// Device is the connection's device id.
-func (c *Conn) Device() chat.DeviceID { return c.device }
-
-// Session is the session id announced in hello.
-func (c *Conn) Session() string { return c.session }
-
 // Send queues a frame for the client. It never blocks; it reports false when the frame was
 // dropped (connection closing, or the overflow policy).
 func (c *Conn) Send(f protocol.Frame) bool {

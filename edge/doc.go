@@ -11,5 +11,19 @@
 // once per heartbeat interval to ping it, close it if silent, and close it when its token
 // expires); read-ahead and write buffers come from pools and are held only while in use.
 //
-// Lock order: Server.mu before conn.mu; neither is held while writing to a socket.
+// Lock order, outermost first:
+//
+//  1. Conn.rmu, the reader's lock: held by the worker (or reader goroutine) for a whole turn
+//     on a connection, and so while each frame's handler runs. Handlers of one connection
+//     therefore run one at a time and in order, which the protocol relies on (a send's
+//     accepted comes before a later frame's reply). A handler may wait up to handlerTimeout
+//     (5 s: a durable publish, a store read); meanwhile that connection reads nothing more
+//     and its worker is busy, while every other connection is unaffected (workers are pooled,
+//     not shared per connection).
+//  2. Server.mu (the registry, per-IP counts, watchers, user subscriptions).
+//  3. Conn.mu (the outbound queue and the writer's state). Neither Server.mu nor Conn.mu is
+//     held while writing to a socket.
+//  4. batchConn.mu, a leaf: it serialises whole-frame writes to the socket (the writer's
+//     batches and gorilla's pong and close replies), so it is held during a socket write,
+//     bounded by the write deadline; nothing else is locked while it is held.
 package edge

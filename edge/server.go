@@ -209,12 +209,39 @@ func (s *Server) poller() *poller {
 const MaxHeaderBytes = 16 << 10
 
 // handshake authenticates and admits a connection, in order of cost: shed load first, then
-// Origin, then the token, then the per-IP and per-user limits.
+// Origin, then the token, then the per-IP and per-user limits; then it upgrades and writes
+// hello. Each step answers its own rejection.
 func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool) {
+	if !s.admit(w, r) {
+		return nil, false
+	}
+	id, device, ok := s.authenticate(w, r)
+	if !ok {
+		return nil, false
+	}
+	c := &Conn{s: s, session: crand.Text(), user: id.User, device: device, ip: remoteIP(r),
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.FramesPerSecond), s.cfg.FrameBurst)}
+	c.expires.Store(id.ExpiresAt.UnixNano())
+	c.lastSeen.Store(s.now().UnixNano())
+	if result, msg := s.reserve(c); result != "" {
+		w.Header().Set("Retry-After", "10")
+		s.reject(w, result, http.StatusTooManyRequests, protocol.CodeRateLimited, msg)
+		return nil, false
+	}
+	if !s.upgrade(w, r, c, id) {
+		return nil, false
+	}
+	s.metrics.handshakes.WithLabelValues("ok").Inc()
+	return c, true
+}
+
+// admit makes the cheap checks: the method, whether this edge takes connections now, the
+// Origin, and that this is a WebSocket upgrade.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		s.reject(w, "bad_request", http.StatusMethodNotAllowed, protocol.CodeBadRequest, "use GET with a WebSocket upgrade")
-		return nil, false
+		return false
 	}
 	s.mu.Lock()
 	draining, full := s.draining, s.count >= s.cfg.MaxConns
@@ -226,27 +253,33 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 			result, msg = "draining", "this edge is shutting down; reconnect elsewhere"
 		}
 		s.reject(w, result, http.StatusServiceUnavailable, protocol.CodeUnavailable, msg)
-		return nil, false
+		return false
 	}
 	if !s.cfg.originAllowed(r.Header.Get("Origin")) {
 		s.reject(w, "forbidden_origin", http.StatusForbidden, protocol.CodeForbidden, "origin not allowed")
-		return nil, false
+		return false
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest, "not a WebSocket upgrade request")
-		return nil, false
+		return false
 	}
+	return true
+}
+
+// authenticate verifies the token and settles the device id (the token's device claim, or
+// ?device= when the token has none; both must agree).
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Identity, chat.DeviceID, bool) {
 	token, offered := credentials(r)
 	if !offered {
 		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
 			"offer the subprotocol "+protocol.Subprotocol+" in Sec-WebSocket-Protocol")
-		return nil, false
+		return auth.Identity{}, "", false
 	}
 	if token == "" || len(token) > protocol.MaxTokenBytes {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
 		s.reject(w, "unauthorized", http.StatusUnauthorized, protocol.CodeUnauthorized,
 			"missing or oversized token: send Authorization: Bearer <JWT> or the subprotocol "+protocol.TokenSubprotocolPrefix+"<JWT>")
-		return nil, false
+		return auth.Identity{}, "", false
 	}
 	id, err := s.verifier.Verify(token)
 	if err != nil {
@@ -258,7 +291,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		// The reason is logged at debug without the token; the client learns only the code.
 		s.logger.Debug("handshake rejected", "reason", err, "remote", r.RemoteAddr)
 		s.reject(w, "unauthorized", http.StatusUnauthorized, code, "invalid or expired token")
-		return nil, false
+		return auth.Identity{}, "", false
 	}
 	device := id.Device
 	if q := r.URL.Query().Get("device"); q != "" {
@@ -266,28 +299,24 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		switch {
 		case err != nil:
 			s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
-			return nil, false
+			return auth.Identity{}, "", false
 		case device != "" && d != device:
 			s.reject(w, "forbidden", http.StatusForbidden, protocol.CodeForbidden, "device differs from the token's device claim")
-			return nil, false
+			return auth.Identity{}, "", false
 		}
 		device = d
 	}
 	if device == "" {
 		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
 			"no device id: put a device claim in the token or ?device=ID in the URL")
-		return nil, false
+		return auth.Identity{}, "", false
 	}
-	ip := remoteIP(r)
-	c := &Conn{s: s, session: crand.Text(), user: id.User, device: device, ip: ip,
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.FramesPerSecond), s.cfg.FrameBurst)}
-	c.expires.Store(id.ExpiresAt.UnixNano())
-	c.lastSeen.Store(s.now().UnixNano())
-	if result, msg := s.reserve(c); result != "" {
-		w.Header().Set("Retry-After", "10")
-		s.reject(w, result, http.StatusTooManyRequests, protocol.CodeRateLimited, msg)
-		return nil, false
-	}
+	return id, device, true
+}
+
+// upgrade subscribes the user, upgrades the connection, registers it and writes hello. On
+// failure the reservation is released.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, c *Conn, id auth.Identity) bool {
 	// The user's subject is subscribed before hello, so what the client's first sync does not
 	// return is pushed live.
 	s.subscribeUser(c)
@@ -304,7 +333,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		}
 		s.release(c)
 		s.metrics.handshakes.WithLabelValues("upgrade_failed").Inc()
-		return nil, false
+		return false
 	}
 	c.ws = ws
 	c.batch, _ = ws.NetConn().(*batchConn) // served on Listener (bc is that too, with ConnContext)
@@ -314,13 +343,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 	// frames queue behind it: hello is always the first frame.
 	c.holdWrites()
 	s.register(c)
-	hello, err := protocol.Encode(protocol.Frame{
-		Type: protocol.TypeHello, Session: c.session, User: string(c.user), Device: string(c.device),
-		Version: protocol.Version, TS: s.now().UnixMilli(), HeartbeatMS: s.cfg.HeartbeatInterval.Milliseconds(),
-		ExpiresAt: id.ExpiresAt.UnixMilli(),
-		Limits: &protocol.Limits{MaxFrameBytes: s.cfg.MaxFrameBytes, MaxBodyBytes: s.cfg.MaxBodyBytes,
-			FramesPerSecond: s.cfg.FramesPerSecond, FrameBurst: s.cfg.FrameBurst, MaxSubscriptions: s.cfg.MaxSubscriptions},
-	})
+	hello, err := protocol.Encode(s.helloFrame(c, id))
 	if err == nil {
 		_ = ws.SetWriteDeadline(s.now().Add(s.cfg.WriteTimeout))
 		err = ws.WriteMessage(websocket.TextMessage, hello)
@@ -333,12 +356,23 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 	if err != nil {
 		s.unregister(c) // closes the socket
 		s.metrics.handshakes.WithLabelValues("hello_failed").Inc()
-		return nil, false
+		return false
 	}
 	s.metrics.out(protocol.TypeHello)
 	c.releaseWrites()
-	s.metrics.handshakes.WithLabelValues("ok").Inc()
-	return c, true
+	return true
+}
+
+// helloFrame is the first frame of a connection: its session, identity, the protocol version
+// and the limits the edge enforces.
+func (s *Server) helloFrame(c *Conn, id auth.Identity) protocol.Frame {
+	return protocol.Frame{
+		Type: protocol.TypeHello, Session: c.session, User: string(c.user), Device: string(c.device),
+		Version: protocol.Version, TS: s.now().UnixMilli(), HeartbeatMS: s.cfg.HeartbeatInterval.Milliseconds(),
+		ExpiresAt: id.ExpiresAt.UnixMilli(),
+		Limits: &protocol.Limits{MaxFrameBytes: s.cfg.MaxFrameBytes, MaxBodyBytes: s.cfg.MaxBodyBytes,
+			FramesPerSecond: s.cfg.FramesPerSecond, FrameBurst: s.cfg.FrameBurst, MaxSubscriptions: s.cfg.MaxSubscriptions},
+	}
 }
 
 // credentials returns the token (Authorization: Bearer, or the token subprotocol) and whether

@@ -120,9 +120,6 @@ func New(cfg Config, rdb *redis.Client, nc *nats.Conn, breaker *breaker.Breaker,
 		now: time.Now, sessions: map[string]chat.UserID{}, ops: make(chan op, 1<<16)}, nil
 }
 
-// Config returns the configuration in force (defaults applied).
-func (p *Presence) Config() Config { return p.cfg }
-
 // Connected records a new session of user. It never blocks: the Redis work is queued (and
 // if the queue is full, the next heartbeat registers the session without an online event).
 func (p *Presence) Connected(user chat.UserID, session string) {

@@ -12,7 +12,7 @@ type Config struct {
 	Stream string
 	// SubjectPrefix + partition number is a partition's subject. Default "parley.ingest.".
 	SubjectPrefix string
-	// Partitions splits conversations over this many ordered consumers. Default 16. It is
+	// Partitions splits conversations over this many ordered consumers. Default 64. It is
 	// part of the data layout of an existing stream: changing it reorders in-flight messages.
 	Partitions int
 	// Replicas of the stream (1 for one NATS server, 3 in production). Default 1.
