@@ -11,6 +11,8 @@ import (
 type Config struct {
 	// Ingest describes the stream the workers consume.
 	Ingest ingest.Config
+	// Log configures the sequenced log (its name and subjects follow Ingest's).
+	Log LogConfig
 	// AckWait is how long a message may go without word from its worker before it is
 	// redelivered. A worker reports progress every AckWait/3 while it processes a message, so
 	// this bounds how long a message waits after its worker died, not how long processing may
@@ -45,6 +47,7 @@ const (
 
 func (c Config) withDefaults() Config {
 	c.Ingest = c.Ingest.WithDefaults()
+	c.Log = c.Log.withDefaults()
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait
 	}
@@ -70,6 +73,9 @@ func (c Config) withDefaults() Config {
 // Validate reports the first invalid setting.
 func (c Config) Validate() error {
 	if err := c.Ingest.Validate(); err != nil {
+		return err
+	}
+	if err := c.Log.Validate(); err != nil {
 		return err
 	}
 	c = c.withDefaults()

@@ -131,3 +131,24 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, c ingest.Conf
 	}
 	return nil
 }
+
+// EnsureStreams creates (or updates) every stream of the pipeline: the ingest stream, the
+// sequenced log and the dead letters. Any process may call it; all roles do at start.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := ingest.EnsureStream(ctx, js, cfg.Ingest); err != nil {
+		return err
+	}
+	if err := EnsureLog(ctx, js, cfg.Ingest, cfg.Log); err != nil {
+		return err
+	}
+	return EnsureDeadLetters(ctx, js, cfg.Ingest)
+}
+
+// StreamNames are the streams EnsureStreams creates (tests delete them).
+func StreamNames(cfg Config) []string {
+	c := cfg.Ingest.WithDefaults()
+	return []string{c.Stream, LogStream(c), DeadLetterStream(c)}
+}

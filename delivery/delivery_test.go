@@ -54,15 +54,13 @@ func newPipeline(t *testing.T, cfg delivery.Config) *pipeline {
 	n := teststack.NATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := ingest.EnsureStream(ctx, n.JetStream, cfg.Ingest); err != nil {
-		t.Fatal(err)
-	}
-	if err := delivery.EnsureDeadLetters(ctx, n.JetStream, cfg.Ingest); err != nil {
+	if err := delivery.EnsureStreams(ctx, n.JetStream, cfg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = n.JetStream.DeleteStream(context.Background(), cfg.Ingest.Stream)
-		_ = n.JetStream.DeleteStream(context.Background(), delivery.DeadLetterStream(cfg.Ingest))
+		for _, s := range delivery.StreamNames(cfg) {
+			_ = n.JetStream.DeleteStream(context.Background(), s)
+		}
 	})
 	store, err := history.New(teststack.Cassandra(t), history.Config{})
 	if err != nil {

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -10,19 +11,34 @@ import (
 	"github.com/parleyhq/parley/internal/routing"
 )
 
-// Membership effects: whether a membership event still applies when it is sequenced, what a
-// stored event changes (message state, the member list, the member's inbox row), and whom an
-// entry is for (the cached member list).
+// Membership: whether a membership event still applies when it is sequenced, what a projected
+// event changes (the member list, the member's inbox row, the edges' caches), and whom an
+// entry is for.
 
 // rejection is a membership event that does not apply when it comes to be sequenced.
 type rejection struct{ reason string }
 
 func (r *rejection) Error() string { return "rejected: " + r.reason }
 
+// errNotProjected: a membership event must be checked against the member list as the log
+// leaves it, and the projector has not written the conversation's earlier entries yet. The
+// sequencer retries (while Cassandra is down, membership changes wait; messages do not).
+var errNotProjected = errors.New("earlier entries of the conversation are not projected yet")
+
 // checkMembership decides whether a membership event still applies now, in sequence order:
 // the edge and the API checked when they accepted it, but other changes may have been
-// sequenced since.
-func (w *Worker) checkMembership(ctx context.Context, m chat.Message) error {
+// sequenced since. It reads the member list from Cassandra once every earlier entry of the
+// conversation is projected.
+func (w *Worker) checkMembership(ctx context.Context, ps *seqState, cs *convState, m chat.Message) error {
+	if cs.head > 0 {
+		floor, err := w.projectedFloor(ctx, ps.p)
+		if err != nil {
+			return err
+		}
+		if floor < cs.head {
+			return fmt.Errorf("%s: %w", m.Kind, errNotProjected)
+		}
+	}
 	mem, err := w.store.Member(ctx, m.Conversation, m.TargetUser)
 	in := err == nil && mem.Active()
 	if err != nil && !errors.Is(err, chat.ErrNotFound) {
@@ -45,14 +61,13 @@ func (w *Worker) checkMembership(ctx context.Context, m chat.Message) error {
 	return nil
 }
 
-// applyEffects folds a stored event into the state it changes. Idempotent: it runs again when
-// a redelivery finds the event stored.
-func (w *Worker) applyEffects(ctx context.Context, ps *partitionState, m chat.Message) error {
+// applyEffects folds a projected event into the state it changes. Idempotent: the projector
+// may apply it again after a crash, and the reconciler after a repair.
+func (w *Worker) applyEffects(ctx context.Context, m chat.Message) error {
 	switch {
 	case m.Kind.TargetsMessage():
 		return w.store.ApplyEvent(ctx, m)
 	case m.Kind.Membership():
-		delete(ps.members, m.Conversation) // the next fan-out reads the new member list
 		mem, err := w.store.ApplyMembership(ctx, m)
 		if err != nil {
 			return err
@@ -66,17 +81,21 @@ func (w *Worker) applyEffects(ctx context.Context, ps *partitionState, m chat.Me
 	return nil
 }
 
-// recipients are the users an entry is for: the current members, and for a removal or leaving
-// also the member who is out (their devices learn it, their inbox row records it).
-func (w *Worker) recipients(ctx context.Context, ps *partitionState, m chat.Message) ([]chat.UserID, error) {
-	users, err := w.memberList(ctx, ps, m.Conversation)
-	if err != nil {
-		return nil, err
+// withLeaver is users plus, for a removal or leaving, the member who is out (their devices
+// learn it, their inbox row records it).
+func withLeaver(users []chat.UserID, m chat.Message) []chat.UserID {
+	if (m.Kind == chat.MessageMemberRemoved || m.Kind == chat.MessageMemberLeft) && !slices.Contains(users, m.TargetUser) {
+		return append(slices.Clip(users), m.TargetUser)
 	}
-	if m.Kind == chat.MessageMemberRemoved || m.Kind == chat.MessageMemberLeft {
-		users = append(slices.Clip(users), m.TargetUser)
-	}
-	return users, nil
+	return users
+}
+
+// memberCache is a partition's fan-out view of its conversations' members: read from
+// Cassandra, kept membersTTL, followed through the membership events the fan-out sees in the
+// log, and used up to membersStale old while Cassandra cannot answer, so live push goes on
+// during an outage.
+type memberCache struct {
+	entries map[chat.ConversationID]cachedMembers
 }
 
 type cachedMembers struct {
@@ -84,18 +103,41 @@ type cachedMembers struct {
 	at    time.Time
 }
 
-// membersTTL bounds how stale the member list used for live fan-out may be. Live push is best
+// membersTTL bounds how stale the member list used for live fan-out is while Cassandra
+// answers; membersStale how stale it may get while Cassandra does not. Live push is best
 // effort; a member added a moment ago catches up through sync.
-const membersTTL = 5 * time.Second
+const (
+	membersTTL   = 5 * time.Second
+	membersStale = 10 * time.Minute
+)
 
-func (w *Worker) memberList(ctx context.Context, ps *partitionState, conv chat.ConversationID) ([]chat.UserID, error) {
-	if c, ok := ps.members[conv]; ok && w.now().Sub(c.at) < membersTTL {
+// members returns the conversation's current members.
+func (w *Worker) members(ctx context.Context, mc *memberCache, conv chat.ConversationID) ([]chat.UserID, error) {
+	c, ok := mc.entries[conv]
+	if ok && w.now().Sub(c.at) < membersTTL {
 		return c.users, nil
 	}
 	users, err := w.store.ActiveMembers(ctx, conv)
 	if err != nil {
+		if ok && w.now().Sub(c.at) < membersStale {
+			return c.users, nil
+		}
 		return nil, err
 	}
-	ps.members[conv] = cachedMembers{users: users, at: w.now()}
+	mc.entries[conv] = cachedMembers{users: users, at: w.now()}
 	return users, nil
+}
+
+// follow applies a membership event seen in the log to the cached member list, so fan-out
+// follows membership exactly even while the list cannot be read again.
+func (mc *memberCache) follow(m chat.Message) {
+	c, ok := mc.entries[m.Conversation]
+	if !ok || !m.Kind.Membership() {
+		return
+	}
+	users := slices.DeleteFunc(slices.Clone(c.users), func(u chat.UserID) bool { return u == m.TargetUser })
+	if m.Kind == chat.MessageMemberAdded {
+		users = append(users, m.TargetUser)
+	}
+	mc.entries[m.Conversation] = cachedMembers{users: users, at: c.at}
 }

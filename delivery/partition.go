@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/parleyhq/parley/internal/chat"
 )
 
 // A partition's ownership: its consumer (a priority group with the pinned-client policy, so one
@@ -19,26 +18,34 @@ import (
 // that waits for a previous owner's messages (acquire), the keep-alive that stops JetStream
 // redelivering messages still being worked on, and the lag gauge.
 
-// consume pulls one partition and sequences it in batches: whatever has arrived (up to
-// Config.Batch, the consumer's MaxAckPending) is taken at once, grouped by conversation, and
-// each conversation's run of text messages is stored with one conditional insert. Order holds
-// because a batch is finished (every message acked or dead-lettered) before the next is taken,
-// the server delivers a partition in stream order, and a worker that takes over a partition
-// first waits until it holds every message still pending from the previous owner (acquire).
-func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
+// stage is one of the consumers every partition has: the sequencer on the ingest stream, the
+// projector and the fan-out on the log. handler returns the batch handler of partition p,
+// with whatever state it keeps while this worker holds the partition.
+type stage struct {
+	name    string
+	handler func(p int) func(ctx context.Context, batch []jetstream.Msg)
+}
+
+// consume pulls one partition's consumer of a stage and hands it over in batches: whatever
+// has arrived (up to Config.Batch, the consumer's MaxAckPending) is taken at once. Order
+// holds because a batch is finished (every message acked or dead-lettered) before the next is
+// taken, the server delivers a partition in stream order, and a worker that takes over a
+// partition first waits until it holds every message still pending from the previous owner
+// (acquire).
+func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Consumer) error {
 	// The pull asks for a whole batch and stays open across acks, so the next messages follow
 	// an ack without a new pull round trip.
 	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(w.cfg.Batch),
 		jetstream.PullExpiry(w.cfg.PinnedTTL/2))
 	if err != nil {
-		return fmt.Errorf("pull partition %d: %w", p, err)
+		return fmt.Errorf("pull %s of partition %d: %w", st.name, p, err)
 	}
 	in := make(chan jetstream.Msg, w.cfg.Batch)
 	out := newOutstanding()
 	pulled := make(chan struct{})
 	go func() {
 		defer close(pulled)
-		w.pull(ctx, p, it, in, out)
+		w.pull(ctx, st, p, it, in, out)
 	}()
 	alive := make(chan struct{})
 	go func() {
@@ -54,7 +61,7 @@ func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) er
 		<-ctx.Done()
 		it.Stop()
 	}()
-	ps := &partitionState{last: map[chat.ConversationID]int64{}, members: map[chat.ConversationID]cachedMembers{}}
+	handle := st.handler(p)
 	pin := ""
 	var done uint64 // the highest stream seq of the batches this worker finished
 	for {
@@ -66,20 +73,22 @@ func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) er
 		for _, msg := range batch {
 			if id := msg.Headers().Get("Nats-Pin-Id"); id != "" && id != pin {
 				pin, acquiring = id, true
-				w.pins[p].Store(id)
+				if st.name == stageSequencer {
+					w.pins[p].Store(id)
+				}
 			}
 			if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
-				w.metrics.redelivered.Inc()
+				w.metrics.redelivered.WithLabelValues(st.name).Inc()
 				acquiring = true // a redelivery: make sure nothing older is still out
 			}
 		}
 		if acquiring {
-			if batch, ok = w.acquire(ctx, p, cons, in, out, batch); !ok {
+			if batch, ok = w.acquire(ctx, st, p, cons, in, out, batch); !ok {
 				return nil
 			}
 		}
-		batch = w.fresh(batch, done, out)
-		w.process(ctx, ps, batch)
+		batch = w.fresh(st, batch, done, out)
+		handle(ctx, batch)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -96,7 +105,7 @@ func (w *Worker) consume(ctx context.Context, p int, cons jetstream.Consumer) er
 // delivery), without the messages this worker has finished already: a message redelivered
 // while it waited (its ack wait passed) or whose ack was lost is acked again and not
 // processed twice (which would fan it out twice).
-func (w *Worker) fresh(batch []jetstream.Msg, done uint64, out *outstanding) []jetstream.Msg {
+func (w *Worker) fresh(st stage, batch []jetstream.Msg, done uint64, out *outstanding) []jetstream.Msg {
 	bySeq := make(map[uint64]jetstream.Msg, len(batch))
 	var seqs []uint64
 	for _, msg := range batch {
@@ -108,7 +117,7 @@ func (w *Worker) fresh(batch []jetstream.Msg, done uint64, out *outstanding) []j
 		if sseq <= done {
 			_ = msg.Ack()
 			out.remove(msg)
-			w.metrics.outcomes.WithLabelValues("redelivered_done").Inc()
+			w.metrics.redeliveredDone.WithLabelValues(st.name).Inc()
 			continue
 		}
 		if prev, ok := bySeq[sseq]; ok {
@@ -159,14 +168,14 @@ func (o *outstanding) list() []jetstream.Msg {
 }
 
 // pull moves messages from the iterator to in until the iterator stops.
-func (w *Worker) pull(ctx context.Context, p int, it jetstream.MessagesContext, in chan<- jetstream.Msg, out *outstanding) {
+func (w *Worker) pull(ctx context.Context, st stage, p int, it jetstream.MessagesContext, in chan<- jetstream.Msg, out *outstanding) {
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return
 			}
-			w.logger.Warn("pull", "partition", p, "err", err)
+			w.logger.Warn("pull", "stage", st.name, "partition", p, "err", err)
 			select { // a persistent error (NATS away) must not spin
 			case <-ctx.Done():
 				return
@@ -209,7 +218,7 @@ func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg) ([]jets
 // sequenced: acquire keeps collecting until this worker holds every message the consumer
 // has pending, then returns them all in stream order. It gives up waiting after three ack
 // waits (logged and counted) rather than stall the partition for ever.
-func (w *Worker) acquire(ctx context.Context, p int, cons jetstream.Consumer, in <-chan jetstream.Msg, out *outstanding, batch []jetstream.Msg) ([]jetstream.Msg, bool) {
+func (w *Worker) acquire(ctx context.Context, st stage, p int, cons jetstream.Consumer, in <-chan jetstream.Msg, out *outstanding, batch []jetstream.Msg) ([]jetstream.Msg, bool) {
 	held := map[uint64]jetstream.Msg{}
 	add := func(msg jetstream.Msg) {
 		if meta, err := msg.Metadata(); err == nil {
@@ -248,8 +257,8 @@ func (w *Worker) acquire(ctx context.Context, p int, cons jetstream.Consumer, in
 		}
 		if w.now().After(giveUp) {
 			w.logger.Warn("taking over a partition: messages of the previous owner did not come back; going on",
-				"partition", p, "held", len(held))
-			w.metrics.acquireTimeouts.Inc()
+				"stage", st.name, "partition", p, "held", len(held))
+			w.metrics.acquireTimeouts.WithLabelValues(st.name).Inc()
 			return sorted(), true
 		}
 		select {
@@ -280,12 +289,14 @@ func (w *Worker) keepAlive(ctx context.Context, out *outstanding) {
 	}
 }
 
-// watchLag refreshes the consumer-lag gauge of every partition every 5 seconds.
-func (w *Worker) watchLag(ctx context.Context, consumers []jetstream.Consumer) {
+// watchLag refreshes the lag gauges every 5 seconds: each partition's ingest backlog and
+// ownership (from its sequencer consumer) and its projection backlog (log entries not yet in
+// Cassandra, from its projector consumer).
+func (w *Worker) watchLag(ctx context.Context, sequencers, projectors []jetstream.Consumer) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		for p, c := range consumers {
+		for p, c := range sequencers {
 			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			info, err := c.Info(ictx)
 			cancel()
@@ -299,6 +310,14 @@ func (w *Worker) watchLag(ctx context.Context, consumers []jetstream.Consumer) {
 					}
 				}
 				w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(owned)
+			}
+		}
+		for p, c := range projectors {
+			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			info, err := c.Info(ictx)
+			cancel()
+			if err == nil {
+				w.metrics.projectionPending.WithLabelValues(strconv.Itoa(p)).Set(float64(info.NumPending + uint64(info.NumAckPending)))
 			}
 		}
 		select {

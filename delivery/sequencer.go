@@ -7,19 +7,50 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/parleyhq/parley/delivery/ingest"
-	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/internal/chat"
 )
 
-// The sequencer: a batch's entries, conversation by conversation, get their seqs and are
-// stored, deduplicated by client_msg_id, recorded in the members' inboxes, acknowledged and
-// fanned out. docs/delivery.md has the order of the steps and what a crash between any two
-// does.
+// The sequencer: each ingest entry, in partition order, is deduplicated by client_msg_id,
+// given the next seq of its conversation and appended to the conversation's log, fenced on
+// the log's last entry; then the ingest copy is acknowledged. It writes nothing to Cassandra
+// (the projector does), so messaging goes on while Cassandra is down. docs/delivery.md has
+// the steps and what a crash between any two does.
 
-type partitionState struct {
-	last    map[chat.ConversationID]int64
-	members map[chat.ConversationID]cachedMembers
+// seqState is what a partition's sequencer keeps while this worker holds the partition.
+type seqState struct {
+	p     int
+	convs map[chat.ConversationID]*convState
+	// recent holds the ids of the entries this worker appended or found in the log beyond the
+	// projector's ack floor (not known to be in Cassandra yet): with Cassandra's
+	// client_msg_id rows it answers every dedupe question.
+	recent map[dedupeKey]int64
+}
+
+// convState is where a conversation's log ends.
+type convState struct {
+	last int64  // seq of its last entry (0: none)
+	head uint64 // stream seq of its last entry in the log (0: the log holds none)
+}
+
+type dedupeKey struct {
+	conv   chat.ConversationID
+	sender chat.UserID
+	id     chat.ClientMsgID
+}
+
+// recentLimit bounds seqState.recent; past it, ids of entries the projector has confirmed are
+// forgotten (Cassandra answers for them).
+const recentLimit = 100_000
+
+func (w *Worker) sequencer(p int) func(ctx context.Context, batch []jetstream.Msg) {
+	ps := &seqState{p: p, convs: map[chat.ConversationID]*convState{}, recent: map[dedupeKey]int64{}}
+	return func(ctx context.Context, batch []jetstream.Msg) { w.process(ctx, ps, batch) }
+}
+
+func (ps *seqState) remember(m chat.Message) {
+	ps.recent[dedupeKey{m.Conversation, m.Sender, m.ClientMsgID}] = m.Seq
 }
 
 // item is one message of a batch, decoded.
@@ -30,11 +61,11 @@ type item struct {
 }
 
 // process sequences a batch, conversation by conversation (a conversation's messages keep
-// their stream order). A conversation whose step fails for a transient reason (Cassandra
-// unavailable) is retried after RetryDelays while its messages are kept alive: the batch, and
-// so the partition, waits for it, and nothing behind it overtakes it. Messages being processed
-// when ctx ends are left unacknowledged and are redelivered.
-func (w *Worker) process(ctx context.Context, ps *partitionState, batch []jetstream.Msg) {
+// their stream order). A conversation whose step fails for a transient reason (NATS, or
+// Cassandra where it is needed) is retried after RetryDelays while its messages are kept
+// alive: the batch, and so the partition, waits for it, and nothing behind it overtakes it.
+// Messages being processed when ctx ends are left unacknowledged and are redelivered.
+func (w *Worker) process(ctx context.Context, ps *seqState, batch []jetstream.Msg) {
 	start := w.now()
 	var (
 		order  []chat.ConversationID
@@ -60,13 +91,12 @@ func (w *Worker) process(ctx context.Context, ps *partitionState, batch []jetstr
 	}
 	w.metrics.batchSize.Observe(float64(len(batch)))
 	for _, conv := range order {
-		items := groups[conv]
 		for attempt := uint64(1); ; attempt++ {
-			err := w.processConversation(ctx, ps, items, start)
+			err := w.processConversation(ctx, ps, groups[conv], start)
 			if err == nil || ctx.Err() != nil {
 				break
 			}
-			delete(ps.last, conv) // reload next time: the failure may have left it stale
+			delete(ps.convs, conv) // reload next time: the failure may have left it stale
 			w.logger.Warn("sequencing failed; will retry", "conversation", conv, "attempt", attempt, "err", err)
 			w.metrics.outcomes.WithLabelValues("retry").Inc()
 			select {
@@ -79,47 +109,42 @@ func (w *Worker) process(ctx context.Context, ps *partitionState, batch []jetstr
 			return
 		}
 	}
+	if len(ps.recent) > recentLimit {
+		w.forgetProjected(ctx, ps)
+	}
 }
 
-// processConversation sequences the pending items of one conversation, in order. A run of two
-// or more text messages not seen before is stored at once (one claim batch, one conditional
-// insert per bucket, one inbox write); anything else (events, duplicates, a seq conflict)
-// goes one message at a time. It returns the first transient error; items finished before it
-// stay finished.
-func (w *Worker) processConversation(ctx context.Context, ps *partitionState, items []*item, start time.Time) error {
-	var pending []*item
+// processConversation sequences the pending items of one conversation, in order. It returns
+// the first transient error; items finished before it stay finished.
+func (w *Worker) processConversation(ctx context.Context, ps *seqState, items []*item, start time.Time) error {
 	for _, it := range items {
-		if !it.done {
-			pending = append(pending, it)
-		}
-	}
-	if len(pending) > 1 && w.allText(pending) {
-		handled, err := w.sequenceRun(ctx, ps, pending, start)
-		if err != nil || handled {
-			return err
-		}
-	}
-	for _, it := range pending {
 		if it.done {
 			continue
 		}
-		if err := w.handle(ctx, ps, it, start); err != nil {
+		err := w.sequence(ctx, ps, it, start)
+		var rej *rejection
+		switch {
+		case errors.As(err, &rej):
+			// A membership change that no longer applies (the user is already in, or already
+			// out, or the group is full): it is answered by not happening, and nothing is
+			// appended.
+			w.logger.Info("membership change rejected", "conversation", it.entry.Conversation, "kind", it.entry.Kind,
+				"member", it.entry.TargetUser, "reason", rej.reason)
+			w.metrics.outcomes.WithLabelValues("rejected").Inc()
+			_ = it.msg.Ack()
+			it.done = true
+		case errors.Is(err, chat.ErrNotFound):
+			if err := w.deadLetterMissing(ctx, it); err != nil {
+				return err
+			}
+		case err != nil:
 			return err
 		}
 	}
 	return nil
 }
 
-func (w *Worker) allText(items []*item) bool {
-	for _, it := range items {
-		if it.entry.Kind != "" && it.entry.Kind != chat.MessageText {
-			return false
-		}
-	}
-	return true
-}
-
-// newMessage is the message a send becomes, before it has a seq.
+// newMessage is the message an entry becomes, before it has a seq.
 func (w *Worker) newMessage(s ingest.Entry) chat.Message {
 	m := chat.Message{Conversation: s.Conversation, Kind: s.Kind, Sender: s.Sender, SenderDevice: s.SenderDevice,
 		ClientMsgID: s.ClientMsgID, Body: s.Body, TargetSeq: s.TargetSeq, TargetUser: s.TargetUser,
@@ -130,77 +155,134 @@ func (w *Worker) newMessage(s ingest.Entry) chat.Message {
 	return m
 }
 
-// sequenceRun stores a run of text messages of one conversation with consecutive seqs. It
-// reports handled=false, and changes nothing that matters, when a message of the run was
-// claimed before (a redelivery) or another worker took the seqs meanwhile: the caller then
-// goes one message at a time, whose dedupe and retry handle those cases.
-func (w *Worker) sequenceRun(ctx context.Context, ps *partitionState, run []*item, start time.Time) (handled bool, err error) {
-	conv := run[0].entry.Conversation
-	type key struct {
-		sender chat.UserID
-		id     [16]byte
-	}
-	seen := make(map[key]bool, len(run))
-	for _, it := range run {
-		k := key{it.entry.Sender, it.entry.ClientMsgID}
-		if seen[k] {
-			return false, nil // the same send twice in the run (a resend after the duplicate window)
-		}
-		seen[k] = true
-		if _, claimed, err := w.store.SeqOf(ctx, conv, it.entry.Sender, it.entry.ClientMsgID); err != nil || claimed {
-			return false, err
-		}
-	}
-	last, known := ps.last[conv]
-	if !known {
-		if last, err = w.store.LastSeq(ctx, conv); err != nil {
-			return false, w.nonTransient(ctx, run, err)
-		}
-	}
-	msgs := make([]chat.Message, len(run))
-	for i, it := range run {
-		msgs[i] = w.newMessage(it.entry)
-		msgs[i].Seq = last + 1 + int64(i)
-	}
-	if err := w.store.ClaimClientMsgIDs(ctx, conv, msgs); err != nil {
-		return false, err
-	}
-	if err := w.store.Append(ctx, conv, msgs); err != nil {
-		if errors.Is(err, history.ErrSeqTaken) {
-			w.metrics.fenced.Inc()
-			delete(ps.last, conv)
-			return false, nil
-		}
-		return false, err
-	}
-	ps.last[conv] = msgs[len(msgs)-1].Seq
-	// Every member's inbox row learns the run's last entry before the acks (the rows keep the
-	// highest seq they were written with, so the last entry is all they need).
-	users, err := w.recipients(ctx, ps, msgs[len(msgs)-1])
-	if err == nil {
-		err = w.inbox.Record(ctx, msgs[len(msgs)-1], users)
-	}
-	if err != nil {
-		return false, err // a retry goes one at a time and finds them stored (the dedupe path)
-	}
-	for i, it := range run {
-		w.finish(it, msgs[i], users, false, start)
-	}
-	return true, nil
-}
-
-// nonTransient dead-letters the run when err says the conversation does not exist (see
-// handle), and passes any other error on.
-func (w *Worker) nonTransient(ctx context.Context, run []*item, err error) error {
-	if !errors.Is(err, chat.ErrNotFound) {
-		return err
-	}
-	for _, it := range run {
-		if err := w.deadLetterMissing(ctx, it); err != nil {
+// sequence gives one entry its seq in the log, or finds the seq it was given before, and
+// acknowledges its ingest copy.
+func (w *Worker) sequence(ctx context.Context, ps *seqState, it *item, start time.Time) error {
+	e := it.entry
+	for attempt := 0; attempt < 5; attempt++ {
+		cs, err := w.load(ctx, ps, e.Conversation)
+		if err != nil {
 			return err
 		}
+		if _, dup, err := w.sequencedBefore(ctx, ps, e); err != nil {
+			return err
+		} else if dup {
+			w.finish(it, true, start)
+			return nil
+		}
+		m := w.newMessage(e)
+		if m.Kind.Membership() {
+			if err := w.checkMembership(ctx, ps, cs, m); err != nil {
+				return err
+			}
+		}
+		m.Seq = cs.last + 1
+		streamSeq, dup, err := w.log.appendEntry(ctx, ps.p, m, e.AcceptedAt, cs.head)
+		if errors.Is(err, errFenced) {
+			// Another sequencer appended to this conversation (it held the partition while
+			// this one was paused): reload where the log ends and decide again.
+			w.metrics.fenced.Inc()
+			delete(ps.convs, e.Conversation)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if dup != nil {
+			// The log already has it (a redelivery of an entry this or another sequencer
+			// appended, within the log's duplicate window).
+			ps.remember(dup.m)
+			w.finish(it, true, start)
+			return nil
+		}
+		cs.last, cs.head = m.Seq, streamSeq
+		ps.remember(m)
+		w.finish(it, false, start)
+		return nil
 	}
-	return nil
+	return fmt.Errorf("log of conversation %s moved on 5 times in a row", e.Conversation)
+}
+
+// load returns where the conversation's log ends: from the log itself (never from
+// Cassandra, which may have lost a write it acknowledged), or, when the log holds none of its
+// entries, from Cassandra, which then has them all (the projector confirmed each before the
+// log let it age out). The entries the projector has not confirmed yet are remembered for
+// dedupe.
+func (w *Worker) load(ctx context.Context, ps *seqState, conv chat.ConversationID) (*convState, error) {
+	if cs, ok := ps.convs[conv]; ok {
+		return cs, nil
+	}
+	head, found, err := w.log.head(ctx, ps.p, conv)
+	if err != nil {
+		return nil, err
+	}
+	cs := &convState{}
+	if found {
+		cs.last, cs.head = head.m.Seq, head.streamSeq
+		floor, err := w.projectedFloor(ctx, ps.p)
+		if err != nil {
+			return nil, err
+		}
+		if floor < cs.head {
+			unprojected, err := w.log.after(ctx, ps.p, conv, floor)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range unprojected {
+				ps.remember(e.m)
+			}
+		}
+	} else if cs.last, err = w.store.LastSeq(ctx, conv); err != nil {
+		return nil, err // chat.ErrNotFound: no such conversation (dead-lettered by the caller)
+	}
+	ps.convs[conv] = cs
+	return cs, nil
+}
+
+// sequencedBefore reports whether e was given a seq before: an entry this worker appended or
+// saw unprojected in the log, or one Cassandra has (every entry the projector confirmed).
+// While Cassandra cannot answer, a send whose client_msg_id is a UUIDv7 made within half the
+// log's duplicate window is taken for new: were it a resend of an entry already in the log,
+// the log's own duplicate check refuses the copy. Any other entry waits for Cassandra.
+func (w *Worker) sequencedBefore(ctx context.Context, ps *seqState, e ingest.Entry) (int64, bool, error) {
+	if seq, ok := ps.recent[dedupeKey{e.Conversation, e.Sender, e.ClientMsgID}]; ok {
+		return seq, true, nil
+	}
+	seq, ok, err := w.store.SeqOf(ctx, e.Conversation, e.Sender, e.ClientMsgID)
+	if err != nil {
+		if freshV7(e.ClientMsgID, w.now(), w.cfg.Log.DuplicateWindow/2) {
+			w.metrics.outcomes.WithLabelValues("dedupe_by_log").Inc()
+			return 0, false, nil
+		}
+		return 0, false, err
+	}
+	return seq, ok, nil
+}
+
+// freshV7 reports whether id is a UUIDv7 whose time is within window before now (and not
+// more than a minute after it).
+func freshV7(id chat.ClientMsgID, now time.Time, window time.Duration) bool {
+	if id[6]>>4 != 7 {
+		return false
+	}
+	ms := int64(id[0])<<40 | int64(id[1])<<32 | int64(id[2])<<24 | int64(id[3])<<16 | int64(id[4])<<8 | int64(id[5])
+	age := now.Sub(time.UnixMilli(ms))
+	return age >= -time.Minute && age < window
+}
+
+// finish acknowledges a sequenced (or already sequenced) entry and counts it.
+func (w *Worker) finish(it *item, dup bool, start time.Time) {
+	if err := it.msg.Ack(); err != nil {
+		// Not fatal: a redelivery finds the entry in the log (the dedupe path).
+		w.logger.Warn("ack", "err", err)
+	}
+	it.done = true
+	if dup {
+		w.metrics.outcomes.WithLabelValues("duplicate").Inc()
+		return
+	}
+	w.metrics.outcomes.WithLabelValues("sequenced").Inc()
+	w.metrics.sequencing.Observe(w.now().Sub(start).Seconds())
 }
 
 // deadLetterMissing moves an entry whose conversation does not exist to the dead letters. The
@@ -215,121 +297,19 @@ func (w *Worker) deadLetterMissing(ctx context.Context, it *item) error {
 	return nil
 }
 
-// handle sequences one message. The order of steps, and why a crash between any two loses
-// nothing and duplicates nothing, is in docs/delivery.md. It returns transient errors only.
-func (w *Worker) handle(ctx context.Context, ps *partitionState, it *item, start time.Time) error {
-	s := it.entry
-	m, dup, err := w.sequence(ctx, ps, s)
-	var users []chat.UserID
-	if err == nil {
-		// Every member's inbox row learns the new entry before the ack: a crash here redelivers,
-		// the dedupe path finds the entry stored and comes back to this step.
-		users, err = w.recipients(ctx, ps, m)
-		if err == nil {
-			err = w.inbox.Record(ctx, m, users)
-		}
-	}
-	var rej *rejection
-	if errors.As(err, &rej) {
-		// A membership change that no longer applies (the user is already in, or already out,
-		// or the group is full): it is answered by not happening, and nothing is appended.
-		w.logger.Info("membership change rejected", "conversation", s.Conversation, "kind", s.Kind, "member", s.TargetUser, "reason", rej.reason)
-		w.metrics.outcomes.WithLabelValues("rejected").Inc()
-		_ = it.msg.Ack()
-		it.done = true
-		return nil
-	}
-	if errors.Is(err, chat.ErrNotFound) {
-		return w.deadLetterMissing(ctx, it)
-	}
+// forgetProjected drops the remembered ids of entries the projector has confirmed (Cassandra
+// answers for them now). The remembered ids carry no stream seq, so it drops them all when
+// the projector has caught up with everything this worker appended, and keeps them
+// otherwise.
+func (w *Worker) forgetProjected(ctx context.Context, ps *seqState) {
+	floor, err := w.projectedFloor(ctx, ps.p)
 	if err != nil {
-		return err
+		return
 	}
-	w.finish(it, m, users, dup, start)
-	return nil
-}
-
-// finish acks a stored message, counts it and fans it out.
-func (w *Worker) finish(it *item, m chat.Message, users []chat.UserID, dup bool, start time.Time) {
-	if err := it.msg.Ack(); err != nil {
-		// Not fatal: a redelivery finds the message already stored (the dedupe path).
-		w.logger.Warn("ack", "err", err)
-	}
-	it.done = true
-	if dup {
-		w.metrics.outcomes.WithLabelValues("duplicate").Inc()
-	} else {
-		w.metrics.outcomes.WithLabelValues("sequenced").Inc()
-		w.metrics.sequencing.Observe(w.now().Sub(start).Seconds())
-	}
-	w.fanOut(m, users)
-	w.metrics.endToEnd.Observe(w.now().Sub(it.entry.AcceptedAt).Seconds())
-}
-
-// sequence gives s its seq and stores it, or finds the seq it was already given.
-func (w *Worker) sequence(ctx context.Context, ps *partitionState, s ingest.Entry) (chat.Message, bool, error) {
-	conv := s.Conversation
-	m := w.newMessage(s)
-	checked := false
-	for attempt := 0; attempt < 5; attempt++ {
-		// Dedupe, again after a conflict: the worker that took the seq may have stored this
-		// very message (it was redelivered to both).
-		stored, dup, err := w.storedBefore(ctx, ps, s)
-		if err != nil || dup {
-			return stored, dup, err
+	for _, cs := range ps.convs {
+		if cs.head > floor {
+			return
 		}
-		if m.Kind.Membership() && !checked {
-			if err := w.checkMembership(ctx, m); err != nil {
-				return m, false, err
-			}
-			checked = true
-		}
-		last, known := ps.last[conv]
-		if !known {
-			if last, err = w.store.LastSeq(ctx, conv); err != nil {
-				return m, false, err
-			}
-		}
-		m.Seq = last + 1
-		if err := w.store.ClaimClientMsgID(ctx, conv, s.Sender, s.ClientMsgID, m.Seq); err != nil {
-			return m, false, err
-		}
-		err = w.store.Append(ctx, conv, []chat.Message{m})
-		if errors.Is(err, history.ErrSeqTaken) {
-			// Another worker wrote this seq (it had the partition meanwhile): reload and retry.
-			w.metrics.fenced.Inc()
-			delete(ps.last, conv)
-			continue
-		}
-		if err != nil {
-			return m, false, err
-		}
-		ps.last[conv] = m.Seq
-		return m, false, w.applyEffects(ctx, ps, m)
 	}
-	return m, false, fmt.Errorf("seq of conversation %s taken 5 times in a row", conv)
-}
-
-// storedBefore finds s stored already (sent before, or stored by another worker): the same
-// message at the seq its client_msg_id was claimed for. A crash may have come between the
-// append and the steps after it; they are repeated here (all idempotent).
-func (w *Worker) storedBefore(ctx context.Context, ps *partitionState, s ingest.Entry) (chat.Message, bool, error) {
-	claimed, ok, err := w.store.SeqOf(ctx, s.Conversation, s.Sender, s.ClientMsgID)
-	if err != nil || !ok {
-		return chat.Message{}, false, err
-	}
-	stored, exists, err := w.store.MessageAt(ctx, s.Conversation, claimed)
-	if err != nil {
-		return chat.Message{}, false, err
-	}
-	if !exists || stored.Sender != s.Sender || stored.ClientMsgID != s.ClientMsgID {
-		return chat.Message{}, false, nil // claimed but not stored (a crash between the two writes), or the claim went stale
-	}
-	if err := w.store.RaiseLast(ctx, s.Conversation, stored); err != nil {
-		return chat.Message{}, false, err
-	}
-	if err := w.applyEffects(ctx, ps, stored); err != nil {
-		return chat.Message{}, false, err
-	}
-	return stored, true, nil
+	clear(ps.recent)
 }

@@ -20,32 +20,44 @@ import (
 // priorityGroup is the one priority group of every partition consumer.
 const priorityGroup = "sequencer"
 
-// Worker sequences the partitions it is pinned to. Run many (one per delivery process): for
-// each partition JetStream delivers to one of them at a time and fails over to another when it
-// stops pulling for PinnedTTL.
+// The stages of a partition.
+const (
+	stageSequencer = "sequencer"
+	stageProjector = "projector"
+	stageFanout    = "fanout"
+)
+
+// Worker runs the delivery pipeline for the partitions it is pinned to. Every partition has
+// three consumers, each with its own pin: the sequencer (ingest stream -> the log), the
+// projector (the log -> Cassandra) and the fan-out (the log -> the members' user subjects).
+// Run many (one per delivery process): for each consumer JetStream delivers to one of them at
+// a time and fails over to another when it stops pulling for PinnedTTL.
 type Worker struct {
 	cfg     Config
 	js      jetstream.JetStream
 	nc      *nats.Conn
+	log     *seqLog
 	store   Store
 	inbox   Inbox
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
-	// pins[p] is the JetStream pin id on the last message of partition p this worker received.
+	// pins[p] is the JetStream pin id on the last ingest message of partition p this worker
+	// received (its sequencer).
 	pins []atomic.Value
+	// projectors[p] is partition p's projector consumer: its ack floor says how far the log
+	// is in Cassandra (the sequencer's dedupe relies on it).
+	projectors []jetstream.Consumer
 }
 
-// Store is what the worker needs of the history store (history.Store): the sequenced log of
-// each conversation with its dedupe map, the state events change, and the member list.
+// Store is what the worker needs of the history store (history.Store): the projection of the
+// log (messages and their client_msg_ids, the state events change, the member list) and the
+// reads the sequencer makes of it.
 type Store interface {
 	LastSeq(ctx context.Context, conv chat.ConversationID) (int64, error)
 	SeqOf(ctx context.Context, conv chat.ConversationID, sender chat.UserID, id chat.ClientMsgID) (int64, bool, error)
-	ClaimClientMsgID(ctx context.Context, conv chat.ConversationID, sender chat.UserID, id chat.ClientMsgID, seq int64) error
-	ClaimClientMsgIDs(ctx context.Context, conv chat.ConversationID, msgs []chat.Message) error
-	Append(ctx context.Context, conv chat.ConversationID, msgs []chat.Message) error
+	Put(ctx context.Context, conv chat.ConversationID, msgs []chat.Message) error
 	MessageAt(ctx context.Context, conv chat.ConversationID, seq int64) (chat.Message, bool, error)
-	RaiseLast(ctx context.Context, conv chat.ConversationID, m chat.Message) error
 	ApplyEvent(ctx context.Context, m chat.Message) error
 	ApplyMembership(ctx context.Context, m chat.Message) (history.Member, error)
 	Member(ctx context.Context, conv chat.ConversationID, user chat.UserID) (history.Member, error)
@@ -53,14 +65,15 @@ type Store interface {
 	MaxMembers() int
 }
 
-// Inbox is what the worker needs of the inbox (inbox.Inbox): every sequenced entry is
+// Inbox is what the worker needs of the inbox (inbox.Inbox): every projected entry is
 // recorded in its members' rows, and a membership event in the member's row.
 type Inbox interface {
 	Record(ctx context.Context, m chat.Message, users []chat.UserID) error
 	ApplyMembership(ctx context.Context, m chat.Message, mem history.Member) error
 }
 
-// NewWorker returns a Worker. ingest.EnsureStream and EnsureDeadLetters must have succeeded.
+// NewWorker returns a Worker. ingest.EnsureStream, EnsureLog and EnsureDeadLetters must have
+// succeeded.
 func NewWorker(cfg Config, js jetstream.JetStream, nc *nats.Conn, store Store, inbox Inbox, reg prometheus.Registerer, logger *slog.Logger) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -70,12 +83,42 @@ func NewWorker(cfg Config, js jetstream.JetStream, nc *nats.Conn, store Store, i
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Worker{cfg: cfg, js: js, nc: nc, store: store, inbox: inbox, logger: logger, metrics: m, now: cfg.Now,
-		pins: make([]atomic.Value, cfg.Ingest.Partitions)}, nil
+	return &Worker{cfg: cfg, js: js, nc: nc, log: &seqLog{js: js, ingest: cfg.Ingest}, store: store, inbox: inbox,
+		logger: logger, metrics: m, now: cfg.Now,
+		pins: make([]atomic.Value, cfg.Ingest.Partitions), projectors: make([]jetstream.Consumer, cfg.Ingest.Partitions)}, nil
 }
 
-// Run consumes every partition until ctx ends. Messages being processed when ctx ends are
-// left unacknowledged and are redelivered (to this or another worker). If a partition's
+// consumerConfig is the configuration of one stage's consumer of partition p.
+func (w *Worker) consumerConfig(st string, p int) (stream string, cc jetstream.ConsumerConfig) {
+	cc = jetstream.ConsumerConfig{
+		Durable:        st + "-" + strconv.Itoa(p),
+		Description:    "Parley " + st + " of partition " + strconv.Itoa(p),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        w.cfg.AckWait,
+		MaxDeliver:     w.cfg.MaxDeliver,
+		MaxAckPending:  w.cfg.Batch, // see consume for how order is kept
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		PriorityGroups: []string{priorityGroup},
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PinnedTTL:      w.cfg.PinnedTTL,
+	}
+	switch st {
+	case stageSequencer:
+		cc.FilterSubject = w.cfg.Ingest.SubjectPrefix + strconv.Itoa(p)
+		return w.cfg.Ingest.Stream, cc
+	case stageProjector:
+		// The projection must see every entry, however often it is retried.
+		cc.FilterSubject, cc.MaxDeliver = partitionFilter(w.cfg.Ingest, p), -1
+	case stageFanout:
+		// Live push is best effort: a new fan-out consumer starts from now, not from the
+		// whole log (sync repairs what it misses).
+		cc.FilterSubject, cc.DeliverPolicy = partitionFilter(w.cfg.Ingest, p), jetstream.DeliverNewPolicy
+	}
+	return LogStream(w.cfg.Ingest), cc
+}
+
+// Run consumes every partition's three stages until ctx ends. Messages being processed when
+// ctx ends are left unacknowledged and are redelivered (to this or another worker). If a
 // consumer cannot be set up, Run stops the others and returns the error.
 func (w *Worker) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -89,41 +132,58 @@ func (w *Worker) Run(ctx context.Context) error {
 		errOnce.Do(func() { firstErr = err })
 		cancel()
 	}
-	var consumers []jetstream.Consumer
-	for p := 0; p < w.cfg.Ingest.Partitions && ctx.Err() == nil; p++ {
-		cons, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Ingest.Stream, jetstream.ConsumerConfig{
-			Durable:        "sequencer-" + strconv.Itoa(p),
-			Description:    "Parley sequencer of partition " + strconv.Itoa(p),
-			FilterSubject:  w.cfg.Ingest.SubjectPrefix + strconv.Itoa(p),
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        w.cfg.AckWait,
-			MaxDeliver:     w.cfg.MaxDeliver,
-			MaxAckPending:  w.cfg.Batch, // see consume for how order is kept
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			PriorityGroups: []string{priorityGroup},
-			PriorityPolicy: jetstream.PriorityPolicyPinned,
-			PinnedTTL:      w.cfg.PinnedTTL,
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				fail(fmt.Errorf("consumer of partition %d: %w", p, err))
+	if err := w.log.open(ctx); err != nil {
+		return err
+	}
+	stages := []stage{
+		{name: stageSequencer, handler: w.sequencer},
+		{name: stageProjector, handler: w.projector},
+		{name: stageFanout, handler: w.fanout},
+	}
+	consumers := map[string][]jetstream.Consumer{}
+	// Every consumer is set up before any runs: the sequencer reads the projectors' progress.
+	for _, st := range stages {
+		for p := 0; p < w.cfg.Ingest.Partitions; p++ {
+			stream, cc := w.consumerConfig(st.name, p)
+			cons, err := w.js.CreateOrUpdateConsumer(ctx, stream, cc)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("%s consumer of partition %d: %w", st.name, p, err)
 			}
-			break
+			consumers[st.name] = append(consumers[st.name], cons)
 		}
-		consumers = append(consumers, cons)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w.consume(ctx, p, cons); err != nil {
-				fail(err)
-			}
-		}()
+	}
+	copy(w.projectors, consumers[stageProjector])
+	for _, st := range stages {
+		for p, cons := range consumers[st.name] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := w.consume(ctx, st, p, cons); err != nil {
+					fail(err)
+				}
+			}()
+		}
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		w.watchLag(ctx, consumers)
+		w.watchLag(ctx, consumers[stageSequencer], consumers[stageProjector])
 	}()
 	wg.Wait()
 	return firstErr
+}
+
+// projectedFloor is the stream seq of the log up to which partition p is in Cassandra: the
+// projector's ack floor (every entry up to it was written, and acknowledged only then).
+func (w *Worker) projectedFloor(ctx context.Context, p int) (uint64, error) {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := w.projectors[p].Info(ictx)
+	if err != nil {
+		return 0, fmt.Errorf("projector of partition %d: %w", p, err)
+	}
+	return info.AckFloor.Stream, nil
 }

@@ -55,7 +55,7 @@ func (st *Store) Guard(fn func() error) error {
 // IsCassandraFailure reports whether err counts as a failure of Cassandra (for the breaker).
 func IsCassandraFailure(err error) bool {
 	switch {
-	case err == nil, errors.Is(err, chat.ErrNotFound), errors.Is(err, ErrSeqTaken), errors.Is(err, chat.ErrInvalid),
+	case err == nil, errors.Is(err, chat.ErrNotFound), errors.Is(err, chat.ErrInvalid),
 		errors.Is(err, chat.ErrTooManyMembers), errors.Is(err, context.Canceled), errors.Is(err, breaker.ErrUnavailable):
 		return false
 	}
@@ -233,70 +233,56 @@ const messageColumns = `seq, kind, sender_id, sender_device, client_msg_id, body
 // message of the bucket), so a page of a bucket without events needs no message_state read.
 const readColumns = messageColumns + `, has_state`
 
-func (st *Store) append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	for i := 1; i < len(msgs); i++ {
-		if msgs[i].Seq != msgs[i-1].Seq+1 {
-			return fmt.Errorf("%w: seqs must be consecutive", chat.ErrInvalid)
-		}
+func (st *Store) put(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
+	const insert = `INSERT INTO messages (conversation_id, bucket, ` + messageColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	values := func(m chat.Message) []any {
+		return []any{uuid(id), st.bucket(m.Seq), m.Seq, string(m.Kind), string(m.Sender), string(m.SenderDevice),
+			gocql.UUID(m.ClientMsgID), m.Body, m.TargetSeq, string(m.TargetUser), m.CreatedAt}
 	}
 	for start := 0; start < len(msgs); {
 		end := start
 		for end < len(msgs) && st.bucket(msgs[end].Seq) == st.bucket(msgs[start].Seq) {
 			end++
 		}
-		applied, err := st.insertIfNotExists(ctx, id, msgs[start:end])
-		if err != nil {
-			return fmt.Errorf("append messages: %w", err)
+		// One bucket is one partition: an unlogged batch of its rows is one mutation.
+		var err error
+		if end-start == 1 {
+			err = st.s.Query(insert, values(msgs[start])...).Idempotent(true).ExecContext(ctx)
+		} else {
+			b := st.s.Batch(gocql.UnloggedBatch)
+			for _, m := range msgs[start:end] {
+				b.Query(insert, values(m)...)
+			}
+			err = b.ExecContext(ctx)
 		}
-		if !applied {
-			return fmt.Errorf("%w: seqs %d-%d", ErrSeqTaken, msgs[start].Seq, msgs[end-1].Seq)
+		if err != nil {
+			return fmt.Errorf("write messages: %w", err)
 		}
 		start = end
 	}
+	for chunk := range slices.Chunk(msgs, unloggedBatch) {
+		const ids = `INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`
+		var err error
+		if len(chunk) == 1 {
+			m := chunk[0]
+			err = st.s.Query(ids, uuid(id), string(m.Sender), gocql.UUID(m.ClientMsgID), m.Seq).Idempotent(true).ExecContext(ctx)
+		} else {
+			b := st.s.Batch(gocql.UnloggedBatch)
+			for _, m := range chunk {
+				b.Query(ids, uuid(id), string(m.Sender), gocql.UUID(m.ClientMsgID), m.Seq)
+			}
+			err = b.ExecContext(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("write client_msg_ids: %w", err)
+		}
+	}
 	// The last_seq hint only needs to point into the bucket where the log ends (LastSeq walks
-	// forward from it), so it is written when an append opens a new bucket, not per message.
-	last := msgs[len(msgs)-1].Seq
-	if st.bucket(last) == st.bucket(msgs[0].Seq-1) {
-		return nil
-	}
-	if err := st.s.Query(`UPDATE conversations SET last_seq = ? WHERE conversation_id = ?`, last, uuid(id)).
-		Idempotent(true).ExecContext(ctx); err != nil {
-		return fmt.Errorf("update last_seq: %w", err)
-	}
-	return nil
-}
-
-// insertIfNotExists writes msgs, all of one bucket, only if none of their seqs exists: one
-// Paxos round (a single conditional insert, or a conditional batch for several).
-func (st *Store) insertIfNotExists(ctx context.Context, id chat.ConversationID, msgs []chat.Message) (bool, error) {
-	const insert = `INSERT INTO messages (conversation_id, bucket, ` + messageColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`
-	values := func(m chat.Message) []any {
-		return []any{uuid(id), st.bucket(m.Seq), m.Seq, string(m.Kind), string(m.Sender), string(m.SenderDevice),
-			gocql.UUID(m.ClientMsgID), m.Body, m.TargetSeq, string(m.TargetUser), m.CreatedAt}
-	}
-	if len(msgs) == 1 {
-		return st.s.Query(insert, values(msgs[0])...).SerialConsistency(gocql.LocalSerial).
-			MapScanCASContext(ctx, map[string]any{})
-	}
-	b := st.s.Batch(gocql.LoggedBatch).SerialConsistency(gocql.LocalSerial)
+	// forward from it), so it is raised when a message opens a bucket, not per message.
 	for _, m := range msgs {
-		b.Query(insert, values(m)...)
-	}
-	applied, iter, err := b.MapExecCASContext(ctx, map[string]any{})
-	if iter != nil {
-		_ = iter.Close()
-	}
-	return applied, err
-}
-
-func (st *Store) claimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID chat.ClientMsgID, seq int64) error {
-	if err := st.s.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
-		uuid(id), string(sender), gocql.UUID(clientMsgID), seq).Idempotent(true).ExecContext(ctx); err != nil {
-		return fmt.Errorf("record client_msg_id: %w", err)
+		if err := st.raiseLast(ctx, id, m); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -321,9 +307,9 @@ func (st *Store) isActiveMember(ctx context.Context, id chat.ConversationID, use
 	return m.Active(), nil
 }
 
-// raiseLast repairs a crash between Append's conditional insert and its last_seq hint write:
-// if m opened a bucket, the hint is raised to m's seq unless it is already past it (a
-// conditional update: it never lowers it). Any other message leaves the hint alone.
+// raiseLast: if m opened a bucket, the conversation's last_seq hint is raised to m's seq
+// unless it is already past it (a conditional update: it never lowers it, whatever order
+// projections land in). Any other message leaves the hint alone.
 func (st *Store) raiseLast(ctx context.Context, id chat.ConversationID, m chat.Message) error {
 	if st.bucket(m.Seq) == st.bucket(m.Seq-1) {
 		return nil
@@ -527,50 +513,12 @@ func (st *Store) ActiveMembers(ctx context.Context, id chat.ConversationID) ([]c
 	return users, nil
 }
 
-// RaiseLast makes the conversation's last_seq hint at least m's seq if m opened a bucket; see raiseLast.
-func (st *Store) RaiseLast(ctx context.Context, id chat.ConversationID, m chat.Message) error {
-	return st.Guard(func() error { return st.raiseLast(ctx, id, m) })
-}
-
-// Append stores messages of one conversation with consecutive seqs. Each bucket's rows go in
-// one conditional batch (IF NOT EXISTS, one Paxos round per partition): if any seq exists
-// already, nothing of that bucket is written and ErrSeqTaken is returned. It then raises the
-// conversation's last_seq hint. The client_msg_id map is written separately, before, by
-// ClaimClientMsgID (see docs/delivery.md for why that order).
-func (st *Store) Append(ctx context.Context, id chat.ConversationID, msgs []chat.Message) (err error) {
-	err = st.Guard(func() error { err = st.append(ctx, id, msgs); return err })
-	return
-}
-
-// ClaimClientMsgID records that a sender's client_msg_id is being given seq. A later claim for
-// the same id overwrites it (a stale claim whose seq went to another message is replaced).
-func (st *Store) ClaimClientMsgID(ctx context.Context, id chat.ConversationID, sender chat.UserID, clientMsgID chat.ClientMsgID, seq int64) (err error) {
-	err = st.Guard(func() error { err = st.claimClientMsgID(ctx, id, sender, clientMsgID, seq); return err })
-	return
-}
-
-// ClaimClientMsgIDs records the client_msg_id of each of msgs (one conversation) as claimed
-// for its seq, as ClaimClientMsgID does, in unlogged batches of up to 10.
-func (st *Store) ClaimClientMsgIDs(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
-	return st.Guard(func() error {
-		for chunk := range slices.Chunk(msgs, unloggedBatch) {
-			if len(chunk) == 1 {
-				if err := st.claimClientMsgID(ctx, id, chunk[0].Sender, chunk[0].ClientMsgID, chunk[0].Seq); err != nil {
-					return err
-				}
-				continue
-			}
-			b := st.s.Batch(gocql.UnloggedBatch)
-			for _, m := range chunk {
-				b.Query(`INSERT INTO message_ids (conversation_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)`,
-					uuid(id), string(m.Sender), gocql.UUID(m.ClientMsgID), m.Seq)
-			}
-			if err := b.ExecContext(ctx); err != nil {
-				return fmt.Errorf("record client_msg_ids: %w", err)
-			}
-		}
-		return nil
-	})
+// Put writes messages of one conversation, with their client_msg_id rows, as the sequenced
+// log has them. The log decides what each seq holds, so the rows are plain inserts (no Paxos
+// round) and repeating a Put, in any order, changes nothing. A message that opens a bucket
+// raises the last_seq hint (a conditional update that never lowers it).
+func (st *Store) Put(ctx context.Context, id chat.ConversationID, msgs []chat.Message) error {
+	return st.Guard(func() error { return st.put(ctx, id, msgs) })
 }
 
 // MessageAt returns the message at seq, if it exists.

@@ -110,13 +110,8 @@ func TestPagingAcrossBuckets(t *testing.T) {
 	// Appends of 5 that cross bucket boundaries (8-12, 18-22, ...).
 	for from := int64(1); from <= n; from += 5 {
 		batch := msgs(id, a, from, min(from+4, n))
-		for _, m := range batch {
-			if err := st.ClaimClientMsgID(ctx(t), id, m.Sender, m.ClientMsgID, m.Seq); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := st.Append(ctx(t), id, batch); err != nil {
-			t.Fatalf("Append %d: %v", from, err)
+		if err := st.Put(ctx(t), id, batch); err != nil {
+			t.Fatalf("Put %d: %v", from, err)
 		}
 	}
 	if m, ok, err := st.MessageAt(ctx(t), id, 12); err != nil || !ok || m.Seq != 12 || m.Body != "message 12" {
@@ -195,8 +190,8 @@ func TestPagingAcrossBuckets(t *testing.T) {
 	if err := s.Query(`SELECT last_seq FROM conversations WHERE conversation_id = ?`, gocql.UUID(id)).Scan(&hint); err != nil || hint != 30 {
 		t.Errorf("hint after the appends = %d, %v; want 30", hint, err)
 	}
-	// RaiseLast never lowers the hint, and raises a stale one.
-	if err := st.RaiseLast(ctx(t), id, chat.Message{Seq: 10, Body: "old"}); err != nil {
+	// Writing an old message again never lowers the hint (a projection repeated late).
+	if err := st.Put(ctx(t), id, msgs(id, a, 10, 10)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Query(`SELECT last_seq FROM conversations WHERE conversation_id = ?`, gocql.UUID(id)).Scan(&hint); err != nil || hint != 30 {
@@ -209,10 +204,10 @@ func TestPagingAcrossBuckets(t *testing.T) {
 	if last, err := st.LastSeq(ctx(t), id); err != nil || last != n {
 		t.Errorf("LastSeq with a stale hint = %d, %v; want %d", last, err, n)
 	}
-	// Repairing with a message inside a bucket changes nothing; with the one that opened it,
-	// the hint moves there.
+	// Writing again a message inside a bucket changes nothing; the one that opened it raises
+	// a stale hint there.
 	for _, seq := range []int64{n, 30} {
-		if err := st.RaiseLast(ctx(t), id, chat.Message{Seq: seq, Body: "repaired"}); err != nil {
+		if err := st.Put(ctx(t), id, msgs(id, a, seq, seq)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -230,31 +225,33 @@ func TestPagingAcrossBuckets(t *testing.T) {
 	}
 }
 
-// A seq can be written once: a stale appender gets ErrSeqTaken and writes nothing in that
-// partition.
-func TestAppendFencesTakenSeqs(t *testing.T) {
+// Put is idempotent: writing the same messages again, or an earlier run after a later one
+// (a projection repeated by the reconciler), leaves the rows, the client_msg_id map and
+// LastSeq as they were.
+func TestPutIsIdempotent(t *testing.T) {
 	st, _ := newStore(t, history.Config{BucketSize: 10})
 	id, _, err := st.CreateDirect(ctx(t), user(t, "a"), user(t, "b"), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	mine := msgs(id, "winner", 1, 3)
-	if err := st.Append(ctx(t), id, mine); err != nil {
-		t.Fatal(err)
+	first, second := msgs(id, "x", 1, 8), msgs(id, "x", 9, 23)
+	for _, run := range [][]chat.Message{first, second, first, second[:3]} {
+		if err := st.Put(ctx(t), id, run); err != nil {
+			t.Fatal(err)
+		}
 	}
-	stale := msgs(id, "stale", 3, 5) // seq 3 is taken, 4 and 5 are free: all or nothing
-	if err := st.Append(ctx(t), id, stale); !errors.Is(err, history.ErrSeqTaken) {
-		t.Fatalf("stale append = %v; want ErrSeqTaken", err)
-	}
-	page, err := st.After(ctx(t), id, history.Window{}, 0, 10)
+	page, err := st.After(ctx(t), id, history.Window{}, 0, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(page) != 3 || page[2].Sender != "winner" {
-		t.Errorf("after a refused append the log is %+v; want the 3 winning messages only", page)
+	if len(page) != 23 || page[0].Seq != 1 || page[22].Seq != 23 {
+		t.Fatalf("after repeated puts the log has %d messages; want 1..23 once", len(page))
 	}
-	if err := st.Append(ctx(t), id, append(msgs(id, "x", 7, 7), msgs(id, "x", 9, 9)...)); !errors.Is(err, chat.ErrInvalid) {
-		t.Errorf("non-consecutive input: %v; want ErrInvalid", err)
+	if last, err := st.LastSeq(ctx(t), id); err != nil || last != 23 {
+		t.Errorf("LastSeq = %d, %v; want 23 (the hint never goes back)", last, err)
+	}
+	if seq, ok, err := st.SeqOf(ctx(t), id, "x", second[4].ClientMsgID); err != nil || !ok || seq != 13 {
+		t.Errorf("SeqOf = %d, %v, %v; want 13", seq, ok, err)
 	}
 }
 
@@ -269,7 +266,7 @@ func TestMembershipEventsReplay(t *testing.T) {
 	}
 	ev := func(seq int64, kind chat.MessageKind) chat.Message {
 		m := chat.Message{Conversation: id, Seq: seq, Kind: kind, Sender: owner, TargetUser: bob, CreatedAt: time.Now()}
-		if err := st.Append(ctx(t), id, []chat.Message{m}); err != nil {
+		if err := st.Put(ctx(t), id, []chat.Message{m}); err != nil {
 			t.Fatal(err)
 		}
 		return m

@@ -56,10 +56,14 @@ func newEnv(t *testing.T) *env {
 	icfg := ingest.Config{Stream: "T_" + id, SubjectPrefix: "test." + id + ".", Partitions: 2}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := ingest.EnsureStream(ctx, n.JetStream, icfg); err != nil {
+	if err := delivery.EnsureStreams(ctx, n.JetStream, delivery.Config{Ingest: icfg}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = n.JetStream.DeleteStream(context.Background(), icfg.Stream) })
+	t.Cleanup(func() {
+		for _, s := range delivery.StreamNames(delivery.Config{Ingest: icfg}) {
+			_ = n.JetStream.DeleteStream(context.Background(), s)
+		}
+	})
 	in, err := ingest.New(n.JetStream, icfg)
 	if err != nil {
 		t.Fatal(err)

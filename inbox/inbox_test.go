@@ -67,7 +67,7 @@ func appendN(t *testing.T, in *inbox.Inbox, h *history.Store, conv chat.Conversa
 		binary.BigEndian.PutUint64(m.ClientMsgID[8:], uint64(m.Seq))
 		ms = append(ms, m)
 	}
-	if err := h.Append(bg, conv, ms); err != nil {
+	if err := h.Put(bg, conv, ms); err != nil {
 		t.Fatal(err)
 	}
 	touch(t, in, h, ms...)
@@ -247,7 +247,7 @@ func TestSyncStopsAtRemoval(t *testing.T) {
 	conv := createGroup(t, in, h, owner, bob)
 	appendN(t, in, h, conv, owner, 3)
 	rm := chat.Message{Conversation: conv, Seq: 4, Kind: chat.MessageMemberRemoved, Sender: owner, TargetUser: bob, CreatedAt: time.Now()}
-	if err := h.Append(bg, conv, []chat.Message{rm}); err != nil {
+	if err := h.Put(bg, conv, []chat.Message{rm}); err != nil {
 		t.Fatal(err)
 	}
 	mem, err := h.ApplyMembership(bg, rm)

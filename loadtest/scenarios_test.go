@@ -44,8 +44,7 @@ func startParleyd(t *testing.T, secret string, grace time.Duration) (public, adm
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
-		n := teststack.NATS(t)
-		_ = n.JetStream.DeleteStream(context.Background(), "T_"+id)
+		teststack.DeleteStreams(t, "T_"+id)
 	})
 	if !teststack.Eventually(t, 60*time.Second, func() bool { return teststack.Ready(admin) }) {
 		t.Fatalf("parleyd never ready:\n%s", out.String())

@@ -36,8 +36,7 @@ func startParleyd(t *testing.T, vars map[string]string, after func()) (admin, pu
 			after()
 		}
 		if stream := vars["PARLEY_DELIVERY_STREAM"]; stream != "" {
-			n := teststack.NATS(t)
-			_ = n.JetStream.DeleteStream(context.Background(), stream)
+			teststack.DeleteStreams(t, stream)
 		}
 	})
 	if !teststack.Eventually(t, 60*time.Second, func() bool { return teststack.Ready(admin) }) {

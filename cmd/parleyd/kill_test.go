@@ -96,7 +96,7 @@ func TestDeliveryProcessKilled(t *testing.T) {
 	if err := ingest.EnsureStream(ctx, n.JetStream, icfg); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = n.JetStream.DeleteStream(context.Background(), icfg.Stream) })
+	t.Cleanup(func() { teststack.DeleteStreams(t, icfg.Stream) })
 	pub, err := ingest.New(n.JetStream, icfg)
 	if err != nil {
 		t.Fatal(err)

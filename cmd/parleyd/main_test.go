@@ -205,8 +205,7 @@ func TestRunAgainstStack(t *testing.T) {
 	}
 
 	t.Cleanup(func() {
-		n := teststack.NATS(t)
-		_ = n.JetStream.DeleteStream(context.Background(), vars["PARLEY_DELIVERY_STREAM"])
+		teststack.DeleteStreams(t, vars["PARLEY_DELIVERY_STREAM"])
 	})
 	// Clients reach the edge through the public listener and get hello.
 	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)

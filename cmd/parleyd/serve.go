@@ -169,12 +169,9 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		}
 		inb = inbox.New(d.cassandra, store, inbox.Config{Breaker: ib})
 	}
-	{ // every role publishes to or consumes the ingest stream
+	{ // every role publishes to or consumes the pipeline's streams
 		ectx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
-		err := ingest.EnsureStream(ectx, d.nats.JetStream, cfg.delivery.Ingest)
-		if err == nil {
-			err = delivery.EnsureDeadLetters(ectx, d.nats.JetStream, cfg.delivery.Ingest)
-		}
+		err := delivery.EnsureStreams(ectx, d.nats.JetStream, cfg.delivery)
 		cancel()
 		if err != nil {
 			return abort(d, err)

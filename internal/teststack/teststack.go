@@ -211,3 +211,12 @@ func FreeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// DeleteStreams deletes the streams of a test's delivery pipeline on the ingest stream name
+// (the ingest stream, its sequenced log and its dead letters: the names delivery gives them).
+func DeleteStreams(t testing.TB, ingestStream string) {
+	n := NATS(t)
+	for _, s := range []string{ingestStream, ingestStream + "_LOG", ingestStream + "_DEAD"} {
+		_ = n.JetStream.DeleteStream(context.Background(), s)
+	}
+}

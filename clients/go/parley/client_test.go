@@ -59,8 +59,7 @@ func startServer(t *testing.T) *server {
 	teststack.Cassandra(t) // the test keyspace is migrated
 	t.Cleanup(func() {
 		s.kill()
-		n := teststack.NATS(t)
-		_ = n.JetStream.DeleteStream(context.Background(), "T_"+id)
+		teststack.DeleteStreams(t, "T_"+id)
 	})
 	s.start()
 	return s

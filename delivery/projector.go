@@ -1,0 +1,112 @@
+package delivery
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+// The projector writes the log into Cassandra: message rows and their client_msg_id rows
+// (plain idempotent inserts: the log already decided what each seq holds, so no Paxos round),
+// the effects of events, and the members' inbox rows. It acknowledges an entry only once all
+// of that is written, so the projector consumer's ack floor is how far Cassandra has the log;
+// while Cassandra is down it retries, in order, and the entries wait in the log.
+
+func (w *Worker) projector(p int) func(ctx context.Context, batch []jetstream.Msg) {
+	return func(ctx context.Context, batch []jetstream.Msg) { w.project(ctx, p, batch) }
+}
+
+func (w *Worker) project(ctx context.Context, p int, batch []jetstream.Msg) {
+	var (
+		order  []chat.ConversationID
+		groups = map[chat.ConversationID][]logEntry{}
+	)
+	for _, msg := range batch {
+		meta, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		e, err := decodeLogEntry(msg.Data(), meta.Sequence.Stream)
+		if err != nil {
+			// Only a sequencer writes the log; an entry it cannot read is a bug, kept in the
+			// log (it is not acknowledged away silently: counted and logged).
+			w.logger.Error("projector: undecodable log entry", "partition", p, "stream_seq", meta.Sequence.Stream, "err", err)
+			w.metrics.projected.WithLabelValues("undecodable").Inc()
+			continue
+		}
+		if _, ok := groups[e.m.Conversation]; !ok {
+			order = append(order, e.m.Conversation)
+		}
+		groups[e.m.Conversation] = append(groups[e.m.Conversation], e)
+	}
+	for _, conv := range order {
+		for attempt := uint64(1); ; attempt++ {
+			err := w.projectEntries(ctx, groups[conv])
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			w.logger.Warn("projection failed; will retry", "conversation", conv, "attempt", attempt, "err", err)
+			w.metrics.projected.WithLabelValues("retry").Inc()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(w.cfg.retryDelay(attempt)):
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	for _, msg := range batch {
+		_ = msg.Ack()
+	}
+}
+
+// projectEntries writes a run of one conversation's log entries (in seq order) into
+// Cassandra. Every write is idempotent: a retry, a redelivery or the reconciler may repeat
+// it.
+func (w *Worker) projectEntries(ctx context.Context, entries []logEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	conv := entries[0].m.Conversation
+	msgs := make([]chat.Message, len(entries))
+	for i, e := range entries {
+		msgs[i] = e.m
+	}
+	if err := w.store.Put(ctx, conv, msgs); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := w.applyEffects(ctx, m); err != nil {
+			return err
+		}
+	}
+	// Every member's inbox row learns the run's last entry (rows keep the highest seq they
+	// were written with), and a membership event's own recipients learn that event (the
+	// member who left is not in the list any more).
+	users, err := w.store.ActiveMembers(ctx, conv)
+	if err != nil {
+		return err
+	}
+	last := msgs[len(msgs)-1]
+	for _, m := range msgs[:len(msgs)-1] {
+		if m.Kind.Membership() {
+			if err := w.inbox.Record(ctx, m, withLeaver(users, m)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := w.inbox.Record(ctx, last, withLeaver(users, last)); err != nil {
+		return err
+	}
+	now := w.now()
+	for _, e := range entries {
+		w.metrics.projected.WithLabelValues("projected").Inc()
+		w.metrics.projectionLag.Observe(now.Sub(e.acceptedAt).Seconds())
+	}
+	return nil
+}
