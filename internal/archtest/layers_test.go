@@ -66,9 +66,11 @@ var rules = map[string]rule{
 	// use nats.go and the subject names of internal/routing; never the stores' drivers.
 	"loadtest": {layer: "loadtest", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat", "internal/routing", "loadtest"},
 		forbidden: with(notCassandra, "github.com/redis/go-redis")},
-	// Test-only helpers and this package.
+	// Test-only helpers, this package, and the SDK's tests against parleyd (their imports are
+	// all in _test.go files, which these rules do not restrict).
 	"internal/teststack": {layer: "test", mayImport: layer1},
 	"internal/archtest":  {layer: "test"},
+	"clients/gotest":     {layer: "test"},
 }
 
 type pkg struct {
