@@ -76,6 +76,7 @@ var rules = map[string]rule{
 type pkg struct {
 	Deps         []string
 	ImportPath   string
+	Module       struct{ Path string }
 	Name         string
 	Doc          string
 	Imports      []string
@@ -111,6 +112,13 @@ func listPackages(t *testing.T) []pkg {
 	}
 	if len(pkgs) < 5 {
 		t.Fatalf("go list found %d packages; want the whole module", len(pkgs))
+	}
+	// In workspace mode the pattern matches the packages of every module of go.work; without
+	// it (GOWORK=off) only the root module's, and the rules would pass unchecked.
+	for rel := range modules {
+		if !slices.ContainsFunc(pkgs, func(p pkg) bool { return p.Module.Path == modulePath(rel) }) {
+			t.Fatalf("go list %s/... found no package of module %s: run the tests in the workspace (go.work), not with GOWORK=off", module, modulePath(rel))
+		}
 	}
 	return pkgs
 }
