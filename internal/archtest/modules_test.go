@@ -16,8 +16,9 @@ import (
 // gorilla/websocket in its go.sum, not the server's drivers. go.work lists all of them, so one
 // `go test` from the root covers every package.
 var modules = map[string][]string{
-	"":         nil,
-	"protocol": {module + "/protocol"},
+	"":           nil,
+	"protocol":   {module + "/protocol"},
+	"clients/go": {module + "/clients/go", module + "/protocol", "github.com/gorilla/websocket"},
 }
 
 func modulePath(rel string) string {
