@@ -13,6 +13,11 @@ GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
 export PARLEY_STATE_DIR := $(STATE_DIR)
 
+# Every package of the workspace's modules (go.work: the server at the root, protocol, and
+# clients/go): `./...` stops at a nested module's go.mod even in workspace mode, so the targets
+# that mean "all packages" name each module's tree, as ./... ./protocol/... and so on.
+PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell $(GO) list -m -f '{{.Dir}}'))
+
 .PHONY: help deps up down status run build test lint bench loadtest clean
 
 help: ## List the targets.
@@ -41,7 +46,7 @@ test: deps lint ## Start the stack if needed, run all tests (-race), then the ou
 	@started=$$(mktemp); trap 'rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
-	rc=0; $(GO) test $(GOTEST_FLAGS) ./... || rc=$$?; \
+	rc=0; $(GO) test $(GOTEST_FLAGS) $(PKGS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(GO) test $(GOTEST_FLAGS) -tags outage -run Outage ./cmd/parleyd || rc=$$?; fi; \
 	$(STACK) down --from-file "$$started"; \
 	exit $$rc
@@ -51,12 +56,12 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint: ## gofmt, go vet and staticcheck.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null || true); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
-	@$(GO) vet ./...
+	@$(GO) vet $(PKGS)
 	@$(GO) vet -tags outage ./cmd/parleyd
-	@$(GO) run $(STATICCHECK) ./...
+	@$(GO) run $(STATICCHECK) $(PKGS)
 
 bench: deps up ## Run the Go benchmarks (figures go to docs/benchmarks.md).
-	@$(GO) test -run '^$$' -bench . -benchmem ./...
+	@$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 loadtest: ## One-minute chat load test against the parleyd that `make run` started (run it in another terminal).
 	@$(GO) build -o $(BIN)/parley-loadtest ./cmd/parley-loadtest

@@ -8,6 +8,8 @@ require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/gorilla/websocket v1.5.3
 	github.com/nats-io/nats.go v1.55.0
+	github.com/parleyhq/parley/clients/go v0.0.0-00010101000000-000000000000
+	github.com/parleyhq/parley/protocol v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/sony/gobreaker/v2 v2.4.0
@@ -34,4 +36,9 @@ require (
 	golang.org/x/crypto v0.57.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
+)
+
+replace (
+	github.com/parleyhq/parley/clients/go => ./clients/go
+	github.com/parleyhq/parley/protocol => ./protocol
 )

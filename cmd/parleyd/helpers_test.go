@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,20 @@ import (
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
 )
+
+// stackEnv is the environment of a parleyd run in this process: vars, plus the local stack's
+// addresses from this process's environment (make test exports them from deploy/local/env.sh)
+// unless vars sets them. Without them parleyd would use its defaults, the default ports, and
+// a stack started on other ports would not be the one the test talks to.
+func stackEnv(vars map[string]string) func(string) string {
+	all := maps.Clone(vars)
+	for _, k := range []string{"PARLEY_REDIS_ADDR", "PARLEY_NATS_URL", "PARLEY_CASSANDRA_HOSTS"} {
+		if v := os.Getenv(k); v != "" && all[k] == "" {
+			all[k] = v
+		}
+	}
+	return env(all)
+}
 
 // startParleyd runs parleyd (all roles) in this process with vars plus fresh admin and public
 // addresses, waits for /readyz to answer 200, and when the test ends stops it, runs after (if
@@ -28,7 +44,7 @@ func startParleyd(t *testing.T, vars map[string]string, after func()) (admin, pu
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run"}, env(all), io.Discard, io.Discard) }()
+	go func() { done <- run(ctx, []string{"run"}, stackEnv(all), io.Discard, io.Discard) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done

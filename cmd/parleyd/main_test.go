@@ -159,16 +159,11 @@ func TestRunAgainstStack(t *testing.T) {
 		"PARLEY_CASSANDRA_CONSISTENCY":   "ONE",
 		"PARLEY_LOG_LEVEL":               "warn",
 	}
-	for _, k := range []string{"PARLEY_REDIS_ADDR", "PARLEY_NATS_URL", "PARLEY_CASSANDRA_HOSTS"} {
-		if v := os.Getenv(k); v != "" {
-			vars[k] = v
-		}
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run", "--roles=all"}, env(vars), io.Discard, &logs) }()
+	go func() { done <- run(ctx, []string{"run", "--roles=all"}, stackEnv(vars), io.Discard, &logs) }()
 
 	var body map[string]any
 	ready := teststack.Eventually(t, 60*time.Second, func() bool {

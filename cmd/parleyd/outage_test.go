@@ -55,7 +55,7 @@ func TestOutageOfCassandra(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run"}, env(vars), io.Discard, io.Discard) }()
+	go func() { done <- run(ctx, []string{"run"}, stackEnv(vars), io.Discard, io.Discard) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done

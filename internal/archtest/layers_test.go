@@ -66,14 +66,17 @@ var rules = map[string]rule{
 	// use nats.go and the subject names of internal/routing; never the stores' drivers.
 	"loadtest": {layer: "loadtest", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat", "internal/routing", "loadtest"},
 		forbidden: with(notCassandra, "github.com/redis/go-redis")},
-	// Test-only helpers and this package.
+	// Test-only helpers, this package, and the SDK's tests against parleyd (their imports are
+	// all in _test.go files, which these rules do not restrict).
 	"internal/teststack": {layer: "test", mayImport: layer1},
 	"internal/archtest":  {layer: "test"},
+	"clients/gotest":     {layer: "test"},
 }
 
 type pkg struct {
 	Deps         []string
 	ImportPath   string
+	Module       struct{ Path string }
 	Name         string
 	Doc          string
 	Imports      []string
@@ -109,6 +112,13 @@ func listPackages(t *testing.T) []pkg {
 	}
 	if len(pkgs) < 5 {
 		t.Fatalf("go list found %d packages; want the whole module", len(pkgs))
+	}
+	// In workspace mode the pattern matches the packages of every module of go.work; without
+	// it (GOWORK=off) only the root module's, and the rules would pass unchecked.
+	for rel := range modules {
+		if !slices.ContainsFunc(pkgs, func(p pkg) bool { return p.Module.Path == modulePath(rel) }) {
+			t.Fatalf("go list %s/... found no package of module %s: run the tests in the workspace (go.work), not with GOWORK=off", module, modulePath(rel))
+		}
 	}
 	return pkgs
 }

@@ -14,5 +14,7 @@
 //     member, too large) leaves the outbox with EventSendFailed.
 //   - Presence subscriptions and typing are live only: subscribe again after a reconnect.
 //
-// The package imports only the protocol package of this module and gorilla/websocket.
+// It is in its own module, github.com/parleyhq/parley/clients/go, which requires only the
+// protocol module (github.com/parleyhq/parley/protocol) and gorilla/websocket: an app that
+// imports it gets none of the server's dependencies.
 package parley

@@ -1,4 +1,4 @@
-package parley_test
+package gotest
 
 import (
 	"bytes"
@@ -21,8 +21,8 @@ import (
 	"github.com/parleyhq/parley/protocol"
 )
 
-// The SDK is tested against a real parleyd (built from this module, started as a process on
-// the stack `make test` brings up), as an app would use it.
+// The SDK is tested against a real parleyd (built from the root module, started as a process
+// on the stack `make test` brings up), as an app would use it.
 
 const secret = "sdk-test-secret-0123456789abcdef0123"
 

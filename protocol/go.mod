@@ -1,0 +1,3 @@
+module github.com/parleyhq/parley/protocol
+
+go 1.26.8
