@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cli"
 	"github.com/parleyhq/parley/internal/schema"
 )
 
@@ -23,11 +24,11 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	var cfg runConfig
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	cfg.register(fs)
-	if err := parseCommandFlags(fs, args, getenv, stdout, "Usage: parleyd run [flags]\n\nServes the roles given by --roles until SIGINT or SIGTERM."); err != nil {
-		return ignoreHelp(err)
+	if err := cli.Parse(fs, args, getenv, stdout, "Usage: parleyd run [flags]\n\nServes the roles given by --roles until SIGINT or SIGTERM."); err != nil {
+		return cli.IgnoreHelp(err)
 	}
 	if err := cfg.validate(); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	return serve(ctx, cfg, cfg.log.logger(stderr))
 }
@@ -43,15 +44,15 @@ func migrateCommand(ctx context.Context, args []string, getenv func(string) stri
 	lc.register(fs)
 	cassandraFlags(fs, &cc)
 	migrationFlags(fs, &repl)
-	durationFlag(fs, &timeout, "timeout", 5*time.Minute, time.Second, time.Hour,
+	cli.Duration(fs, &timeout, "timeout", 5*time.Minute, time.Second, time.Hour,
 		"Deadline of the whole migration, including waiting for Cassandra to answer.")
-	if err := parseCommandFlags(fs, args, getenv, stdout, "Usage: parleyd migrate [flags]\n\nCreates the keyspace if needed and applies pending migrations. Safe to run again and from several processes at once."); err != nil {
-		return ignoreHelp(err)
+	if err := cli.Parse(fs, args, getenv, stdout, "Usage: parleyd migrate [flags]\n\nCreates the keyspace if needed and applies pending migrations. Safe to run again and from several processes at once."); err != nil {
+		return cli.IgnoreHelp(err)
 	}
 	logger := lc.logger(stderr)
 	cass, err := backend.NewCassandra(cc, prometheus.NewRegistry(), logger)
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -75,24 +76,24 @@ func tokenCommand(args []string, getenv func(string) string, stdout io.Writer) e
 		ttl    time.Duration
 	)
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	stringFlag(fs, &user, "user", "", func(s string) error { _, err := chat.ParseUserID(s); return err },
+	cli.String(fs, &user, "user", "", func(s string) error { _, err := chat.ParseUserID(s); return err },
 		"User id (the token's subject). Required.")
-	stringFlag(fs, &device, "device", "", func(s string) error { _, err := chat.ParseDeviceID(s); return err },
+	cli.String(fs, &device, "device", "", func(s string) error { _, err := chat.ParseDeviceID(s); return err },
 		"Device id (the token's device claim); empty: the client names its device in hello.")
-	durationFlag(fs, &ttl, "ttl", 24*time.Hour, time.Minute, 365*24*time.Hour, "How long the token is valid.")
+	cli.Duration(fs, &ttl, "ttl", 24*time.Hour, time.Minute, 365*24*time.Hour, "How long the token is valid.")
 	authFlags(fs, &ac, nil)
-	if err := parseCommandFlags(fs, args, getenv, stdout, "Usage: parleyd token --user ID [--device D] [--ttl 24h] [flags]\n\nPrints a signed HS256 token for development and load tests."); err != nil {
-		return ignoreHelp(err)
+	if err := cli.Parse(fs, args, getenv, stdout, "Usage: parleyd token --user ID [--device D] [--ttl 24h] [flags]\n\nPrints a signed HS256 token for development and load tests."); err != nil {
+		return cli.IgnoreHelp(err)
 	}
 	if user == "" {
-		return usageError{errors.New("--user is required")}
+		return cli.Usage(errors.New("--user is required"))
 	}
 	if ac.HS256Secret == nil {
-		return usageError{errors.New("--auth-hs256-secret (PARLEY_AUTH_HS256_SECRET) is required")}
+		return cli.Usage(errors.New("--auth-hs256-secret (PARLEY_AUTH_HS256_SECRET) is required"))
 	}
 	a, err := auth.New(ac, time.Now)
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	tok, err := a.Mint(chat.UserID(user), chat.DeviceID(device), ttl)
 	if err != nil {
@@ -100,13 +101,6 @@ func tokenCommand(args []string, getenv func(string) string, stdout io.Writer) e
 	}
 	fmt.Fprintln(stdout, tok)
 	return nil
-}
-
-func ignoreHelp(err error) error {
-	if errors.Is(err, errHelp) {
-		return nil
-	}
-	return err
 }
 
 func dlqCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -119,17 +113,17 @@ func dlqCommand(ctx context.Context, args []string, getenv func(string) string, 
 			fmt.Fprintln(stdout, synopsis)
 			return nil
 		}
-		return usageError{errors.New("want dlq list or dlq replay ID")}
+		return cli.Usage(errors.New("want dlq list or dlq replay ID"))
 	}
 	sub, args := args[0], args[1:]
 	var id uint64
 	if sub == "replay" {
 		if len(args) == 0 {
-			return usageError{errors.New("dlq replay needs the ID shown by dlq list")}
+			return cli.Usage(errors.New("dlq replay needs the ID shown by dlq list"))
 		}
 		n, err := strconv.ParseUint(args[0], 10, 64)
 		if err != nil || n == 0 {
-			return usageError{fmt.Errorf("dlq replay: %q is not an ID (a positive integer from dlq list)", args[0])}
+			return cli.Usagef("dlq replay: %q is not an ID (a positive integer from dlq list)", args[0])
 		}
 		id, args = n, args[1:]
 	}
@@ -141,13 +135,13 @@ func dlqCommand(ctx context.Context, args []string, getenv func(string) string, 
 	)
 	fs := flag.NewFlagSet("dlq", flag.ContinueOnError)
 	lc.register(fs)
-	stringFlag(fs, &nc.URL, "nats-url", backend.DefaultNATSURL, func(s string) error {
+	cli.String(fs, &nc.URL, "nats-url", backend.DefaultNATSURL, func(s string) error {
 		return (backend.NATSConfig{URL: s}).Validate()
 	}, "NATS server URL(s), comma-separated.")
 	deliveryFlags(fs, &dc)
-	intFlag(fs, &limit, "limit", 100, 1, 100000, "How many dead letters dlq list shows at most.")
-	if err := parseCommandFlags(fs, args, getenv, stdout, synopsis); err != nil {
-		return ignoreHelp(err)
+	cli.Int(fs, &limit, "limit", 100, 1, 100000, "How many dead letters dlq list shows at most.")
+	if err := cli.Parse(fs, args, getenv, stdout, synopsis); err != nil {
+		return cli.IgnoreHelp(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

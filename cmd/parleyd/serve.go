@@ -27,6 +27,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/breaker"
+	"github.com/parleyhq/parley/internal/cli"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
@@ -219,7 +220,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	if cfg.roles[roleEdge] || cfg.roles[roleAPI] {
 		authority, err := auth.New(cfg.auth, time.Now)
 		if err != nil {
-			return abort(d, usageError{err})
+			return abort(d, cli.Usage(err))
 		}
 		in, err := ingest.New(d.nats.JetStream, cfg.delivery.Ingest)
 		if err != nil {
