@@ -6,9 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleyhq/parley/delivery"
@@ -56,9 +59,21 @@ func migrateCommand(ctx context.Context, args []string, getenv func(string) stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res, err := schema.Migrate(ctx, cass.Open, schema.Config{Keyspace: cass.Keyspace(), Replication: repl}, logger)
+	hosts := strings.Join(cc.Hosts, ",")
+	open := func(ctx context.Context, keyspace string) (*gocql.Session, error) {
+		s, err := cass.Open(ctx, keyspace)
+		if err != nil {
+			return nil, unreachable("Cassandra", hosts, err)
+		}
+		return s, nil
+	}
+	res, err := schema.Migrate(ctx, open, schema.Config{Keyspace: cass.Keyspace(), Replication: repl}, logger)
+	var ue *unreachableError
+	if errors.As(err, &ue) {
+		return fmt.Errorf("migrate: %w", err)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("migrate: keyspace %s on Cassandra at %s: %w", cass.Keyspace(), hosts, err)
 	}
 	if len(res.Applied) == 0 {
 		fmt.Fprintf(stdout, "keyspace %s: schema at version %d, nothing to apply\n", cass.Keyspace(), res.To)
@@ -108,9 +123,25 @@ func dlqCommand(ctx context.Context, args []string, getenv func(string) string, 
 		"Dead letters are accepted sends that could not be sequenced (docs/delivery.md). list shows them with\n" +
 		"their reason; replay ID puts one back into the ingest stream once the cause is fixed (a resend is\n" +
 		"deduplicated, so replaying twice cannot create a second message) and deletes the dead letter."
+	var (
+		lc      logConfig
+		nc      backend.NATSConfig
+		dc      delivery.Config
+		limit   int
+		timeout time.Duration
+	)
+	fs := flag.NewFlagSet("dlq", flag.ContinueOnError)
+	lc.register(fs)
+	cli.String(fs, &nc.URL, "nats-url", backend.DefaultNATSURL, func(s string) error {
+		return (backend.NATSConfig{URL: s}).Validate()
+	}, "NATS server URL(s), comma-separated.")
+	deliveryFlags(fs, &dc)
+	cli.Int(fs, &limit, "limit", 100, 1, 100000, "How many dead letters dlq list shows at most.")
+	cli.Duration(fs, &timeout, "timeout", time.Minute, time.Second, time.Hour,
+		"Deadline of the whole command, including waiting for NATS to answer.")
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stdout, synopsis)
+			cli.PrintUsage(stdout, fs, synopsis)
 			return nil
 		}
 		return cli.Usage(errors.New("want dlq list or dlq replay ID"))
@@ -127,39 +158,27 @@ func dlqCommand(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		id, args = n, args[1:]
 	}
-	var (
-		lc    logConfig
-		nc    backend.NATSConfig
-		dc    delivery.Config
-		limit int
-	)
-	fs := flag.NewFlagSet("dlq", flag.ContinueOnError)
-	lc.register(fs)
-	cli.String(fs, &nc.URL, "nats-url", backend.DefaultNATSURL, func(s string) error {
-		return (backend.NATSConfig{URL: s}).Validate()
-	}, "NATS server URL(s), comma-separated.")
-	deliveryFlags(fs, &dc)
-	cli.Int(fs, &limit, "limit", 100, 1, 100000, "How many dead letters dlq list shows at most.")
 	if err := cli.Parse(fs, args, getenv, stdout, synopsis); err != nil {
 		return cli.IgnoreHelp(err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	addr := redactURLs(nc.URL)
 	n, err := backend.OpenNATS(ctx, nc, prometheus.NewRegistry(), lc.logger(stderr))
 	if err != nil {
-		return err
+		return fmt.Errorf("dlq: %w", unreachable("NATS", addr, err))
 	}
 	defer n.Close()
 	if sub == "replay" {
 		if err := delivery.ReplayDeadLetter(ctx, n.JetStream, dc.Ingest, id); err != nil {
-			return err
+			return fmt.Errorf("dlq replay %d: stream %s on NATS at %s: %w", id, delivery.DeadLetterStream(dc.Ingest), addr, err)
 		}
 		fmt.Fprintf(stdout, "dead letter %d replayed\n", id)
 		return nil
 	}
 	dead, err := delivery.ListDeadLetters(ctx, n.JetStream, dc.Ingest, limit)
 	if err != nil {
-		return err
+		return fmt.Errorf("dlq list: stream %s on NATS at %s: %w", delivery.DeadLetterStream(dc.Ingest), addr, err)
 	}
 	if len(dead) == 0 {
 		fmt.Fprintln(stdout, "no dead letters")
@@ -175,4 +194,36 @@ func dlqCommand(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\n", d.ID, d.Time.UTC().Format(time.RFC3339), d.Reason, summary)
 	}
 	return nil
+}
+
+// unreachableError is a service that never answered: the message names the service and the
+// address that was tried, so an operator sees at once which setting to check.
+type unreachableError struct {
+	service, addr string
+	err           error
+}
+
+func unreachable(service, addr string, err error) error {
+	return &unreachableError{service: service, addr: addr, err: err}
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("cannot reach %s at %s: %v", e.service, e.addr, e.err)
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// redactURLs is a comma-separated list of URLs without their user information (a NATS URL may
+// carry a password or a token there), for error messages.
+func redactURLs(list string) string {
+	urls := strings.Split(list, ",")
+	for i, raw := range urls {
+		raw = strings.TrimSpace(raw)
+		if u, err := url.Parse(raw); err == nil {
+			u.User = nil
+			raw = u.String()
+		}
+		urls[i] = raw
+	}
+	return strings.Join(urls, ",")
 }
