@@ -33,7 +33,10 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	if err := cfg.validate(); err != nil {
 		return cli.Usage(err)
 	}
-	return serve(ctx, cfg, cfg.log.logger(stderr))
+	if err := serve(ctx, cfg, cfg.log.logger(stderr)); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
 }
 
 func migrateCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -60,14 +63,7 @@ func migrateCommand(ctx context.Context, args []string, getenv func(string) stri
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	hosts := strings.Join(cc.Hosts, ",")
-	open := func(ctx context.Context, keyspace string) (*gocql.Session, error) {
-		s, err := cass.Open(ctx, keyspace)
-		if err != nil {
-			return nil, unreachable("Cassandra", hosts, err)
-		}
-		return s, nil
-	}
-	res, err := schema.Migrate(ctx, open, schema.Config{Keyspace: cass.Keyspace(), Replication: repl}, logger)
+	res, err := schema.Migrate(ctx, openCassandra(cass, hosts), schema.Config{Keyspace: cass.Keyspace(), Replication: repl}, logger)
 	var ue *unreachableError
 	if errors.As(err, &ue) {
 		return fmt.Errorf("migrate: %w", err)
@@ -212,6 +208,17 @@ func (e *unreachableError) Error() string {
 }
 
 func (e *unreachableError) Unwrap() error { return e.err }
+
+// openCassandra opens sessions as cass.Open does, naming hosts when Cassandra never answers.
+func openCassandra(cass *backend.Cassandra, hosts string) schema.SessionOpener {
+	return func(ctx context.Context, keyspace string) (*gocql.Session, error) {
+		s, err := cass.Open(ctx, keyspace)
+		if err != nil {
+			return nil, unreachable("Cassandra", hosts, err)
+		}
+		return s, nil
+	}
+}
 
 // redactURLs is a comma-separated list of URLs without their user information (a NATS URL may
 // carry a password or a token there), for error messages.

@@ -87,3 +87,15 @@ func TestDLQHelpListsItsFlags(t *testing.T) {
 		}
 	}
 }
+
+// parleyd run names the service it waited for in vain, too.
+func TestRunNamesTheServiceItCouldNotReach(t *testing.T) {
+	closed := teststack.FreeAddr(t)
+	vars := map[string]string{"PARLEY_ADMIN_ADDR": teststack.FreeAddr(t), "PARLEY_LISTEN_ADDR": teststack.FreeAddr(t),
+		"PARLEY_NATS_URL": "nats://" + closed, "PARLEY_STARTUP_TIMEOUT": "1s", "PARLEY_LOG_LEVEL": "error"}
+	err := run(context.Background(), []string{"run", "--roles=delivery"}, env(vars), io.Discard, io.Discard)
+	want := "run: cannot reach NATS at nats://" + closed + ": "
+	if err == nil || !strings.HasPrefix(err.Error(), want) || cli.ExitStatus(err) != 1 {
+		t.Errorf("run against a closed NATS port: %v; want an error starting with %q, exit status 1", err, want)
+	}
+}
