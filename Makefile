@@ -63,7 +63,7 @@ lint: ## gofmt, go vet and staticcheck.
 bench: deps up ## Run the Go benchmarks (figures go to docs/benchmarks.md).
 	@$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-loadtest: ## One-minute chat load test against the parleyd that `make run` started (run it in another terminal).
+loadtest: ## One-minute chat load test against the parleyd of `make run` (run it in another terminal), at PARLEY_LISTEN_ADDR like parleyd.
 	@$(GO) build -o $(BIN)/parley-loadtest ./cmd/parley-loadtest
 	@PARLEY_AUTH_HS256_SECRET=$${PARLEY_AUTH_HS256_SECRET:-$$(cat $(STATE_DIR)/dev-hs256-secret 2>/dev/null)} \
 	  $(BIN)/parley-loadtest chat --users 200 --rate 200 --duration 60s --json $(STATE_DIR)/loadtest-chat.json --html $(STATE_DIR)/loadtest-chat.html

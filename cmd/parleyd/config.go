@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/breaker"
+	"github.com/parleyhq/parley/internal/cli"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
 )
@@ -71,7 +72,7 @@ func (rs roleSet) needsCassandra() bool { return rs[roleEdge] || rs[roleDelivery
 type logConfig struct{ level string }
 
 func (c *logConfig) register(fs *flag.FlagSet) {
-	enumFlag(fs, &c.level, "log-level", "info", []string{"debug", "info", "warn", "error"},
+	cli.Enum(fs, &c.level, "log-level", "info", []string{"debug", "info", "warn", "error"},
 		"Log level; logs are JSON lines on stderr.")
 }
 
@@ -83,7 +84,7 @@ func (c *logConfig) logger(w interface{ Write([]byte) (int, error) }) *slog.Logg
 
 // cassandraFlags registers the Cassandra connection settings.
 func cassandraFlags(fs *flag.FlagSet, c *backend.CassandraConfig) {
-	defineValue(fs, &c.Hosts, "cassandra-hosts", []string{backend.DefaultCassandraHost}, func(s string) ([]string, error) {
+	cli.Value(fs, &c.Hosts, "cassandra-hosts", []string{backend.DefaultCassandraHost}, func(s string) ([]string, error) {
 		hosts := strings.Split(s, ",")
 		if err := (backend.CassandraConfig{Hosts: hosts}).Validate(); err != nil {
 			return nil, err
@@ -91,32 +92,32 @@ func cassandraFlags(fs *flag.FlagSet, c *backend.CassandraConfig) {
 		return hosts, nil
 	}, func(h []string) string { return strings.Join(h, ",") },
 		"Comma-separated Cassandra contact points, host or host:port (port 9042 when omitted).")
-	stringFlag(fs, &c.Keyspace, "cassandra-keyspace", backend.DefaultCassandraKeyspace, func(s string) error {
+	cli.String(fs, &c.Keyspace, "cassandra-keyspace", backend.DefaultCassandraKeyspace, func(s string) error {
 		if !backend.ValidKeyspaceName(s) {
 			return errors.New("want a letter, then letters, digits or _ (at most 48)")
 		}
 		return nil
 	}, "Keyspace holding Parley's tables.")
-	enumFlag(fs, &c.Consistency, "cassandra-consistency", backend.DefaultCassandraConsistency,
+	cli.Enum(fs, &c.Consistency, "cassandra-consistency", backend.DefaultCassandraConsistency,
 		[]string{"ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL"},
 		"Consistency level of reads and writes.")
-	stringFlag(fs, &c.LocalDC, "cassandra-local-dc", "", nil,
+	cli.String(fs, &c.LocalDC, "cassandra-local-dc", "", nil,
 		"Data centre to prefer (set it with NetworkTopologyStrategy); empty: any host.")
-	stringFlag(fs, &c.Username, "cassandra-username", "", nil, "Username for PasswordAuthenticator; empty: none.")
-	stringFlag(fs, &c.Password, "cassandra-password", "", nil, "Password for PasswordAuthenticator.")
-	durationFlag(fs, &c.Timeout, "cassandra-timeout", backend.DefaultCassandraTimeout, time.Millisecond, time.Minute,
+	cli.String(fs, &c.Username, "cassandra-username", "", nil, "Username for PasswordAuthenticator; empty: none.")
+	cli.String(fs, &c.Password, "cassandra-password", "", nil, "Password for PasswordAuthenticator.")
+	cli.Duration(fs, &c.Timeout, "cassandra-timeout", backend.DefaultCassandraTimeout, time.Millisecond, time.Minute,
 		"Deadline of one Cassandra query.")
-	durationFlag(fs, &c.ConnectTimeout, "cassandra-connect-timeout", backend.DefaultCassandraConnectTimeout,
+	cli.Duration(fs, &c.ConnectTimeout, "cassandra-connect-timeout", backend.DefaultCassandraConnectTimeout,
 		time.Millisecond, time.Minute, "Deadline of connecting to a Cassandra host.")
-	durationFlag(fs, &c.ReconnectInterval, "cassandra-reconnect-interval", backend.DefaultCassandraReconnectInterval,
+	cli.Duration(fs, &c.ReconnectInterval, "cassandra-reconnect-interval", backend.DefaultCassandraReconnectInterval,
 		100*time.Millisecond, 5*time.Minute, "How often hosts marked down are retried.")
-	intFlag(fs, &c.NumConns, "cassandra-conns-per-host", backend.DefaultCassandraNumConns, 1, 64,
+	cli.Int(fs, &c.NumConns, "cassandra-conns-per-host", backend.DefaultCassandraNumConns, 1, 64,
 		"Connections per Cassandra host.")
 }
 
 // migrationFlags registers the keyspace creation settings.
 func migrationFlags(fs *flag.FlagSet, repl *schema.Replication) {
-	defineValue(fs, repl, "cassandra-replication", schema.Replication{Strategy: "SimpleStrategy", Factor: 1},
+	cli.Value(fs, repl, "cassandra-replication", schema.Replication{Strategy: "SimpleStrategy", Factor: 1},
 		schema.ParseReplication, replicationString,
 		"Replication of the keyspace when it is created: SimpleStrategy:N, or NetworkTopologyStrategy:dc1=N,dc2=N (production: RF 3).")
 }
@@ -136,19 +137,19 @@ func replicationString(r schema.Replication) string {
 // authFlags registers token settings. jwksFile receives --auth-jwks-file (loaded by the caller).
 func authFlags(fs *flag.FlagSet, c *auth.Config, jwksFile *string) {
 	if jwksFile != nil {
-		stringFlag(fs, jwksFile, "auth-jwks-file", "", nil,
+		cli.String(fs, jwksFile, "auth-jwks-file", "", nil,
 			"JSON Web Key Set file with the RS256 and EdDSA public keys that verify tokens (with or instead of the HS256 secret).")
 	}
-	defineValue(fs, &c.HS256Secret, "auth-hs256-secret", nil, func(s string) ([]byte, error) {
+	cli.Value(fs, &c.HS256Secret, "auth-hs256-secret", nil, func(s string) ([]byte, error) {
 		if len(s) < auth.MinSecretLen {
 			return nil, fmt.Errorf("secret is %d bytes, at least %d required", len(s), auth.MinSecretLen)
 		}
 		return []byte(s), nil
 	}, func([]byte) string { return "" }, // never print a secret, not even its default
 		fmt.Sprintf("Shared secret of HS256 tokens, at least %d bytes. Required.", auth.MinSecretLen))
-	stringFlag(fs, &c.Issuer, "auth-issuer", "", nil, "Token issuer (iss): written when minting, required when verifying; empty: not checked.")
-	stringFlag(fs, &c.Audience, "auth-audience", "", nil, "Token audience (aud): written when minting, required when verifying; empty: not checked.")
-	durationFlag(fs, &c.Leeway, "auth-leeway", auth.DefaultLeeway, 0, 5*time.Minute, "Clock skew tolerated on exp, nbf and iat.")
+	cli.String(fs, &c.Issuer, "auth-issuer", "", nil, "Token issuer (iss): written when minting, required when verifying; empty: not checked.")
+	cli.String(fs, &c.Audience, "auth-audience", "", nil, "Token audience (aud): written when minting, required when verifying; empty: not checked.")
+	cli.Duration(fs, &c.Leeway, "auth-leeway", auth.DefaultLeeway, 0, 5*time.Minute, "Clock skew tolerated on exp, nbf and iat.")
 }
 
 // runConfig is everything `parleyd run` reads.
@@ -174,7 +175,7 @@ type runConfig struct {
 }
 
 func (c *runConfig) register(fs *flag.FlagSet) {
-	defineValue(fs, &c.roles, "roles", roleSet{roleEdge: true, roleDelivery: true, roleAPI: true}, parseRoles,
+	cli.Value(fs, &c.roles, "roles", roleSet{roleEdge: true, roleDelivery: true, roleAPI: true}, parseRoles,
 		func(rs roleSet) string {
 			if len(rs) == len(allRoles) {
 				return "all"
@@ -182,64 +183,64 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 			return rs.String()
 		}, "Roles of this process: all, or a comma-separated list of edge, delivery, api.")
 	c.log.register(fs)
-	stringFlag(fs, &c.listenAddr, "listen-addr", "127.0.0.1:8080", hostPort,
+	cli.String(fs, &c.listenAddr, "listen-addr", cli.DefaultListenAddr, cli.HostPort,
 		"Public listen address: the WebSocket endpoint /v1/ws (edge role) and the REST API (api role).")
 	authFlags(fs, &c.auth, &c.jwksFile)
 	edgeFlags(fs, &c.edge)
 	deliveryFlags(fs, &c.delivery)
-	stringFlag(fs, &c.admin.Addr, "admin-addr", admin.DefaultAddr, hostPort,
+	cli.String(fs, &c.admin.Addr, "admin-addr", admin.DefaultAddr, cli.HostPort,
 		"Listen address of /healthz, /readyz, /metrics and /debug/pprof.")
-	durationFlag(fs, &c.admin.CheckTimeout, "readiness-check-timeout", admin.DefaultCheckTimeout,
+	cli.Duration(fs, &c.admin.CheckTimeout, "readiness-check-timeout", admin.DefaultCheckTimeout,
 		10*time.Millisecond, time.Minute, "Deadline of each dependency check behind /readyz.")
-	durationFlag(fs, &c.startupTimeout, "startup-timeout", 2*time.Minute, time.Second, time.Hour,
+	cli.Duration(fs, &c.startupTimeout, "startup-timeout", 2*time.Minute, time.Second, time.Hour,
 		"How long to wait at start for Redis, NATS and Cassandra to answer before giving up.")
-	durationFlag(fs, &c.shutdownTimeout, "shutdown-timeout", 30*time.Second, time.Second, 10*time.Minute,
+	cli.Duration(fs, &c.shutdownTimeout, "shutdown-timeout", 30*time.Second, time.Second, 10*time.Minute,
 		"Deadline of the graceful shutdown after SIGINT or SIGTERM.")
 
-	stringFlag(fs, &c.redis.Addr, "redis-addr", backend.DefaultRedisAddr, hostPort, "Redis address.")
-	stringFlag(fs, &c.redis.Password, "redis-password", "", nil, "Redis password; empty: none.")
-	intFlag(fs, &c.redis.DB, "redis-db", 0, 0, 15, "Redis logical database.")
-	durationFlag(fs, &c.redis.DialTimeout, "redis-dial-timeout", backend.DefaultRedisDialTimeout, time.Millisecond, time.Minute,
+	cli.String(fs, &c.redis.Addr, "redis-addr", backend.DefaultRedisAddr, cli.HostPort, "Redis address.")
+	cli.String(fs, &c.redis.Password, "redis-password", "", nil, "Redis password; empty: none.")
+	cli.Int(fs, &c.redis.DB, "redis-db", 0, 0, 15, "Redis logical database.")
+	cli.Duration(fs, &c.redis.DialTimeout, "redis-dial-timeout", backend.DefaultRedisDialTimeout, time.Millisecond, time.Minute,
 		"Deadline of connecting to Redis.")
-	durationFlag(fs, &c.redis.ReadTimeout, "redis-read-timeout", backend.DefaultRedisReadTimeout, time.Millisecond, time.Minute,
+	cli.Duration(fs, &c.redis.ReadTimeout, "redis-read-timeout", backend.DefaultRedisReadTimeout, time.Millisecond, time.Minute,
 		"Deadline of reading one Redis reply.")
-	durationFlag(fs, &c.redis.WriteTimeout, "redis-write-timeout", backend.DefaultRedisWriteTimeout, time.Millisecond, time.Minute,
+	cli.Duration(fs, &c.redis.WriteTimeout, "redis-write-timeout", backend.DefaultRedisWriteTimeout, time.Millisecond, time.Minute,
 		"Deadline of writing one Redis command.")
-	intFlag(fs, &c.redis.PoolSize, "redis-pool-size", 0, 0, 10000, "Maximum Redis connections; 0: 10 per CPU.")
+	cli.Int(fs, &c.redis.PoolSize, "redis-pool-size", 0, 0, 10000, "Maximum Redis connections; 0: 10 per CPU.")
 
-	stringFlag(fs, &c.nats.URL, "nats-url", backend.DefaultNATSURL, func(s string) error {
+	cli.String(fs, &c.nats.URL, "nats-url", backend.DefaultNATSURL, func(s string) error {
 		return (backend.NATSConfig{URL: s}).Validate()
 	}, "NATS server URL(s), comma-separated.")
-	durationFlag(fs, &c.nats.ConnectTimeout, "nats-connect-timeout", backend.DefaultNATSConnectTimeout, time.Millisecond, time.Minute,
+	cli.Duration(fs, &c.nats.ConnectTimeout, "nats-connect-timeout", backend.DefaultNATSConnectTimeout, time.Millisecond, time.Minute,
 		"Deadline of one connection attempt to NATS.")
-	durationFlag(fs, &c.nats.ReconnectWait, "nats-reconnect-wait", backend.DefaultNATSReconnectWait, 10*time.Millisecond, time.Minute,
+	cli.Duration(fs, &c.nats.ReconnectWait, "nats-reconnect-wait", backend.DefaultNATSReconnectWait, 10*time.Millisecond, time.Minute,
 		"Pause between reconnect attempts to NATS (reconnects never give up).")
-	durationFlag(fs, &c.nats.RequestTimeout, "nats-request-timeout", backend.DefaultNATSRequestTimeout, time.Millisecond, time.Minute,
+	cli.Duration(fs, &c.nats.RequestTimeout, "nats-request-timeout", backend.DefaultNATSRequestTimeout, time.Millisecond, time.Minute,
 		"Deadline of JetStream API calls and publish acknowledgements.")
 
 	cassandraFlags(fs, &c.cassandra)
 	migrationFlags(fs, &c.replication)
-	durationFlag(fs, &c.breaker.Window, "cassandra-breaker-window", 10*time.Second, time.Second, 10*time.Minute,
+	cli.Duration(fs, &c.breaker.Window, "cassandra-breaker-window", 10*time.Second, time.Second, 10*time.Minute,
 		"Window over which Cassandra failures are counted by the circuit breaker.")
-	intFlag(fs, &c.breaker.MinRequests, "cassandra-breaker-min-requests", 10, 1, 1000000,
+	cli.Int(fs, &c.breaker.MinRequests, "cassandra-breaker-min-requests", 10, 1, 1000000,
 		"Calls the window needs before the breaker may open.")
-	floatFlag(fs, &c.breaker.FailureRatio, "cassandra-breaker-failure-ratio", 0.5, 0.01, 1,
+	cli.Float(fs, &c.breaker.FailureRatio, "cassandra-breaker-failure-ratio", 0.5, 0.01, 1,
 		"Share of failed calls in the window that opens the breaker (calls then fail fast with 503/unavailable).")
-	durationFlag(fs, &c.breaker.OpenFor, "cassandra-breaker-open-for", 5*time.Second, 100*time.Millisecond, 10*time.Minute,
+	cli.Duration(fs, &c.breaker.OpenFor, "cassandra-breaker-open-for", 5*time.Second, 100*time.Millisecond, 10*time.Minute,
 		"How long the breaker stays open before a trial call.")
-	durationFlag(fs, &c.presence.TTL, "presence-ttl", presence.DefaultTTL, 200*time.Millisecond, time.Hour,
+	cli.Duration(fs, &c.presence.TTL, "presence-ttl", presence.DefaultTTL, 200*time.Millisecond, time.Hour,
 		"How long a device session stays online without a heartbeat (an edge that dies takes its users offline within TTL + heartbeat).")
-	durationFlag(fs, &c.presence.Heartbeat, "presence-heartbeat", presence.DefaultHeartbeat, 100*time.Millisecond, 30*time.Minute,
+	cli.Duration(fs, &c.presence.Heartbeat, "presence-heartbeat", presence.DefaultHeartbeat, 100*time.Millisecond, 30*time.Minute,
 		"How often an edge renews its sessions in Redis (batched); at most half the TTL.")
-	durationFlag(fs, &c.presence.Grace, "presence-grace", presence.DefaultGrace, time.Millisecond, time.Hour,
+	cli.Duration(fs, &c.presence.Grace, "presence-grace", presence.DefaultGrace, time.Millisecond, time.Hour,
 		"How long a user whose last device disconnected stays online (no flapping on a quick reconnect).")
-	stringFlag(fs, &c.presencePolicy, "presence-policy", "members", func(s string) error {
+	cli.String(fs, &c.presencePolicy, "presence-policy", "members", func(s string) error {
 		if s != "members" && s != "anyone" {
 			return errors.New(`want "members" (users who share a conversation) or "anyone"`)
 		}
 		return nil
 	}, `Whose presence a user may watch: "members" (users they share a conversation with) or "anyone".`)
-	boolFlag(fs, &c.migrate, "cassandra-migrate", true,
+	cli.Bool(fs, &c.migrate, "cassandra-migrate", true,
 		"Apply pending schema migrations at start; false: refuse to start unless the schema is current.")
 }
 
@@ -269,25 +270,25 @@ func (c *runConfig) validate() error {
 
 // edgeFlags registers the edge's limits and timings.
 func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
-	intFlag(fs, &c.MaxFrameBytes, "edge-max-frame-bytes", edge.DefaultMaxFrameBytes, 1024, 16<<20,
+	cli.Int(fs, &c.MaxFrameBytes, "edge-max-frame-bytes", edge.DefaultMaxFrameBytes, 1024, 16<<20,
 		"Largest client frame; larger closes the connection with 1009.")
-	intFlag(fs, &c.MaxBodyBytes, "edge-max-body-bytes", edge.DefaultMaxBodyBytes, 1, 8<<20,
+	cli.Int(fs, &c.MaxBodyBytes, "edge-max-body-bytes", edge.DefaultMaxBodyBytes, 1, 8<<20,
 		"Largest message body in send (at most half of --edge-max-frame-bytes); larger gets body_too_large.")
-	intFlag(fs, &c.FramesPerSecond, "edge-frames-per-second", edge.DefaultFramesPerSecond, 1, 100000,
+	cli.Int(fs, &c.FramesPerSecond, "edge-frames-per-second", edge.DefaultFramesPerSecond, 1, 100000,
 		"Sustained client frames per second per connection; above it rate_limited.")
-	intFlag(fs, &c.FrameBurst, "edge-frame-burst", edge.DefaultFrameBurst, 1, 100000,
+	cli.Int(fs, &c.FrameBurst, "edge-frame-burst", edge.DefaultFrameBurst, 1, 100000,
 		"Frames a connection may send at once above the sustained rate.")
-	intFlag(fs, &c.RateStrikes, "edge-rate-strikes", edge.DefaultRateStrikes, 1, 1000000,
+	cli.Int(fs, &c.RateStrikes, "edge-rate-strikes", edge.DefaultRateStrikes, 1, 1000000,
 		"rate_limited errors in a row before the connection is closed with 4008.")
-	intFlag(fs, &c.MaxSubscriptions, "edge-max-subscriptions", edge.DefaultMaxSubscriptions, 1, 100000,
+	cli.Int(fs, &c.MaxSubscriptions, "edge-max-subscriptions", edge.DefaultMaxSubscriptions, 1, 100000,
 		"Users one connection may watch (presence).")
-	intFlag(fs, &c.MaxConns, "edge-max-conns", edge.DefaultMaxConns, 1, 10000000,
+	cli.Int(fs, &c.MaxConns, "edge-max-conns", edge.DefaultMaxConns, 1, 10000000,
 		"Connections this process holds; above it handshakes get 503 with Retry-After (mind the open-files limit).")
-	intFlag(fs, &c.MaxConnsPerUser, "edge-max-conns-per-user", edge.DefaultMaxConnsPerUser, 1, 10000,
+	cli.Int(fs, &c.MaxConnsPerUser, "edge-max-conns-per-user", edge.DefaultMaxConnsPerUser, 1, 10000,
 		"Connections of one user on this edge; above it 429.")
-	intFlag(fs, &c.MaxConnsPerIP, "edge-max-conns-per-ip", edge.DefaultMaxConnsPerIP, 1, 10000000,
+	cli.Int(fs, &c.MaxConnsPerIP, "edge-max-conns-per-ip", edge.DefaultMaxConnsPerIP, 1, 10000000,
 		"Connections from one IP address; above it 429.")
-	defineValue(fs, &c.AllowedOrigins, "edge-allowed-origins", nil, func(s string) ([]string, error) {
+	cli.Value(fs, &c.AllowedOrigins, "edge-allowed-origins", nil, func(s string) ([]string, error) {
 		origins := strings.Split(s, ",")
 		if err := (edge.Config{AllowedOrigins: origins}).Validate(); err != nil {
 			return nil, err
@@ -295,48 +296,48 @@ func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
 		return origins, nil
 	}, func(o []string) string { return strings.Join(o, ",") },
 		"Comma-separated browser origins allowed to connect (https://app.example.com), or *; empty: none.")
-	boolFlag(fs, &c.AllowNoOrigin, "edge-allow-no-origin", true,
+	cli.Bool(fs, &c.AllowNoOrigin, "edge-allow-no-origin", true,
 		"Accept handshakes without an Origin header (native apps and servers; browsers always send one).")
-	durationFlag(fs, &c.HeartbeatInterval, "edge-heartbeat-interval", edge.DefaultHeartbeatInterval, 100*time.Millisecond, 10*time.Minute,
+	cli.Duration(fs, &c.HeartbeatInterval, "edge-heartbeat-interval", edge.DefaultHeartbeatInterval, 100*time.Millisecond, 10*time.Minute,
 		"A connection silent this long is pinged; silent twice as long, closed.")
-	durationFlag(fs, &c.WriteTimeout, "edge-write-timeout", edge.DefaultWriteTimeout, time.Millisecond, time.Minute,
+	cli.Duration(fs, &c.WriteTimeout, "edge-write-timeout", edge.DefaultWriteTimeout, time.Millisecond, time.Minute,
 		"Deadline of one batch of writes to a client.")
-	intFlag(fs, &c.QueueLen, "edge-queue-len", edge.DefaultQueueLen, 4, 100000,
+	cli.Int(fs, &c.QueueLen, "edge-queue-len", edge.DefaultQueueLen, 4, 100000,
 		"Frames queued per connection before ephemeral frames are dropped and then the client is closed as slow (4009).")
-	durationFlag(fs, &c.DrainWindow, "edge-drain-window", edge.DefaultDrainWindow, 0, 10*time.Minute,
+	cli.Duration(fs, &c.DrainWindow, "edge-drain-window", edge.DefaultDrainWindow, 0, 10*time.Minute,
 		"On shutdown, reconnect hints are spread over this long before connections are closed with 1001.")
-	boolFlag(fs, &c.GoroutineReads, "edge-goroutine-reads", false,
+	cli.Bool(fs, &c.GoroutineReads, "edge-goroutine-reads", false,
 		"Read each connection with a goroutine of its own instead of the event-driven (epoll) reader; always so off Linux.")
 }
 
 // deliveryFlags registers the ingest stream and worker settings.
 func deliveryFlags(fs *flag.FlagSet, c *delivery.Config) {
-	stringFlag(fs, &c.Ingest.Stream, "delivery-stream", ingest.DefaultStream, func(s string) error {
+	cli.String(fs, &c.Ingest.Stream, "delivery-stream", ingest.DefaultStream, func(s string) error {
 		if s == "" || strings.ContainsAny(s, " .*>\t") {
 			return errors.New("want a JetStream stream name: no spaces, '.', '*' or '>'")
 		}
 		return nil
 	}, "JetStream stream of accepted sends.")
-	stringFlag(fs, &c.Ingest.SubjectPrefix, "delivery-subject-prefix", ingest.DefaultSubjectPrefix, func(s string) error {
+	cli.String(fs, &c.Ingest.SubjectPrefix, "delivery-subject-prefix", ingest.DefaultSubjectPrefix, func(s string) error {
 		if !strings.HasSuffix(s, ".") || strings.ContainsAny(s, " *>") || strings.HasPrefix(s, ".") {
 			return errors.New("want NATS subject tokens ending with a dot (as in parley.ingest.)")
 		}
 		return nil
 	}, "Subject prefix of the ingest stream's partitions (prefix + partition number).")
-	intFlag(fs, &c.Ingest.Partitions, "delivery-partitions", ingest.DefaultPartitions, 1, 1024,
+	cli.Int(fs, &c.Ingest.Partitions, "delivery-partitions", ingest.DefaultPartitions, 1, 1024,
 		"Partitions of the ingest stream (ordered, one active worker each); fixed once the stream holds messages.")
-	intFlag(fs, &c.Ingest.Replicas, "delivery-stream-replicas", 1, 1, 5,
+	cli.Int(fs, &c.Ingest.Replicas, "delivery-stream-replicas", 1, 1, 5,
 		"Replicas of the ingest stream: 1 for one NATS server, 3 for a cluster.")
-	durationFlag(fs, &c.Ingest.DuplicateWindow, "delivery-duplicate-window", ingest.DefaultDuplicateWindow, 100*time.Millisecond, 24*time.Hour,
+	cli.Duration(fs, &c.Ingest.DuplicateWindow, "delivery-duplicate-window", ingest.DefaultDuplicateWindow, 100*time.Millisecond, 24*time.Hour,
 		"JetStream's dedupe window for resent sends (later resends are caught by the client_msg_id map).")
-	durationFlag(fs, &c.Ingest.PublishTimeout, "delivery-publish-timeout", ingest.DefaultPublishTimeout, time.Millisecond, time.Minute,
+	cli.Duration(fs, &c.Ingest.PublishTimeout, "delivery-publish-timeout", ingest.DefaultPublishTimeout, time.Millisecond, time.Minute,
 		"Deadline of making a send durable before answering accepted.")
-	durationFlag(fs, &c.AckWait, "delivery-ack-wait", delivery.DefaultAckWait, time.Second, 10*time.Minute,
+	cli.Duration(fs, &c.AckWait, "delivery-ack-wait", delivery.DefaultAckWait, time.Second, 10*time.Minute,
 		"How long a worker may hold a message before it is redelivered.")
-	intFlag(fs, &c.MaxDeliver, "delivery-max-deliver", delivery.DefaultMaxDeliver, 2, 100000,
+	cli.Int(fs, &c.MaxDeliver, "delivery-max-deliver", delivery.DefaultMaxDeliver, 2, 100000,
 		"Deliveries of one message before it is given up.")
-	durationFlag(fs, &c.PinnedTTL, "delivery-pinned-ttl", delivery.DefaultPinnedTTL, time.Second, 10*time.Minute,
+	cli.Duration(fs, &c.PinnedTTL, "delivery-pinned-ttl", delivery.DefaultPinnedTTL, time.Second, 10*time.Minute,
 		"A worker silent this long loses its partitions to another (failover time).")
-	intFlag(fs, &c.Batch, "delivery-batch", delivery.DefaultBatch, 1, 1000,
+	cli.Int(fs, &c.Batch, "delivery-batch", delivery.DefaultBatch, 1, 1000,
 		"Messages of a partition a worker takes at once; a backlog of one conversation is stored together (1: one at a time).")
 }

@@ -14,36 +14,25 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/parleyhq/parley/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	var ue usageError
-	switch {
-	case err == nil:
-	case errors.As(err, &ue):
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "parleyd: %v\n", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintf(os.Stderr, "parleyd: %v\n", err)
-		os.Exit(1)
 	}
+	os.Exit(cli.ExitStatus(err)) // 2 for a wrong setting, 1 for a failure
 }
-
-// usageError is a wrong command line or configuration value: exit status 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
 
 const synopsis = `Usage: parleyd COMMAND [flags]
 
@@ -60,7 +49,7 @@ Run 'parleyd COMMAND --help' for the flags of a command.`
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, synopsis)
-		return usageError{errors.New("missing command")}
+		return cli.Usage(errors.New("missing command"))
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
@@ -79,24 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, synopsis)
 		return nil
 	}
-	return usageError{fmt.Errorf("unknown command %q (want run, migrate, token, dlq or version)", cmd)}
+	return cli.Usagef("unknown command %q (want run, migrate, token, dlq or version)", cmd)
 }
-
-// parseCommandFlags parses a subcommand's flags; --help prints its usage and returns errHelp.
-func parseCommandFlags(fs *flag.FlagSet, args []string, getenv func(string) string, stdout io.Writer, synopsis string) error {
-	err := parseFlags(fs, args, getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		printUsage(stdout, fs, synopsis)
-		return errHelp
-	}
-	if err != nil {
-		return usageError{err}
-	}
-	return nil
-}
-
-// errHelp ends a command successfully after printing its help.
-var errHelp = errors.New("help printed")
 
 func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {

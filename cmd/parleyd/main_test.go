@@ -17,6 +17,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cli"
 	"github.com/parleyhq/parley/internal/teststack"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -71,7 +72,7 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			err := run(ctx, tt.args, env(tt.env), io.Discard, io.Discard)
-			var ue usageError
+			var ue cli.UsageError
 			if !errors.As(err, &ue) {
 				t.Fatalf("run(%q) = %v; want a usage error", tt.args, err)
 			}
@@ -104,7 +105,7 @@ func TestHelpListsEverySettingWithItsVariable(t *testing.T) {
 func TestFlagWinsOverEnvironment(t *testing.T) {
 	var cfg runConfig
 	fs := newFlagSetForTest(&cfg)
-	err := parseFlags(fs, []string{"--redis-db=3"}, env(map[string]string{"PARLEY_REDIS_DB": "5", "PARLEY_NATS_URL": "nats://10.0.0.1:4222"}))
+	err := cli.Parse(fs, []string{"--redis-db=3"}, env(map[string]string{"PARLEY_REDIS_DB": "5", "PARLEY_NATS_URL": "nats://10.0.0.1:4222"}), io.Discard, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
@@ -27,6 +28,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/breaker"
+	"github.com/parleyhq/parley/internal/cli"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
@@ -77,11 +79,11 @@ func openDeps(ctx context.Context, cfg runConfig, reg prometheus.Registerer, log
 		}
 	}()
 	if d.nats, err = backend.OpenNATS(ctx, cfg.nats, reg, logger); err != nil {
-		return nil, err
+		return nil, unreachable("NATS", redactURLs(cfg.nats.URL), err)
 	}
 	if cfg.roles.needsRedis() {
 		if d.redis, err = backend.OpenRedis(ctx, cfg.redis, reg, logger); err != nil {
-			return nil, err
+			return nil, unreachable("Redis", cfg.redis.Addr, err)
 		}
 	}
 	if cfg.roles.needsCassandra() {
@@ -89,14 +91,15 @@ func openDeps(ctx context.Context, cfg runConfig, reg prometheus.Registerer, log
 		if err != nil {
 			return nil, err
 		}
+		open := openCassandra(cass, strings.Join(cfg.cassandra.Hosts, ","))
 		if cfg.migrate {
-			res, err := schema.Migrate(ctx, cass.Open, schema.Config{Keyspace: cass.Keyspace(), Replication: cfg.replication}, logger)
+			res, err := schema.Migrate(ctx, open, schema.Config{Keyspace: cass.Keyspace(), Replication: cfg.replication}, logger)
 			if err != nil {
 				return nil, fmt.Errorf("migrate: %w", err)
 			}
 			logger.Info("cassandra schema", "keyspace", cass.Keyspace(), "version", res.To, "applied", res.Applied)
 		}
-		if d.cassandra, err = cass.Open(ctx, cass.Keyspace()); err != nil {
+		if d.cassandra, err = open(ctx, cass.Keyspace()); err != nil {
 			return nil, err
 		}
 		// Also when migrations just ran: another process may have migrated further meanwhile.
@@ -216,7 +219,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	if cfg.roles[roleEdge] || cfg.roles[roleAPI] {
 		authority, err := auth.New(cfg.auth, time.Now)
 		if err != nil {
-			return abort(d, usageError{err})
+			return abort(d, cli.Usage(err))
 		}
 		in, err := ingest.New(d.nats.JetStream, cfg.delivery.Ingest)
 		if err != nil {

@@ -45,6 +45,7 @@ var rules = map[string]rule{
 	"internal/admin":   {layer: "1", mayImport: layer0, forbidden: drivers},
 	"internal/routing": {layer: "1", mayImport: layer0, forbidden: with(notCassandra, "github.com/redis/go-redis")},
 	"internal/breaker": {layer: "1", mayImport: nil, forbidden: drivers},
+	"internal/cli":     {layer: "1", mayImport: nil, forbidden: []string{"github.com/"}}, // not in layer1: only cmd/ may import it
 	"internal/wire":    {layer: "1", mayImport: with(layer0, "internal/breaker"), forbidden: drivers},
 	"presence":         {layer: "1", mayImport: with(layer0, "internal/breaker", "internal/routing"), forbidden: notCassandra},
 	"history":          {layer: "1", mayImport: with(layer0, "internal/breaker"), forbidden: onlyCassandra},
@@ -226,6 +227,10 @@ func TestRulesCatchViolations(t *testing.T) {
 		{"presence", "internal/backend"},
 		{"history", "inbox"},
 		{"httpapi", "edge"},
+		{"delivery", "internal/cli"},
+		{"edge", "internal/cli"},
+		{"loadtest", "internal/cli"},
+		{"internal/teststack", "internal/cli"},
 	}
 	for _, c := range cases {
 		_, r, ok := ruleFor(c.from)
