@@ -35,11 +35,11 @@ type LogConfig struct {
 	// MaxAge is how long entries are kept. It bounds the longest Cassandra outage (or loss
 	// window) the log can repair: the projection must catch up within it. Default 7 days.
 	MaxAge time.Duration
-	// MaxBytes bounds the log's size; when it is full, appends fail (and wait in the ingest
-	// stream) rather than drop entries the projection may still need. JetStream reserves it
-	// against the server's storage limit when the stream is made. 0 (the default): no bound
-	// but MaxAge and the server's.
-	MaxBytes int64
+	// MaxMiB bounds the log's size in MiB; when it is full, appends fail (and wait in the
+	// ingest stream) rather than drop entries the projection may still need. JetStream
+	// reserves it against the server's storage limit when the stream is made. 0 (the
+	// default): no bound but MaxAge and the server's.
+	MaxMiB int
 	// DuplicateWindow is how long the log remembers an entry's id
 	// (conversation/sender/client_msg_id) and refuses a second copy. Within it, a send whose
 	// client_msg_id is a fresh UUIDv7 needs no Cassandra read to be deduplicated. Default 10m.
@@ -68,8 +68,8 @@ func (c LogConfig) Validate() error {
 	switch {
 	case c.MaxAge < time.Hour:
 		return fmt.Errorf("log max age %v: at least 1h (it bounds the outage the projection can repair)", c.MaxAge)
-	case c.MaxBytes != 0 && c.MaxBytes < 1<<20:
-		return fmt.Errorf("log max bytes %d: 0 (no bound) or at least 1 MiB", c.MaxBytes)
+	case c.MaxMiB < 0:
+		return fmt.Errorf("log max size %d MiB: 0 (no bound) or more", c.MaxMiB)
 	case c.DuplicateWindow < time.Minute || c.DuplicateWindow > c.MaxAge:
 		return fmt.Errorf("log duplicate window %v: from 1m to the max age (%v)", c.DuplicateWindow, c.MaxAge)
 	}
@@ -97,7 +97,7 @@ func EnsureLog(ctx context.Context, js jetstream.JetStream, c ingest.Config, lc 
 		return err
 	}
 	c, lc = c.WithDefaults(), lc.withDefaults()
-	maxBytes := lc.MaxBytes
+	maxBytes := int64(lc.MaxMiB) << 20
 	if maxBytes == 0 {
 		maxBytes = -1
 	}

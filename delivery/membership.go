@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
 )
@@ -68,6 +69,14 @@ func (w *Worker) applyEffects(ctx context.Context, m chat.Message) error {
 	case m.Kind.TargetsMessage():
 		return w.store.ApplyEvent(ctx, m)
 	case m.Kind.Membership():
+		if m.Kind == chat.MessageMemberAdded {
+			// The new member's inbox row first, so that once the member list lets them read
+			// the conversation it is in their inbox too (corrected below if the addition turns
+			// out to be a replay that no longer applies).
+			if err := w.inbox.ApplyMembership(ctx, m, history.Member{User: m.TargetUser, JoinedSeq: m.Seq}); err != nil {
+				return err
+			}
+		}
 		mem, err := w.store.ApplyMembership(ctx, m)
 		if err != nil {
 			return err

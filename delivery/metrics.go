@@ -20,6 +20,8 @@ type metrics struct {
 	acquireTimeouts   *prometheus.CounterVec
 	projected         *prometheus.CounterVec
 	projectionLag     prometheus.Histogram
+	reconcilerRuns    prometheus.Counter
+	reconcilerRepairs *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -61,6 +63,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.projectionLag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "parley_delivery_projection_lag_seconds", Help: "From the edge's accept to the entry being in Cassandra.", Buckets: lat,
 	})
+	m.reconcilerRuns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_delivery_reconciler_runs_total", Help: "Reconciler passes run by this process (it holds the lease).",
+	})
+	m.reconcilerRepairs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_delivery_reconciler_repairs_total",
+		Help: "What the reconciler repaired from the log, by kind (message: missing from Cassandra; divergent: another message at its seq; inbox: a row without its conversation's last entry). Alert on any.",
+	}, []string{"what"})
 	m.pending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "parley_delivery_partition_pending",
 		Help: "Messages of a partition not yet delivered to a worker (consumer lag), by partition; refreshed every 5s.",
@@ -85,7 +94,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"stage"})
 	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.fanoutSkipped,
 		m.repeats, m.pending, m.projectionPending, m.owned, m.redelivered, m.redeliveredDone, m.batchSize, m.acquireTimeouts,
-		m.projected, m.projectionLag} {
+		m.projected, m.projectionLag, m.reconcilerRuns, m.reconcilerRepairs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

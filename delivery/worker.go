@@ -70,6 +70,7 @@ type Store interface {
 type Inbox interface {
 	Record(ctx context.Context, m chat.Message, users []chat.UserID) error
 	ApplyMembership(ctx context.Context, m chat.Message, mem history.Member) error
+	Behind(ctx context.Context, conv chat.ConversationID, users []chat.UserID, seq int64) ([]chat.UserID, error)
 }
 
 // NewWorker returns a Worker. ingest.EnsureStream, EnsureLog and EnsureDeadLetters must have

@@ -113,6 +113,28 @@ func (in *Inbox) record(ctx context.Context, m chat.Message, users []chat.UserID
 	return first
 }
 
+// Behind returns the users whose row for conv does not record seq yet (no row, or an older
+// last entry): what the reconciler repairs.
+func (in *Inbox) Behind(ctx context.Context, conv chat.ConversationID, users []chat.UserID, seq int64) ([]chat.UserID, error) {
+	var behind []chat.UserID
+	err := in.guard(func() error {
+		behind = nil
+		for _, u := range users {
+			var last *int64
+			err := in.s.Query(`SELECT last_seq FROM user_conversations WHERE user_id = ? AND conversation_id = ?`,
+				string(u), gocql.UUID(conv)).Idempotent(true).ScanContext(ctx, &last)
+			if err != nil && !errors.Is(err, gocql.ErrNotFound) {
+				return fmt.Errorf("read inbox row: %w", err)
+			}
+			if last == nil || *last < seq {
+				behind = append(behind, u)
+			}
+		}
+		return nil
+	})
+	return behind, err
+}
+
 // preview is the start of a message body for inbox entries: at most 100 bytes, cut on a rune
 // boundary.
 func preview(body string) string {
@@ -138,8 +160,8 @@ func (in *Inbox) ApplyMembership(ctx context.Context, m chat.Message, mem histor
 func (in *Inbox) applyMembership(ctx context.Context, m chat.Message, mem history.Member) error {
 	user, conv := string(mem.User), gocql.UUID(m.Conversation)
 	if !mem.Active() {
-		if err := in.s.Query(`UPDATE user_conversations SET left_seq = ? WHERE user_id = ? AND conversation_id = ?`,
-			mem.LeftSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
+		if err := in.s.Query(`UPDATE user_conversations SET joined_seq = ?, left_seq = ? WHERE user_id = ? AND conversation_id = ?`,
+			mem.JoinedSeq, mem.LeftSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
 			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
 		}
 		return nil

@@ -183,7 +183,7 @@ func dlqCommand(ctx context.Context, args []string, getenv func(string) string, 
 	for _, d := range dead {
 		summary := string(d.Data)
 		if s, err := ingest.Decode(d.Data); err == nil {
-			summary = fmt.Sprintf("conversation %s sender %s client_msg_id %s", s.Conversation, s.Sender, chat.ConversationID(s.ClientMsgID))
+			summary = fmt.Sprintf("conversation %s sender %s client_msg_id %s", s.Conversation, s.Sender, s.ClientMsgID)
 		} else if len(summary) > 80 {
 			summary = summary[:80] + "..."
 		}

@@ -161,6 +161,7 @@ type runConfig struct {
 	jwksFile        string
 	edge            edge.Config
 	delivery        delivery.Config
+	reconciler      delivery.ReconcilerConfig
 	admin           admin.Config
 	redis           backend.RedisConfig
 	nats            backend.NATSConfig
@@ -188,6 +189,10 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 	authFlags(fs, &c.auth, &c.jwksFile)
 	edgeFlags(fs, &c.edge)
 	deliveryFlags(fs, &c.delivery)
+	cli.Duration(fs, &c.reconciler.Interval, "reconciler-interval", time.Minute, time.Second, 24*time.Hour,
+		"How often the delivery role's reconciler checks the recent log against Cassandra (one node at a time holds its lease).")
+	cli.Duration(fs, &c.reconciler.Lookback, "reconciler-lookback", 15*time.Minute, time.Minute, 365*24*time.Hour,
+		"How far back each reconciler pass reads the log.")
 	cli.String(fs, &c.admin.Addr, "admin-addr", admin.DefaultAddr, cli.HostPort,
 		"Listen address of /healthz, /readyz, /metrics and /debug/pprof.")
 	cli.Duration(fs, &c.admin.CheckTimeout, "readiness-check-timeout", admin.DefaultCheckTimeout,
@@ -339,5 +344,11 @@ func deliveryFlags(fs *flag.FlagSet, c *delivery.Config) {
 	cli.Duration(fs, &c.PinnedTTL, "delivery-pinned-ttl", delivery.DefaultPinnedTTL, time.Second, 10*time.Minute,
 		"A worker silent this long loses its partitions to another (failover time).")
 	cli.Int(fs, &c.Batch, "delivery-batch", delivery.DefaultBatch, 1, 1000,
-		"Messages of a partition a worker takes at once; a backlog of one conversation is stored together (1: one at a time).")
+		"Messages of a partition a worker takes at once (1: one at a time).")
+	cli.Duration(fs, &c.Log.MaxAge, "delivery-log-max-age", delivery.DefaultLogMaxAge, time.Hour, 3650*24*time.Hour,
+		"How long the sequenced log keeps entries: the longest Cassandra outage or loss the projection can repair from it.")
+	cli.Int(fs, &c.Log.MaxMiB, "delivery-log-max-mib", 0, 0, 1<<30,
+		"Size bound of the sequenced log in MiB (0: none but its max age); when full, sends wait in the ingest stream.")
+	cli.Duration(fs, &c.Log.DuplicateWindow, "delivery-log-duplicate-window", delivery.DefaultLogDuplicateWindow, time.Minute, 24*time.Hour,
+		"How long the log refuses a second copy of an entry; fresh UUIDv7 sends are deduplicated by it alone while Cassandra is down.")
 }

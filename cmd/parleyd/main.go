@@ -41,6 +41,8 @@ Commands:
   migrate   create the keyspace and apply pending Cassandra migrations
   token     mint a development token (HS256) for a user
   dlq       list the dead letters, or replay one (dlq list | dlq replay ID)
+  reconcile check the recent log against Cassandra and repair it (reconcile --once)
+  reproject write the whole sequenced log into Cassandra again
   version   print the version
 
 Run 'parleyd COMMAND --help' for the flags of a command.`
@@ -61,6 +63,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return tokenCommand(args, getenv, stdout)
 	case "dlq":
 		return dlqCommand(ctx, args, getenv, stdout, stderr)
+	case "reconcile":
+		return reconcileCommand(ctx, args, getenv, stdout, stderr)
+	case "reproject":
+		return reprojectCommand(ctx, args, getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "parleyd", version())
 		return nil
@@ -68,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, synopsis)
 		return nil
 	}
-	return cli.Usagef("unknown command %q (want run, migrate, token, dlq or version)", cmd)
+	return cli.Usagef("unknown command %q (want run, migrate, token, dlq, reconcile, reproject or version)", cmd)
 }
 
 func version() string {

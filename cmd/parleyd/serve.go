@@ -191,6 +191,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			defer close(workerDone)
 			return worker.Run(gctx)
 		})
+		g.Go(func() error { return worker.RunReconciler(gctx, cfg.reconciler) })
 	} else {
 		close(workerDone)
 	}

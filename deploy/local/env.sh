@@ -15,6 +15,11 @@
 : "${PARLEY_CASSANDRA_PORT:=19042}"
 : "${PARLEY_CASSANDRA_STORAGE_PORT:=17000}"
 : "${PARLEY_CASSANDRA_HEAP:=1G}"
+# Cassandra's commit log sync: group (acknowledged once synced, synced every
+# PARLEY_CASSANDRA_COMMITLOG_WINDOW), batch (synced before each acknowledgement) or periodic
+# (acknowledged before it is synced; synced every 10 s). See docs/operations.md.
+: "${PARLEY_CASSANDRA_COMMITLOG_SYNC:=group}"
+: "${PARLEY_CASSANDRA_COMMITLOG_WINDOW:=10ms}"
 
 : "${NATS_SERVER_VERSION:=v2.12.1}"
 : "${CASSANDRA_VERSION:=5.0.8}"

@@ -190,9 +190,17 @@ launch_cassandra() {
   java=$(find_java) || die "no Java 11 or 17 found for Cassandra"
   jamm=$(ls "$lib"/jamm-*.jar | head -n1)
   mkdir -p "$dir/conf" "$dir/data" "$dir/tmp" "$dir/logs"
+  local sync
+  case "$PARLEY_CASSANDRA_COMMITLOG_SYNC" in
+    group) sync="commitlog_sync: group\ncommitlog_sync_group_window: $PARLEY_CASSANDRA_COMMITLOG_WINDOW" ;;
+    batch) sync="commitlog_sync: batch" ;;
+    periodic) sync="commitlog_sync: periodic\ncommitlog_sync_period: 10000ms" ;;
+    *) die "PARLEY_CASSANDRA_COMMITLOG_SYNC=$PARLEY_CASSANDRA_COMMITLOG_SYNC: want group, batch or periodic" ;;
+  esac
   sed -e "s|@STORAGE_PORT@|$PARLEY_CASSANDRA_STORAGE_PORT|g" \
       -e "s|@NATIVE_PORT@|$PARLEY_CASSANDRA_PORT|g" \
       -e "s|@DATA_DIR@|$dir/data|g" \
+      -e "s|@COMMITLOG_SYNC@|$sync|" \
       "$HERE/cassandra/cassandra.yaml.in" >"$dir/conf/cassandra.yaml"
   cp "$HERE/cassandra/logback.xml" "$dir/conf/logback.xml"
   local opts=()

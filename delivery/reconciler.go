@@ -1,0 +1,295 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The reconciler is the backstop of the projection: on a schedule it reads the recent log
+// and checks that Cassandra has every entry (the same message at the same seq) and that each
+// member's inbox row has the conversation's last entry, and repairs what is missing or
+// different by projecting the log's entry again. The projector acknowledges only what it
+// wrote, so the reconciler should find nothing: anything it repairs means Cassandra lost or
+// never applied a write it acknowledged, and parley_delivery_reconciler_repairs_total is the
+// alert. One node at a time runs it, holding a lease in NATS KV.
+
+// ReconcilerConfig configures the reconciler. Zero values take the defaults.
+type ReconcilerConfig struct {
+	// Interval between passes. Default 1m.
+	Interval time.Duration
+	// Lookback is how far back each pass reads the log. It should cover Cassandra's
+	// acknowledged-but-unsynced window and the time since the last pass. Default 15m.
+	Lookback time.Duration
+	// Node names this process in the lease (default: host name and pid).
+	Node string
+}
+
+func (c ReconcilerConfig) withDefaults() ReconcilerConfig {
+	if c.Interval == 0 {
+		c.Interval = time.Minute
+	}
+	if c.Lookback == 0 {
+		c.Lookback = 15 * time.Minute
+	}
+	if c.Node == "" {
+		host, _ := os.Hostname()
+		c.Node = host + "/" + strconv.Itoa(os.Getpid())
+	}
+	return c
+}
+
+// Repairs counts what a reconciler pass found and repaired.
+type Repairs struct {
+	// Entries is how many log entries the pass checked.
+	Entries int
+	// Messages were missing from Cassandra; Divergent held another message at their seq
+	// (both rewritten from the log).
+	Messages, Divergent int
+	// InboxRows did not record their conversation's last entry.
+	InboxRows int
+}
+
+// Total is every repair of the pass.
+func (r Repairs) Total() int { return r.Messages + r.Divergent + r.InboxRows }
+
+// leaseBucket is the KV bucket of the delivery leases of an ingest stream.
+func (w *Worker) leaseBucket() string { return w.cfg.Ingest.Stream + "_LEASES" }
+
+const reconcilerLease = "reconciler"
+
+// errLeaseHeld: another node holds the reconciler's lease.
+var errLeaseHeld = errors.New("the reconciler lease is held by another node")
+
+// holdLease takes or renews the reconciler's lease; errLeaseHeld when another node holds it.
+// The lease is a KV key that expires ttl after its last write.
+func (w *Worker) holdLease(ctx context.Context, node string, ttl time.Duration) error {
+	kv, err := w.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: w.leaseBucket(), TTL: ttl,
+		Description: "Parley delivery leases (one reconciler at a time)", Storage: jetstream.FileStorage, Replicas: w.cfg.Ingest.Replicas})
+	if err != nil {
+		return fmt.Errorf("lease bucket: %w", err)
+	}
+	e, err := kv.Get(ctx, reconcilerLease)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		if _, err := kv.Create(ctx, reconcilerLease, []byte(node)); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return errLeaseHeld
+			}
+			return fmt.Errorf("take lease: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read lease: %w", err)
+	case string(e.Value()) != node:
+		return errLeaseHeld
+	}
+	if _, err := kv.Update(ctx, reconcilerLease, []byte(node), e.Revision()); err != nil {
+		return fmt.Errorf("renew lease: %w", err)
+	}
+	return nil
+}
+
+// RunReconciler runs a reconciler pass every Interval while this node holds the lease, until
+// ctx ends.
+func (w *Worker) RunReconciler(ctx context.Context, cfg ReconcilerConfig) error {
+	cfg = cfg.withDefaults()
+	t := time.NewTicker(cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := w.holdLease(ctx, cfg.Node, 3*cfg.Interval); err != nil {
+			if !errors.Is(err, errLeaseHeld) && ctx.Err() == nil {
+				w.logger.Warn("reconciler lease", "err", err)
+			}
+			continue
+		}
+		if _, err := w.Reconcile(ctx, cfg.Lookback); err != nil && ctx.Err() == nil {
+			w.logger.Warn("reconciler pass failed; next one in an interval", "err", err)
+		}
+	}
+}
+
+// ReconcileOnce takes the lease, runs one pass and gives the lease back (parleyd reconcile
+// --once).
+func (w *Worker) ReconcileOnce(ctx context.Context, cfg ReconcilerConfig) (Repairs, error) {
+	cfg = cfg.withDefaults()
+	if err := w.holdLease(ctx, cfg.Node, 3*cfg.Interval); err != nil {
+		return Repairs{}, err
+	}
+	defer w.releaseLease(context.WithoutCancel(ctx), cfg.Node)
+	return w.Reconcile(ctx, cfg.Lookback)
+}
+
+// releaseLease gives the lease back if this node holds it.
+func (w *Worker) releaseLease(ctx context.Context, node string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := w.js.KeyValue(ctx, w.leaseBucket())
+	if err != nil {
+		return
+	}
+	if e, err := kv.Get(ctx, reconcilerLease); err == nil && string(e.Value()) == node {
+		_ = kv.Delete(ctx, reconcilerLease, jetstream.LastRevision(e.Revision()))
+	}
+}
+
+// Reconcile checks the log's entries of the last lookback against Cassandra and repairs what
+// is missing or different. It logs and counts what it repaired.
+func (w *Worker) Reconcile(ctx context.Context, lookback time.Duration) (Repairs, error) {
+	var r Repairs
+	start := w.now().Add(-lookback)
+	err := w.readLog(ctx, &start, func(run []logEntry) error { return w.reconcileRun(ctx, run, &r) })
+	w.metrics.reconcilerRuns.Inc()
+	defer func() {
+		if err != nil {
+			w.logger.Warn("reconciler pass stopped", "entries", r.Entries, "repairs", r.Total(), "err", err)
+		}
+	}()
+	for what, n := range map[string]int{"message": r.Messages, "divergent": r.Divergent, "inbox": r.InboxRows} {
+		w.metrics.reconcilerRepairs.WithLabelValues(what).Add(float64(n))
+	}
+	if err != nil {
+		return r, err
+	}
+	if r.Total() > 0 {
+		w.logger.Error("reconciler repaired the projection from the log", "entries", r.Entries,
+			"messages", r.Messages, "divergent", r.Divergent, "inbox_rows", r.InboxRows)
+	} else {
+		w.logger.Info("reconciler pass", "entries", r.Entries, "repairs", 0)
+	}
+	return r, err
+}
+
+// Reproject writes every log entry (since start, or all when start is nil) into Cassandra
+// again, checking nothing: after restoring Cassandra from a backup, or to rebuild it.
+func (w *Worker) Reproject(ctx context.Context, start *time.Time) (int, error) {
+	n := 0
+	err := w.readLog(ctx, start, func(run []logEntry) error {
+		if err := w.projectEntries(ctx, run); err != nil {
+			return err
+		}
+		n += len(run)
+		return nil
+	})
+	return n, err
+}
+
+// readLog reads the whole log from start (nil: from the beginning) to where it ended when the
+// read began, handing each conversation's consecutive entries to fn as a run.
+func (w *Worker) readLog(ctx context.Context, start *time.Time, fn func(run []logEntry) error) error {
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{logPrefix(w.cfg.Ingest) + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if start != nil {
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, start
+	}
+	st, err := w.js.Stream(ctx, LogStream(w.cfg.Ingest))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("no log stream %s (has a delivery worker run with this --delivery-stream?): %w", LogStream(w.cfg.Ingest), err)
+	}
+	if err != nil {
+		return fmt.Errorf("log stream %s: %w", LogStream(w.cfg.Ingest), err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("log stream: %w", err)
+	}
+	end := info.State.LastSeq
+	if end == 0 {
+		return nil
+	}
+	cons, err := w.js.OrderedConsumer(ctx, LogStream(w.cfg.Ingest), cc)
+	if err != nil {
+		return fmt.Errorf("read the log: %w", err)
+	}
+	var run []logEntry
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		err := fn(run)
+		run = nil
+		return err
+	}
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return fmt.Errorf("read the log: %w", err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			meta, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			e, err := decodeLogEntry(msg.Data(), meta.Sequence.Stream)
+			if err != nil {
+				w.logger.Error("reconciler: undecodable log entry", "stream_seq", meta.Sequence.Stream, "err", err)
+			} else {
+				if len(run) > 0 && run[0].m.Conversation != e.m.Conversation {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				run = append(run, e)
+			}
+			if meta.Sequence.Stream >= end || meta.NumPending == 0 {
+				return flush()
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("read the log: %w", err)
+		}
+		if got == 0 {
+			return flush() // nothing (more) from start on
+		}
+	}
+}
+
+// reconcileRun checks and repairs one run of a conversation's entries.
+func (w *Worker) reconcileRun(ctx context.Context, run []logEntry, r *Repairs) error {
+	var repair []logEntry
+	for _, e := range run {
+		r.Entries++
+		stored, ok, err := w.store.MessageAt(ctx, e.m.Conversation, e.m.Seq)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ok:
+			r.Messages++
+			repair = append(repair, e)
+		case stored.Sender != e.m.Sender || stored.ClientMsgID != e.m.ClientMsgID:
+			r.Divergent++
+			repair = append(repair, e)
+		}
+	}
+	if len(repair) > 0 {
+		if err := w.projectEntries(ctx, repair); err != nil {
+			return err
+		}
+	}
+	last := run[len(run)-1].m
+	users, err := w.store.ActiveMembers(ctx, last.Conversation)
+	if err != nil {
+		return err
+	}
+	behind, err := w.inbox.Behind(ctx, last.Conversation, withLeaver(users, last), last.Seq)
+	if err != nil {
+		return err
+	}
+	if len(behind) > 0 {
+		r.InboxRows += len(behind)
+		return w.inbox.Record(ctx, last, behind)
+	}
+	return nil
+}
