@@ -262,11 +262,11 @@ func (w *Worker) sequencedBefore(ctx context.Context, ps *seqState, e ingest.Ent
 // freshV7 reports whether id is a UUIDv7 whose time is within window before now (and not
 // more than a minute after it).
 func freshV7(id chat.ClientMsgID, now time.Time, window time.Duration) bool {
-	if id[6]>>4 != 7 {
+	at, ok := id.Time()
+	if !ok {
 		return false
 	}
-	ms := int64(id[0])<<40 | int64(id[1])<<32 | int64(id[2])<<24 | int64(id[3])<<16 | int64(id[4])<<8 | int64(id[5])
-	age := now.Sub(time.UnixMilli(ms))
+	age := now.Sub(at)
 	return age >= -time.Minute && age < window
 }
 

@@ -3,6 +3,7 @@ package chat
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestConversationIDRoundTrip(t *testing.T) {
@@ -45,8 +46,14 @@ func TestClientMsgID(t *testing.T) {
 	if err != nil || back != id {
 		t.Fatalf("round trip of %s = %s, %v", id, back, err)
 	}
-	if id[6]>>4 != 4 || id[8]>>6 != 2 {
-		t.Errorf("%s is not a version 4, variant 1 UUID", id)
+	if id[6]>>4 != 7 || id[8]>>6 != 2 {
+		t.Errorf("%s is not a version 7, variant 1 UUID", id)
+	}
+	if at, ok := id.Time(); !ok || time.Since(at) > time.Minute || time.Since(at) < 0 {
+		t.Errorf("%s carries the time %v, %v; want now", id, at, ok)
+	}
+	if _, ok := ClientMsgID(NewConversationID()).Time(); ok {
+		t.Error("a version 4 id has a time")
 	}
 	a, b := DerivedClientMsgID("react", "alice", "7"), DerivedClientMsgID("react", "alice", "7")
 	if a != b || a == DerivedClientMsgID("react", "alice7") {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrInvalidConversation is returned (wrapped) for a malformed conversation id.
@@ -106,8 +107,30 @@ func (id ConversationID) String() string { return formatUUID(id) }
 // API) that makes it idempotent: per conversation and sender, one id is one message.
 type ClientMsgID [16]byte
 
-// NewClientMsgID returns a random (version 4) client message id.
-func NewClientMsgID() ClientMsgID { return randomUUID() }
+// NewClientMsgID returns a time-ordered client message id (UUIDv7, RFC 9562: 48 bits of
+// Unix milliseconds, then random bits), as the SDKs mint them: while Cassandra is down the
+// sequencer can tell a fresh send from a late resend by the id alone (docs/delivery.md).
+func NewClientMsgID() ClientMsgID {
+	id := ClientMsgID(randomUUID())
+	ms := uint64(time.Now().UnixMilli())
+	for i := 0; i < 6; i++ {
+		id[i] = byte(ms >> (40 - 8*i))
+	}
+	id[6] = id[6]&0x0f | 0x70
+	return id
+}
+
+// Time is when a UUIDv7 id was minted (ok false for any other version).
+func (id ClientMsgID) Time() (t time.Time, ok bool) {
+	if id[6]>>4 != 7 {
+		return time.Time{}, false
+	}
+	var ms int64
+	for _, b := range id[:6] {
+		ms = ms<<8 | int64(b)
+	}
+	return time.UnixMilli(ms), true
+}
 
 // DerivedClientMsgID is the name-based id of parts: the same parts give the same id, so a
 // request repeated without an idempotency key still makes one event.

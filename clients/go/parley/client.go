@@ -800,11 +800,18 @@ func (c *Client) sync(ws *websocket.Conn) error {
 // saveLocked persists the state (c.mu held).
 func (c *Client) saveLocked() error { return c.opts.store.Save(c.st) }
 
-// newUUID returns a random (version 4) UUID.
+// newUUID returns a time-ordered UUID (version 7, RFC 9562: 48 bits of Unix milliseconds,
+// then random bits). Client message ids are v7 so that, while the server's store is down, it
+// can tell a fresh send from a late resend by the id alone and keep sequencing fresh ones
+// (docs/delivery.md, step 6).
 func newUUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
+	ms := uint64(time.Now().UnixMilli())
+	for i := 0; i < 6; i++ {
+		b[i] = byte(ms >> (40 - 8*i))
+	}
+	b[6] = b[6]&0x0f | 0x70
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]

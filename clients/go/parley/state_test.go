@@ -1,8 +1,11 @@
 package parley
 
 import (
+	"encoding/hex"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/protocol"
 )
@@ -99,5 +102,30 @@ func TestTrackerLateJoin(t *testing.T) {
 	tr.offer(protocol.Message{Conversation: "g", Seq: 44})
 	if r := tr.settle(start); len(r) != 0 {
 		t.Fatalf("settled %v, held after the sync started", r)
+	}
+}
+
+// Client message ids are UUIDv7: version 7, the RFC 4122 variant, and the current time in
+// their first 48 bits (the server relies on it while its store is down).
+func TestNewUUIDIsVersion7(t *testing.T) {
+	before := time.Now().UnixMilli()
+	id := newUUID()
+	after := time.Now().UnixMilli()
+	raw, err := hex.DecodeString(strings.ReplaceAll(id, "-", ""))
+	if err != nil || len(raw) != 16 || len(id) != 36 {
+		t.Fatalf("newUUID() = %q", id)
+	}
+	if raw[6]>>4 != 7 || raw[8]>>6 != 2 {
+		t.Errorf("%s: version %d, variant %d; want 7 and 2", id, raw[6]>>4, raw[8]>>6)
+	}
+	var ms int64
+	for _, b := range raw[:6] {
+		ms = ms<<8 | int64(b)
+	}
+	if ms < before || ms > after {
+		t.Errorf("%s carries %d ms; want between %d and %d", id, ms, before, after)
+	}
+	if newUUID() == id {
+		t.Error("two ids are equal")
 	}
 }
