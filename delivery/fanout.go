@@ -12,22 +12,68 @@ import (
 	"github.com/parleyhq/parley/protocol"
 )
 
-// Live fan-out reads the log: each entry, once it is in the log, goes, already encoded, to
-// every recipient's user subject. It does not wait for Cassandra (the member list is cached,
-// see memberCache). It is at-most-once per delivery of the entry to this consumer; a worker
-// that takes over pushes again only what the previous one had in flight (counted as
-// repeats). Sync repairs whatever it misses.
+// Live fan-out reads the log: each entry goes, already encoded, to every recipient's user
+// subject. It is at-most-once per delivery of the entry to this consumer; a worker that takes
+// over pushes again only what the previous one had in flight (counted as repeats). Sync
+// repairs whatever it misses.
+//
+// An entry is pushed once the projector has written it (normally within milliseconds), so a
+// device that connects meanwhile finds in its first sync everything it was not pushed: sync
+// reads Cassandra, and the push went out before the device's subscription existed. When the
+// projector makes no progress (Cassandra is down), the fan-out stops waiting and pushes at
+// once, from the log and its member cache: messaging goes on, and a device that connects
+// during the outage gets the rest from the sync after it.
+
+// projectionWait bounds how long one entry waits for its projection before the fan-out takes
+// the projector for stalled.
+const projectionWait = 250 * time.Millisecond
+
+// fanState is a partition's fan-out state while this worker holds it.
+type fanState struct {
+	p       int
+	members *memberCache
+	// floor is the projector's last known ack floor; stalled says the last wait for it timed
+	// out, so entries are pushed without waiting until the floor moves again.
+	floor   uint64
+	stalled bool
+}
 
 func (w *Worker) fanout(p int) func(ctx context.Context, batch []jetstream.Msg) {
-	mc := &memberCache{entries: map[chat.ConversationID]cachedMembers{}}
+	fs := &fanState{p: p, members: &memberCache{entries: map[chat.ConversationID]cachedMembers{}}}
 	return func(ctx context.Context, batch []jetstream.Msg) {
+		if f, err := w.projectedFloor(ctx, p); err == nil {
+			if f > fs.floor {
+				fs.stalled = false
+			}
+			fs.floor = max(fs.floor, f)
+		}
 		for _, msg := range batch {
-			w.fanOutEntry(ctx, mc, p, msg)
+			w.fanOutEntry(ctx, fs, msg)
 		}
 	}
 }
 
-func (w *Worker) fanOutEntry(ctx context.Context, mc *memberCache, p int, msg jetstream.Msg) {
+// awaitProjected waits until the projector has written the entry at streamSeq, for at most
+// wait; it reports whether it has.
+func (w *Worker) awaitProjected(ctx context.Context, fs *fanState, streamSeq uint64, wait time.Duration) bool {
+	deadline := w.now().Add(wait)
+	for fs.floor < streamSeq {
+		if !w.now().Before(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+		if f, err := w.projectedFloor(ctx, fs.p); err == nil {
+			fs.floor = max(fs.floor, f)
+		}
+	}
+	return true
+}
+
+func (w *Worker) fanOutEntry(ctx context.Context, fs *fanState, msg jetstream.Msg) {
 	defer func() { _ = msg.Ack() }()
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -35,17 +81,28 @@ func (w *Worker) fanOutEntry(ctx context.Context, mc *memberCache, p int, msg je
 	}
 	e, err := decodeLogEntry(msg.Data(), meta.Sequence.Stream)
 	if err != nil {
-		w.logger.Error("fan-out: undecodable log entry", "partition", p, "err", err)
+		w.logger.Error("fan-out: undecodable log entry", "partition", fs.p, "err", err)
 		return
 	}
 	if meta.NumDelivered > 1 {
 		w.metrics.repeats.Inc()
 	}
-	if e.m.Kind.Membership() {
-		w.awaitProjection(ctx, p, e.streamSeq)
+	// A membership event waits longer (up to membershipPushWait even when the projector is
+	// stalled): a member who sees their removal must be refused at their next send, which
+	// the edges learn from the projector.
+	switch {
+	case e.m.Kind.Membership():
+		w.awaitProjected(ctx, fs, e.streamSeq, membershipPushWait)
+	case !fs.stalled:
+		if !w.awaitProjected(ctx, fs, e.streamSeq, projectionWait) {
+			fs.stalled = true
+			w.metrics.fanoutUnprojected.Inc()
+		}
+	default:
+		w.metrics.fanoutUnprojected.Inc()
 	}
-	mc.follow(e.m)
-	users, err := w.members(ctx, mc, e.m.Conversation)
+	fs.members.follow(e.m)
+	users, err := w.members(ctx, fs.members, e.m.Conversation)
 	if err != nil {
 		w.metrics.fanoutSkipped.Inc() // no member list at all: the members sync instead
 		return
@@ -56,23 +113,6 @@ func (w *Worker) fanOutEntry(ctx context.Context, mc *memberCache, p int, msg je
 
 // membershipPushWait bounds how long the push of a membership event waits for its projection.
 const membershipPushWait = 2 * time.Second
-
-// awaitProjection waits until the projector has written the entry at streamSeq (or
-// membershipPushWait has passed). A membership event is pushed once it is in Cassandra and the
-// edges have been told, so a member who sees their removal is refused at their next send.
-func (w *Worker) awaitProjection(ctx context.Context, p int, streamSeq uint64) {
-	deadline := w.now().Add(membershipPushWait)
-	for w.now().Before(deadline) {
-		if floor, err := w.projectedFloor(ctx, p); err == nil && floor >= streamSeq {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
 
 // push publishes the message frame on every recipient's user subject, the sender's included
 // (their other devices). Best effort: failures are counted, sync repairs.

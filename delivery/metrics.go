@@ -11,6 +11,7 @@ type metrics struct {
 	fanoutErrors      prometheus.Counter
 	fanoutSkipped     prometheus.Counter
 	repeats           prometheus.Counter
+	fanoutUnprojected prometheus.Counter
 	pending           *prometheus.GaugeVec
 	projectionPending *prometheus.GaugeVec
 	owned             *prometheus.GaugeVec
@@ -53,6 +54,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.repeats = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "parley_delivery_fanout_repeats_total", Help: "Log entries pushed live again (the fan-out was taken over while they were in flight).",
 	})
+	m.fanoutUnprojected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_delivery_fanout_unprojected_total", Help: "Log entries pushed live before the projector wrote them (it made no progress: Cassandra down or slow).",
+	})
 	m.projectionPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "parley_delivery_projection_pending",
 		Help: "Log entries of a partition not yet written to Cassandra (projection lag), by partition; refreshed every 5s.",
@@ -93,7 +97,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Partitions taken over without every message of the previous owner back in hand (order of those messages not guaranteed), by stage.",
 	}, []string{"stage"})
 	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.fanoutSkipped,
-		m.repeats, m.pending, m.projectionPending, m.owned, m.redelivered, m.redeliveredDone, m.batchSize, m.acquireTimeouts,
+		m.repeats, m.fanoutUnprojected, m.pending, m.projectionPending, m.owned, m.redelivered, m.redeliveredDone, m.batchSize, m.acquireTimeouts,
 		m.projected, m.projectionLag, m.reconcilerRuns, m.reconcilerRepairs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -42,6 +43,8 @@ type options struct {
 	autoAck    bool
 	backoffMin time.Duration
 	backoffMax time.Duration
+	pingAfter  time.Duration
+	deadAfter  time.Duration
 }
 
 // WithToken sets the token source (required).
@@ -71,6 +74,13 @@ func WithAutoAck(on bool) Option { return func(o *options) { o.autoAck = on } }
 // jitter (default 250ms, 30s).
 func WithBackoff(min, max time.Duration) Option {
 	return func(o *options) { o.backoffMin, o.backoffMax = min, max }
+}
+
+// WithLiveness sets how the client tells a frozen server from a quiet one: after pingAfter
+// without any frame from the server it sends a ping, and after deadAfter without any it gives
+// the connection up and reconnects (default 5s and 15s; docs/protocol.md, section 4).
+func WithLiveness(pingAfter, deadAfter time.Duration) Option {
+	return func(o *options) { o.pingAfter, o.deadAfter = pingAfter, deadAfter }
 }
 
 // ConnState is the connection's state, reported as events.
@@ -159,7 +169,7 @@ type Client struct {
 // EventState Connected says it is done.
 func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	o := options{logger: slog.New(slog.NewTextHandler(io.Discard, nil)), autoAck: true, httpClient: http.DefaultClient,
-		backoffMin: 250 * time.Millisecond, backoffMax: 30 * time.Second}
+		backoffMin: 250 * time.Millisecond, backoffMax: 30 * time.Second, pingAfter: 5 * time.Second, deadAfter: 15 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -454,7 +464,19 @@ func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Du
 	c.retryAt = map[string]time.Time{}
 	c.mu.Unlock()
 	done := make(chan struct{})
-	var hintMu sync.Mutex
+	var (
+		hintMu   sync.Mutex
+		lastRead atomic.Int64 // when the server was last heard from, Unix nanoseconds
+	)
+	lastRead.Store(time.Now().UnixNano())
+	ws.SetPingHandler(func(data string) error {
+		lastRead.Store(time.Now().UnixNano())
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
 	c.wg.Add(1)
 	go func() { // the reader
 		defer c.wg.Done()
@@ -464,6 +486,7 @@ func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Du
 			if err := ws.ReadJSON(&f); err != nil {
 				return
 			}
+			lastRead.Store(time.Now().UnixNano())
 			if f.Type == protocol.TypeReconnect {
 				hintMu.Lock()
 				hint = time.Duration(f.AfterMS) * time.Millisecond
@@ -490,6 +513,11 @@ func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Du
 			c.refresher(hello.ExpiresAt, done)
 		}()
 	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.liveness(ws, &lastRead, done)
+	}()
 	select {
 	case <-done:
 	case <-c.ctx.Done():
@@ -552,6 +580,38 @@ func (c *Client) sender(ws *websocket.Conn, hello protocol.Frame, done <-chan st
 	}
 }
 
+// liveness pings a silent server and gives the connection up when the server stays silent
+// for deadAfter (a frozen or partitioned edge keeps the TCP connection open; only silence
+// tells). Closing the socket ends the session; the client reconnects.
+func (c *Client) liveness(ws *websocket.Conn, lastRead *atomic.Int64, done <-chan struct{}) {
+	tick := time.NewTicker(max(c.opts.pingAfter/5, 100*time.Millisecond))
+	defer tick.Stop()
+	var pinged time.Time
+	for n := 0; ; {
+		select {
+		case <-done:
+			return
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		silent := time.Since(time.Unix(0, lastRead.Load()))
+		switch {
+		case silent >= c.opts.deadAfter:
+			c.opts.logger.Warn("parley: the server is silent; reconnecting", "silent", silent.Round(time.Millisecond))
+			_ = ws.Close()
+			return
+		case silent >= c.opts.pingAfter && time.Since(pinged) >= c.opts.pingAfter:
+			n++
+			pinged = time.Now()
+			if err := c.write(ws, protocol.Frame{Type: protocol.TypePing, ID: "l:" + strconv.Itoa(n)}); err != nil {
+				_ = ws.Close()
+				return
+			}
+		}
+	}
+}
+
 // refresher replaces the connection's token before it expires (auth.refresh), from the
 // token source, at 80% of its remaining life; a failed refresh is retried every 5 s until the
 // token expires (the server then closes the connection and the reconnect fetches a token).
@@ -593,7 +653,8 @@ func (c *Client) nextFrame() (protocol.Frame, bool) {
 	for conv, seq := range c.acks {
 		if seq < 0 {
 			delete(c.acks, conv)
-			return protocol.Frame{Type: protocol.TypeAck, Conversation: conv, Seq: -seq}, true
+			// Acks carry an id, so an error (a store outage) names the ack that failed.
+			return protocol.Frame{Type: protocol.TypeAck, ID: "a:" + strconv.FormatInt(-seq, 10) + ":" + conv, Conversation: conv, Seq: -seq}, true
 		}
 	}
 	now := time.Now()
@@ -643,6 +704,16 @@ func (c *Client) handle(ws *websocket.Conn, f protocol.Frame) {
 			return
 		}
 		c.settleSend(id, &ServerError{Code: f.Code, Message: f.Message})
+	case f.Type == protocol.TypeError && strings.HasPrefix(f.ID, "a:"):
+		// A failed ack is due again at the next flush (unless a later one is queued).
+		seqText, conv, _ := strings.Cut(strings.TrimPrefix(f.ID, "a:"), ":")
+		if seq, err := strconv.ParseInt(seqText, 10, 64); err == nil && f.Retryable {
+			c.mu.Lock()
+			if cur := c.acks[conv]; seq > cur && seq > -cur {
+				c.acks[conv] = seq
+			}
+			c.mu.Unlock()
+		}
 	case f.ID != "":
 		c.mu.Lock()
 		ch := c.replies[f.ID]
