@@ -43,12 +43,11 @@ run: deps up build ## Bring up the stack, migrate, and run parleyd with all role
 	@deploy/local/run.sh $(BIN)/parleyd
 
 test: deps lint ## Start the stack if needed, run all tests (-race), then the outage tests (they restart Cassandra), stop what it started.
-	@started=$$(mktemp); trap 'rm -f "$$started"' EXIT; \
+	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
 	rc=0; $(GO) test $(GOTEST_FLAGS) $(PKGS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(GO) test $(GOTEST_FLAGS) -tags outage -run Outage ./cmd/parleyd || rc=$$?; fi; \
-	$(STACK) down --from-file "$$started"; \
 	exit $$rc
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
