@@ -33,6 +33,15 @@ import (
 // (parleyd exits after closing the session), so it is tolerated here and nowhere else.
 var leakOptions = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/apache/cassandra-gocql-driver/v2.(*Conn).serve"),
+	// A Session.Close stuck in the driver after a Cassandra restart (backend.CloseCassandra
+	// leaves it behind rather than hang the shutdown), with the goroutines it waits for.
+	goleak.IgnoreAnyFunction("github.com/parleyhq/parley/internal/backend.CloseCassandra.func1"),
+	goleak.IgnoreAnyFunction("github.com/apache/cassandra-gocql-driver/v2.(*controlConn).heartBeat"),
+	goleak.IgnoreAnyFunction("github.com/apache/cassandra-gocql-driver/v2.(*refreshDebouncer).flusher"),
+	goleak.IgnoreAnyFunction("github.com/apache/cassandra-gocql-driver/v2.(*Session).reconnectDownedHosts"),
+	goleak.IgnoreAnyFunction("github.com/apache/cassandra-gocql-driver/v2.(*Conn).heartBeat"),
+	goleak.IgnoreAnyFunction("github.com/apache/cassandra-gocql-driver/v2.(*eventDebouncer).flusher"),
+	goleak.IgnoreAnyFunction("github.com/apache/cassandra-gocql-driver/v2.(*writeCoalescer).writeFlusherImpl"),
 }
 
 func stack(t *testing.T, args ...string) {

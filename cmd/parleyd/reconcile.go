@@ -57,7 +57,7 @@ func (t *logTool) open(ctx context.Context, name string, stderr io.Writer) (*del
 		n.Close()
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	closeAll := func() { s.Close(); n.Close() }
+	closeAll := func() { backend.CloseCassandra(s, 5*time.Second); n.Close() }
 	store, err := history.New(s, history.Config{})
 	if err != nil {
 		closeAll()

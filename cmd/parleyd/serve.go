@@ -39,6 +39,7 @@ type deps struct {
 	redis     *redis.Client
 	nats      *backend.NATS
 	cassandra *gocql.Session
+	logger    *slog.Logger
 }
 
 // checks are the readiness checks of the open dependencies.
@@ -65,14 +66,14 @@ func (d *deps) close() {
 	if d.redis != nil {
 		_ = d.redis.Close()
 	}
-	if d.cassandra != nil {
-		d.cassandra.Close()
+	if d.cassandra != nil && !backend.CloseCassandra(d.cassandra, 5*time.Second) {
+		d.logger.Warn("the Cassandra driver did not close within 5s; going on")
 	}
 }
 
 // openDeps opens what the roles need, each waiting for its service until ctx ends.
 func openDeps(ctx context.Context, cfg runConfig, reg prometheus.Registerer, logger *slog.Logger) (_ *deps, err error) {
-	d := &deps{}
+	d := &deps{logger: logger}
 	defer func() {
 		if err != nil {
 			d.close()
