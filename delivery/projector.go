@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -43,20 +42,10 @@ func (w *Worker) project(ctx context.Context, p int, batch []jetstream.Msg) {
 		groups[e.m.Conversation] = append(groups[e.m.Conversation], e)
 	}
 	for _, conv := range order {
-		for attempt := uint64(1); ; attempt++ {
-			err := w.projectEntries(ctx, groups[conv])
-			if err == nil || ctx.Err() != nil {
-				break
-			}
-			w.logger.Warn("projection failed; will retry", "conversation", conv, "attempt", attempt, "err", err)
+		ok := w.retry(ctx, "projection", conv, func() error { return w.projectEntries(ctx, groups[conv]) }, func() {
 			w.metrics.projected.WithLabelValues("retry").Inc()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(w.cfg.retryDelay(attempt)):
-			}
-		}
-		if ctx.Err() != nil {
+		})
+		if !ok {
 			return
 		}
 	}

@@ -91,26 +91,38 @@ func (w *Worker) process(ctx context.Context, ps *seqState, batch []jetstream.Ms
 	}
 	w.metrics.batchSize.Observe(float64(len(batch)))
 	for _, conv := range order {
-		for attempt := uint64(1); ; attempt++ {
-			err := w.processConversation(ctx, ps, groups[conv], start)
-			if err == nil || ctx.Err() != nil {
-				break
-			}
+		ok := w.retry(ctx, "sequencing", conv, func() error { return w.processConversation(ctx, ps, groups[conv], start) }, func() {
 			delete(ps.convs, conv) // reload next time: the failure may have left it stale
-			w.logger.Warn("sequencing failed; will retry", "conversation", conv, "attempt", attempt, "err", err)
 			w.metrics.outcomes.WithLabelValues("retry").Inc()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(w.cfg.retryDelay(attempt)):
-			}
-		}
-		if ctx.Err() != nil {
+		})
+		if !ok {
 			return
 		}
 	}
 	if len(ps.recent) > recentLimit {
 		w.forgetProjected(ctx, ps)
+	}
+}
+
+// retry runs step until it succeeds, waiting RetryDelays between attempts (failed runs after
+// each failure); false when ctx ended first. A stage retries in process rather than nak a
+// message: a nak with delay would let later messages of the partition overtake it.
+func (w *Worker) retry(ctx context.Context, what string, conv chat.ConversationID, step func() error, failed func()) bool {
+	for attempt := uint64(1); ; attempt++ {
+		err := step()
+		if ctx.Err() != nil {
+			return false
+		}
+		if err == nil {
+			return true
+		}
+		failed()
+		w.logger.Warn(what+" failed; will retry", "conversation", conv, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(w.cfg.retryDelay(attempt)):
+		}
 	}
 }
 
