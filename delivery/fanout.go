@@ -41,12 +41,17 @@ type fanState struct {
 func (w *Worker) fanout(p int) func(ctx context.Context, batch []jetstream.Msg) {
 	fs := &fanState{p: p, members: &memberCache{entries: map[chat.ConversationID]cachedMembers{}}}
 	return func(ctx context.Context, batch []jetstream.Msg) {
-		if f, err := w.projectedFloor(ctx, p); err == nil {
-			if f > fs.floor {
-				fs.stalled = false
+		f := w.written[p].Load()
+		if f < fs.floor+1 && fs.stalled {
+			// Only a projector elsewhere can say it moved on.
+			if af, err := w.projectedFloor(ctx, p); err == nil {
+				f = max(f, af)
 			}
-			fs.floor = max(fs.floor, f)
 		}
+		if f > fs.floor {
+			fs.stalled = false
+		}
+		fs.floor = max(fs.floor, f)
 		for _, msg := range batch {
 			w.fanOutEntry(ctx, fs, msg)
 		}
@@ -54,23 +59,34 @@ func (w *Worker) fanout(p int) func(ctx context.Context, batch []jetstream.Msg) 
 }
 
 // awaitProjected waits until the projector has written the entry at streamSeq, for at most
-// wait; it reports whether it has.
+// wait; it reports whether it has. This worker's own projector is watched for free (every
+// 2 ms); the projector consumer's ack floor (a JetStream request, for a projector in another
+// process) every 25 ms.
 func (w *Worker) awaitProjected(ctx context.Context, fs *fanState, streamSeq uint64, wait time.Duration) bool {
-	deadline := w.now().Add(wait)
-	for fs.floor < streamSeq {
-		if !w.now().Before(deadline) {
+	start := w.now()
+	asked := start
+	for {
+		fs.floor = max(fs.floor, w.written[fs.p].Load())
+		if fs.floor >= streamSeq {
+			return true
+		}
+		now := w.now()
+		if now.Sub(start) >= wait {
 			return false
+		}
+		if now.Sub(asked) >= 25*time.Millisecond {
+			asked = now
+			if f, err := w.projectedFloor(ctx, fs.p); err == nil {
+				fs.floor = max(fs.floor, f)
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(5 * time.Millisecond):
-		}
-		if f, err := w.projectedFloor(ctx, fs.p); err == nil {
-			fs.floor = max(fs.floor, f)
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	return true
 }
 
 func (w *Worker) fanOutEntry(ctx context.Context, fs *fanState, msg jetstream.Msg) {

@@ -49,8 +49,17 @@ func (w *Worker) project(ctx context.Context, p int, batch []jetstream.Msg) {
 			return
 		}
 	}
+	var last uint64
 	for _, msg := range batch {
 		_ = msg.Ack()
+		if meta, err := msg.Metadata(); err == nil {
+			last = max(last, meta.Sequence.Stream)
+		}
+	}
+	// Batches come in stream order and each is finished before the next (a takeover first
+	// holds everything the previous owner left), so every entry up to last is written.
+	if last > w.written[p].Load() {
+		w.written[p].Store(last)
 	}
 }
 

@@ -48,6 +48,10 @@ type Worker struct {
 	// projectors[p] is partition p's projector consumer: its ack floor says how far the log
 	// is in Cassandra (the sequencer's dedupe relies on it).
 	projectors []jetstream.Consumer
+	// written[p] is the stream seq up to which this worker's own projector of partition p has
+	// written every entry (0 when another worker projects it): the fan-out reads it without a
+	// JetStream request.
+	written []atomic.Uint64
 }
 
 // Store is what the worker needs of the history store (history.Store): the projection of the
@@ -86,7 +90,8 @@ func NewWorker(cfg Config, js jetstream.JetStream, nc *nats.Conn, store Store, i
 	cfg = cfg.withDefaults()
 	return &Worker{cfg: cfg, js: js, nc: nc, log: &seqLog{js: js, ingest: cfg.Ingest}, store: store, inbox: inbox,
 		logger: logger, metrics: m, now: cfg.Now,
-		pins: make([]atomic.Value, cfg.Ingest.Partitions), projectors: make([]jetstream.Consumer, cfg.Ingest.Partitions)}, nil
+		pins: make([]atomic.Value, cfg.Ingest.Partitions), projectors: make([]jetstream.Consumer, cfg.Ingest.Partitions),
+		written: make([]atomic.Uint64, cfg.Ingest.Partitions)}, nil
 }
 
 // consumerConfig is the configuration of one stage's consumer of partition p.
