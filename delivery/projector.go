@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -42,7 +43,9 @@ func (w *Worker) project(ctx context.Context, p int, batch []jetstream.Msg) {
 		groups[e.m.Conversation] = append(groups[e.m.Conversation], e)
 	}
 	for _, conv := range order {
-		ok := w.retry(ctx, "projection", conv, func() error { return w.projectEntries(ctx, groups[conv]) }, func() {
+		// At most a second between attempts: while Cassandra is down they fail fast (the
+		// breaker), and once it is back the projection must catch up at once.
+		ok := w.retry(ctx, "projection", conv, time.Second, func() error { return w.projectEntries(ctx, groups[conv]) }, func() {
 			w.metrics.projected.WithLabelValues("retry").Inc()
 		})
 		if !ok {

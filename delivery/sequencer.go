@@ -91,7 +91,7 @@ func (w *Worker) process(ctx context.Context, ps *seqState, batch []jetstream.Ms
 	}
 	w.metrics.batchSize.Observe(float64(len(batch)))
 	for _, conv := range order {
-		ok := w.retry(ctx, "sequencing", conv, func() error { return w.processConversation(ctx, ps, groups[conv], start) }, func() {
+		ok := w.retry(ctx, "sequencing", conv, time.Hour, func() error { return w.processConversation(ctx, ps, groups[conv], start) }, func() {
 			delete(ps.convs, conv) // reload next time: the failure may have left it stale
 			w.metrics.outcomes.WithLabelValues("retry").Inc()
 		})
@@ -104,10 +104,10 @@ func (w *Worker) process(ctx context.Context, ps *seqState, batch []jetstream.Ms
 	}
 }
 
-// retry runs step until it succeeds, waiting RetryDelays between attempts (failed runs after
-// each failure); false when ctx ended first. A stage retries in process rather than nak a
+// retry runs step until it succeeds, waiting RetryDelays (at most maxDelay) between attempts
+// (failed runs after each failure); false when ctx ended first. A stage retries in process rather than nak a
 // message: a nak with delay would let later messages of the partition overtake it.
-func (w *Worker) retry(ctx context.Context, what string, conv chat.ConversationID, step func() error, failed func()) bool {
+func (w *Worker) retry(ctx context.Context, what string, conv chat.ConversationID, maxDelay time.Duration, step func() error, failed func()) bool {
 	for attempt := uint64(1); ; attempt++ {
 		err := step()
 		if ctx.Err() != nil {
@@ -121,7 +121,7 @@ func (w *Worker) retry(ctx context.Context, what string, conv chat.ConversationI
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(w.cfg.retryDelay(attempt)):
+		case <-time.After(min(w.cfg.retryDelay(attempt), maxDelay)):
 		}
 	}
 }

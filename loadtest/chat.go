@@ -145,7 +145,7 @@ func RunChat(ctx context.Context, d *Dialer, cfg ChatConfig, progress io.Writer)
 		i := next % len(conns)
 		c, partner := conns[i], conns[i^1]
 		next++
-		cmid := chat.NewConversationID().String() // any random UUID
+		cmid := chat.NewClientMsgID().String() // a UUIDv7, as the SDKs mint them
 		checker.Sent(cmid, time.Now(), c.user, partner.user)
 		c.mu.Lock()
 		defer c.mu.Unlock()

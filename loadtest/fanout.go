@@ -89,7 +89,7 @@ func RunFanout(ctx context.Context, d *Dialer, cfg FanoutConfig, progress io.Wri
 	senders := min((cfg.Rate+senderRate-1)/senderRate, len(conns))
 	next := 0
 	err := paced(ctx, cfg.Rate, cfg.Duration, func() error {
-		cmid := chat.NewConversationID().String()
+		cmid := chat.NewClientMsgID().String()
 		sender := conns[next%senders]
 		next++
 		checker.Sent(cmid, time.Now(), users...)

@@ -73,7 +73,7 @@ func RunStorm(ctx context.Context, d *Dialer, cfg StormConfig, progress io.Write
 	now := time.Now()
 	if err := forEach(ctx, len(convs)*cfg.Missed, 32, func(j int) error {
 		k := j % len(convs)
-		cmid := chat.NewConversationID().String()
+		cmid := chat.NewClientMsgID().String()
 		checker.Sent(cmid, now, user(2*k), user(2*k+1))
 		_, err := api.do(ctx, "POST", "/v1/conversations/"+convs[k]+"/messages", user(2*k), map[string]string{"body": "missed"},
 			map[string]string{"Idempotency-Key": cmid}, nil)

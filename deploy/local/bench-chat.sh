@@ -6,8 +6,8 @@
 #
 #   deploy/local/bench-chat.sh PARLEYD LOADTEST RATE DURATION [OUTAGE_AT OUTAGE_FOR]
 #
-# With OUTAGE_AT and OUTAGE_FOR (seconds), Cassandra is stopped OUTAGE_AT seconds into the run
-# for OUTAGE_FOR seconds, and the line also says how long after Cassandra was back the
+# With OUTAGE_AT and OUTAGE_FOR (seconds), Cassandra is stopped OUTAGE_AT seconds after the load
+# test starts sending (its conversations are then active) for OUTAGE_FOR seconds, and the line also says how long after Cassandra was back the
 # projection had caught up (parley_delivery_projection_pending summed to 0).
 set -euo pipefail
 PARLEYD=$1 LOADTEST=$2 RATE=$3 DURATION=$4 OUTAGE_AT=${5:-} OUTAGE_FOR=${6:-}
@@ -23,7 +23,7 @@ export PARLEY_DELIVERY_STREAM=$id PARLEY_DELIVERY_SUBJECT_PREFIX="bench.$id."
 export PARLEY_LISTEN_ADDR=127.0.0.1:18480 PARLEY_ADMIN_ADDR=127.0.0.1:18481 PARLEY_EDGE_MAX_CONNS_PER_IP=6000
 "$PARLEYD" run --roles=all >"$out/parleyd.log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$out"' EXIT
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; [ -n "${BENCH_KEEP:-}" ] && echo "kept $out" >&2 || rm -rf "$out"' EXIT
 for _ in $(seq 1 120); do
   curl -fsS -o /dev/null "http://$PARLEY_ADMIN_ADDR/readyz" 2>/dev/null && break
   sleep 0.5
@@ -34,20 +34,22 @@ p0=$(ticks "$pid") n0=$(ticks "$nats") c0=$(ticks "$cass")
 caught=""
 if [ -n "$OUTAGE_AT" ]; then
   (
+    until grep -q 'messages/s for' "$out/chat.out" 2>/dev/null; do sleep 0.2; done
     sleep "$OUTAGE_AT"
     "$STACK" down cassandra >/dev/null 2>&1
     sleep "$OUTAGE_FOR"
     "$STACK" up cassandra >/dev/null 2>&1
     back=$(date +%s.%N)
-    # Projection pending is refreshed every 5 s by the workers; poll until it reads 0.
-    for _ in $(seq 1 600); do
-      pending=$(curl -fsS "http://$PARLEY_ADMIN_ADDR/metrics" 2>/dev/null |
-        awk '/^parley_delivery_projection_pending/ {s += $2} END {print s + 0}')
-      if [ "$pending" = 0 ]; then
+    for _ in $(seq 1 1200); do
+      behind=$(curl -fsS "http://$PARLEY_ADMIN_ADDR/metrics" 2>/dev/null | awk '
+        /^parley_delivery_messages_total\{outcome="sequenced"\}/ {s = $2}
+        /^parley_delivery_projected_total\{outcome="projected"\}/ {p = $2}
+        END {print (p >= s) ? 0 : s - p}')
+      if [ "$behind" = 0 ]; then
         echo "$(echo "$(date +%s.%N) - $back" | bc)" >"$out/caught"
         break
       fi
-      sleep 0.2
+      sleep 0.1
     done
   ) &
 fi
