@@ -58,6 +58,10 @@ var rules = map[string]rule{
 	// use nats.go and the subject names of internal/backend; never the stores' drivers.
 	"loadtest": {layer: "loadtest", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat", "internal/routing", "loadtest"},
 		forbidden: []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis"}},
+	// The fault-injection suite drives Parley from outside like the load test, and signals
+	// processes by PID: never the stores' or NATS's drivers.
+	"chaos": {layer: "chaos", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat"},
+		forbidden: drivers},
 	// Test-only helpers and this package.
 	"internal/teststack": {layer: "test", mayImport: layer1},
 	"internal/archtest":  {layer: "test"},
