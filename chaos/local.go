@@ -73,7 +73,7 @@ func StartLocal(ctx context.Context, cfg LocalConfig) (*LocalTarget, error) {
 	}
 	t := &LocalTarget{cfg: cfg, started: filepath.Join(cfg.LogDir, "stack-started"), turn: map[Kind]int{}}
 	_ = os.Remove(t.started)
-	if err := t.stackCmd(ctx, "up", "--started-file", t.started); err != nil {
+	if err := t.stackUp(ctx, "--started-file", t.started); err != nil {
 		return nil, fmt.Errorf("stack up: %w", err)
 	}
 	for _, s := range []struct {
@@ -559,7 +559,38 @@ func (s *stackProcess) Cont() error {
 	return err
 }
 
-// Restart runs `stack.sh up <service>`, which starts it and waits until it is ready.
+// Restart runs `stack.sh up <service>`, which starts it and waits until it is ready; a
+// failed start is tried again (stackUp says why it may fail).
 func (s *stackProcess) Restart(ctx context.Context) error {
-	return s.t.stackCmd(ctx, "up", s.name)
+	return s.t.stackUp(ctx, s.name)
+}
+
+// stackUp runs `stack.sh up args...`, again every 5 s for up to 2 minutes while it fails.
+// The stack's ports may be in the kernel's ephemeral range (32768-60999 by default; the
+// local ports 4xxxx are): while a service is down, any outgoing connection on the machine
+// may take its port as a source port (a TIME-WAIT of 60 s after it closes), and the start
+// fails with "address in use" until it is free again.
+func (t *LocalTarget) stackUp(ctx context.Context, args ...string) error {
+	var errs []error
+	deadline := time.Now().Add(2 * time.Minute)
+	for attempt := 1; ; attempt++ {
+		err := t.stackCmd(ctx, append([]string{"up"}, args...)...)
+		if err == nil {
+			if len(errs) > 0 {
+				t.cfg.Logger.Warn("stack up after failed attempts", "args", args, "failed", len(errs), "err", errors.Join(errs...))
+			}
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("attempt %d: %w", attempt, firstLine(err)))
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%w\nlast output: %v", errors.Join(errs...), err)
+		}
+		sleep(ctx, 5*time.Second)
+	}
+}
+
+// firstLine keeps the first line of an error (stack.sh's output follows it).
+func firstLine(err error) error {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return errors.New(msg)
 }

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -110,6 +111,11 @@ func (n *Nemesis) Run(ctx context.Context, schedule []Fault, onFault func(FaultR
 
 func (n *Nemesis) inject(ctx context.Context, f Fault) FaultRecord {
 	r := FaultRecord{Fault: f}
+	// A fault is only meaningful on a deployment that works: mend what an earlier one left.
+	if err := Heal(ctx, n.Target, n.RecoverTimeout); err != nil {
+		r.Err = "skipped: " + err.Error()
+		return r
+	}
 	p, err := n.Target.Victim(ctx, f.Kind)
 	if err != nil {
 		r.Err = err.Error()
@@ -162,6 +168,25 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultRecord {
 	}
 	r.Recovered = time.Now()
 	return r
+}
+
+// Heal restarts every process of the target that is not running, resumes the others
+// (SIGCONT is harmless to a running process) and waits until the target is healthy.
+func Heal(ctx context.Context, t Target, timeout time.Duration) error {
+	var errs []error
+	for _, p := range t.Processes() {
+		if p.PID() == 0 {
+			if err := p.Restart(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("restart %s: %w", p.Name(), err))
+			}
+		} else if err := p.Cont(); err != nil {
+			errs = append(errs, fmt.Errorf("resume %s: %w", p.Name(), err))
+		}
+	}
+	if err := waitHealthy(ctx, t, timeout); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -14,16 +14,18 @@ func WriteReport(out io.Writer, res Result, examples int) {
 	fmt.Fprintf(out, "\n== Parley fault-injection suite: profile %s, seed %d, %v ==\n", res.Profile, res.Seed, res.Elapsed.Round(time.Second))
 
 	fmt.Fprintf(out, "\nFaults, in order (sent, accepted, stored: in the 10 s before the fault; last 100ms: stored in the last 100 ms;\n"+
-		"outage: fault to end-to-end probe ok; after heal: restart done or SIGCONT to probe ok)\n")
+		"outage: fault to end-to-end probe ok; after heal: restart done or SIGCONT to probe ok;\n"+
+		"lost: lost messages accepted after the previous fault and before this one)\n")
+	lost := lostPerFault(res)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tfault\tprocess\thold\tsent\taccepted\tstored\tlast 100ms\toutage\tafter heal\t")
+	fmt.Fprintln(tw, "#\tfault\tprocess\thold\tsent\taccepted\tstored\tlast 100ms\toutage\tafter heal\tlost\t")
 	for i, r := range res.Faults {
 		outage, after := "-", "-"
 		if !r.Recovered.IsZero() {
 			outage, after = dur(r.Outage()), dur(r.AfterHeal())
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", i+1, r.Fault, r.Process, dur(r.Hold),
-			r.Invoked, r.Accepted, r.Stored, r.StoredLast, outage, after, r.Err)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t%s\n", i+1, r.Fault, r.Process, dur(r.Hold),
+			r.Invoked, r.Accepted, r.Stored, r.StoredLast, outage, after, lost[i], r.Err)
 	}
 	tw.Flush()
 
@@ -85,7 +87,9 @@ func WriteReport(out io.Writer, res Result, examples int) {
 	for _, e := range res.Errors {
 		fmt.Fprintf(out, "\nerror: %s\n", e)
 	}
-	if res.Failed() {
+	if len(res.Errors) > 0 && v.OK() {
+		fmt.Fprintf(out, "\nVERDICT: FAIL (no defect found, but the run could not check everything: see the errors)\n")
+	} else if res.Failed() {
 		fmt.Fprintf(out, "\nVERDICT: FAIL (%d defects)\n", len(v.Defects))
 	} else {
 		fmt.Fprintf(out, "\nVERDICT: PASS (no defect in %d accepted messages)\n", v.Accepted)
@@ -107,4 +111,27 @@ func pct(ds []time.Duration, p int) time.Duration {
 	s := slices.Sorted(slices.Values(ds))
 	i := (p*len(s) + 99) / 100
 	return s[max(0, min(i, len(s))-1)]
+}
+
+// lostPerFault attributes each lost message to the first fault injected after it was
+// accepted (index -1 of the result: after the last fault, not counted).
+func lostPerFault(res Result) map[int]int {
+	settled := map[string]time.Time{}
+	for _, s := range res.History.Sends {
+		settled[s.ClientMsgID] = s.Settled
+	}
+	out := map[int]int{}
+	for _, d := range res.Verdict.Defects {
+		if d.Kind != Lost {
+			continue
+		}
+		at := settled[d.ClientMsgID]
+		for i, r := range res.Faults {
+			if !r.Injected.IsZero() && !r.Injected.Before(at) {
+				out[i]++
+				break
+			}
+		}
+	}
+	return out
 }

@@ -109,9 +109,13 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 		return res, ctx.Err()
 	}
 
-	// Heal: whatever a fault left behind gets its chance to recover, under load.
-	if err := waitHealthy(ctx, cfg.Target, 3*time.Minute); err != nil {
-		res.Errors = append(res.Errors, "after the faults: "+err.Error())
+	// Heal: whatever a fault left behind is mended, under load. Without a working
+	// deployment the final reads would mean nothing: stop there.
+	if err := Heal(ctx, cfg.Target, 3*time.Minute); err != nil {
+		w.Stop()
+		res.Errors = append(res.Errors, "could not heal the deployment after the faults, so nothing was read back or checked: "+err.Error())
+		res.Elapsed = time.Since(res.Started)
+		return res, nil
 	}
 	sleep(ctx, n.Settle)
 	w.Stop()

@@ -121,6 +121,16 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	// The SDK clients say when they reconnect, which under faults is often: to a file.
+	clientLog, err := os.Create(filepath.Join(out, "clients.log"))
+	if err != nil {
+		return err
+	}
+	defer clientLog.Close()
+	clientLogger := slog.New(slog.NewJSONHandler(clientLog, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	started := time.Now()
 	fmt.Fprintf(stdout, "%s  starting the stack and parleyd (%d edges, %d delivery, %d api); logs in %s\n",
@@ -139,7 +149,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		time.Since(started).Round(time.Second), strings.Join(target.Edges(), " "), target.API())
 
 	res, err := chaos.Run(ctx, chaos.RunConfig{Profile: prof, Seed: *seed, Target: target, Progress: stdout, Logger: logger,
-		Workload: chaos.WorkloadConfig{Secret: secret, Prefix: fmt.Sprintf("x%d-", time.Now().Unix()), Users: *users, Rate: *rate, MaxMessages: *maxMsgs}})
+		Workload: chaos.WorkloadConfig{Logger: clientLogger, Secret: secret, Prefix: fmt.Sprintf("x%d-", time.Now().Unix()), Users: *users, Rate: *rate, MaxMessages: *maxMsgs}})
 	if err != nil {
 		return err
 	}
