@@ -122,11 +122,12 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultRecord {
 		return r
 	}
 	r.Process, r.PID = p.Name(), p.PID()
-	r.Injected = time.Now()
 	if n.Load != nil {
-		r.Invoked, r.Accepted, r.Stored = n.Load(r.Injected.Add(-10*time.Second), r.Injected)
-		_, _, r.StoredLast = n.Load(r.Injected.Add(-100*time.Millisecond), r.Injected)
+		now := time.Now()
+		r.Invoked, r.Accepted, r.Stored = n.Load(now.Add(-10*time.Second), now)
+		_, _, r.StoredLast = n.Load(now.Add(-100*time.Millisecond), now)
 	}
+	r.Injected = time.Now() // the signal follows at once
 	switch f.Action {
 	case Kill:
 		err = p.Kill()

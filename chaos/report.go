@@ -15,7 +15,7 @@ func WriteReport(out io.Writer, res Result, examples int) {
 
 	fmt.Fprintf(out, "\nFaults, in order (sent, accepted, stored: in the 10 s before the fault; last 100ms: stored in the last 100 ms;\n"+
 		"outage: fault to end-to-end probe ok; after heal: restart done or SIGCONT to probe ok;\n"+
-		"lost: lost messages accepted after the previous fault and before this one)\n")
+		"lost: lost messages accepted after the previous fault ended and before this one ended)\n")
 	lost := lostPerFault(res)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tfault\tprocess\thold\tsent\taccepted\tstored\tlast 100ms\toutage\tafter heal\tlost\t")
@@ -113,8 +113,8 @@ func pct(ds []time.Duration, p int) time.Duration {
 	return s[max(0, min(i, len(s))-1)]
 }
 
-// lostPerFault attributes each lost message to the first fault injected after it was
-// accepted (index -1 of the result: after the last fault, not counted).
+// lostPerFault attributes each lost message to the first fault that ended (was healed)
+// after it was accepted: the fault during which, or just before which, it was accepted.
 func lostPerFault(res Result) map[int]int {
 	settled := map[string]time.Time{}
 	for _, s := range res.History.Sends {
@@ -127,7 +127,7 @@ func lostPerFault(res Result) map[int]int {
 		}
 		at := settled[d.ClientMsgID]
 		for i, r := range res.Faults {
-			if !r.Injected.IsZero() && !r.Injected.Before(at) {
+			if !r.Healed.IsZero() && !r.Healed.Before(at) {
 				out[i]++
 				break
 			}

@@ -12,8 +12,8 @@ func TestReport(t *testing.T) {
 	everywhere(&h, func(es []Entry) []Entry { return slices.DeleteFunc(es, func(e Entry) bool { return e.Seq == 6 }) })
 	lostAt := sendOf(&h, testID(6)).Settled
 	res := Result{Profile: "test", History: h, Verdict: Check(h), Faults: []FaultRecord{
-		{Fault: Fault{Kind: KindEdge, Action: Kill}, Process: "edge-1", Injected: lostAt.Add(-time.Second), Healed: lostAt, Recovered: lostAt.Add(time.Second)},
-		{Fault: Fault{Kind: KindCassandra, Action: Kill}, Process: "cassandra", Injected: lostAt.Add(time.Second), Err: "boom"},
+		{Fault: Fault{Kind: KindEdge, Action: Kill}, Process: "edge-1", Injected: lostAt.Add(-2 * time.Second), Healed: lostAt.Add(-time.Second), Recovered: lostAt},
+		{Fault: Fault{Kind: KindCassandra, Action: Kill}, Process: "cassandra", Injected: lostAt.Add(time.Millisecond), Healed: lostAt.Add(time.Second), Err: "boom"},
 	}}
 	var b strings.Builder
 	WriteReport(&b, res, 3)
