@@ -113,7 +113,7 @@ func (w *Workload) syncRead(ctx context.Context, user string, convs []string) ([
 		for _, c := range convs {
 			req.Cursors = append(req.Cursors, protocol.Cursor{Conversation: c, Seq: cursors[c]})
 		}
-		res, err := request(ws, req)
+		res, err := syncPage(ctx, ws, req)
 		if err != nil {
 			return nil, err
 		}
@@ -139,6 +139,26 @@ func (w *Workload) syncRead(ctx context.Context, user string, convs []string) ([
 	return out, nil
 }
 
+// syncPage requests one page, within the edge's frame rate (a long run has hundreds of
+// pages: at most 10 requests a second, and a retryable refusal such as rate_limited is
+// waited out and the page asked again).
+func syncPage(ctx context.Context, ws *websocket.Conn, req protocol.Frame) (protocol.Frame, error) {
+	for attempt := 1; ; attempt++ {
+		sleep(ctx, 100*time.Millisecond)
+		res, err := request(ws, req)
+		if fe, ok := errors.AsType[*frameError](err); ok && fe.f.Retryable && attempt < 30 && ctx.Err() == nil {
+			sleep(ctx, max(time.Duration(fe.f.RetryAfterMS)*time.Millisecond, 500*time.Millisecond))
+			continue
+		}
+		return res, err
+	}
+}
+
+// frameError is an error frame answering a request.
+type frameError struct{ f protocol.Frame }
+
+func (e *frameError) Error() string { return fmt.Sprintf("%s: %s", e.f.Code, e.f.Message) }
+
 // request writes f and returns the frame answering it (its id), skipping any other frame
 // (hello, live messages, receipts).
 func request(ws *websocket.Conn, f protocol.Frame) (protocol.Frame, error) {
@@ -156,7 +176,7 @@ func request(ws *websocket.Conn, f protocol.Frame) (protocol.Frame, error) {
 			continue
 		}
 		if r.Type == protocol.TypeError {
-			return r, fmt.Errorf("%s: %s", r.Code, r.Message)
+			return r, &frameError{r}
 		}
 		return r, nil
 	}
