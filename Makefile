@@ -18,7 +18,7 @@ export PARLEY_STATE_DIR := $(STATE_DIR)
 # that mean "all packages" name each module's tree, as ./... ./protocol/... and so on.
 PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell $(GO) list -m -f '{{.Dir}}'))
 
-.PHONY: help deps up down status run build test lint bench loadtest clean
+.PHONY: help deps up down status run build test lint bench loadtest chaos-short chaos clean
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,17 @@ loadtest: ## One-minute chat load test against the parleyd of `make run` (run it
 	@PARLEY_AUTH_HS256_SECRET=$${PARLEY_AUTH_HS256_SECRET:-$$(cat $(STATE_DIR)/dev-hs256-secret 2>/dev/null)} \
 	  $(BIN)/parley-loadtest chat --users 200 --rate 200 --duration 60s --json $(STATE_DIR)/loadtest-chat.json --html $(STATE_DIR)/loadtest-chat.html
 	@echo "result: $(STATE_DIR)/loadtest-chat.json and $(STATE_DIR)/loadtest-chat.html (open it in a browser; it needs no network)"
+
+CHAOS_FLAGS ?=
+chaos-short: ## Fault-injection suite, short profile (under 10 min, 6 Cassandra SIGKILLs); today's code fails it (docs/reliability.md).
+	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
+	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
+	@PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile short $(CHAOS_FLAGS)
+
+chaos: ## Fault-injection suite, long profile (66 faults, each kind killed and stopped 5 times; 30-40 min).
+	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
+	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
+	@PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile long $(CHAOS_FLAGS)
 
 clean: down ## Stop the stack and delete its state (.parley/) and bin/.
 	rm -rf $(STATE_DIR) $(BIN)

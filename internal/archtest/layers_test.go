@@ -67,6 +67,10 @@ var rules = map[string]rule{
 	// use nats.go and the subject names of internal/routing; never the stores' drivers.
 	"loadtest": {layer: "loadtest", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat", "internal/routing", "loadtest"},
 		forbidden: with(notCassandra, "github.com/redis/go-redis")},
+	// The fault-injection suite drives Parley from outside like the load test, and signals
+	// processes by PID: never the stores' or NATS's drivers.
+	"chaos": {layer: "chaos", mayImport: []string{"protocol", "clients/go", "internal/auth", "internal/chat"},
+		forbidden: drivers},
 	// Test-only helpers, this package, and the SDK's tests against parleyd (their imports are
 	// all in _test.go files, which these rules do not restrict).
 	"internal/teststack": {layer: "test", mayImport: layer1},
