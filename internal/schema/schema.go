@@ -209,6 +209,11 @@ func Migrate(ctx context.Context, open SessionOpener, cfg Config, logger *slog.L
 			return Result{}, fmt.Errorf("create schema tables: %w", err)
 		}
 	}
+	// Nothing pending (the common case: every process of a deployment migrates at start):
+	// no lock, so processes starting together do not contend for it.
+	if applied, err := appliedVersions(ctx, s); err == nil && len(applied) == len(ms) && compare(applied, ms) == nil {
+		return Result{From: len(applied), To: len(applied)}, nil
+	}
 	unlock, err := lock(ctx, s, cfg.LockTTL, logger)
 	if err != nil {
 		return Result{}, err
@@ -266,6 +271,17 @@ func lock(ctx context.Context, s *gocql.Session, ttl time.Duration, logger *slog
 		prev := map[string]any{}
 		applied, err := s.Query(`INSERT INTO schema_lock (id, owner) VALUES ('migrate', ?) IF NOT EXISTS USING TTL ?`,
 			owner, int(ttl.Seconds())).MapScanCASContext(ctx, prev)
+		var timeout *gocql.RequestErrWriteTimeout
+		if errors.As(err, &timeout) {
+			// A Paxos round lost to another migrator's (CAS contention): try again.
+			logger.Info("migration lock contended; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("take migration lock: %w", ctx.Err())
+			case <-time.After(time.Second):
+			}
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("take migration lock: %w", err)
 		}
