@@ -161,6 +161,9 @@ type Client struct {
 	kick     chan struct{}        // wakes the sender
 	syncing  bool
 	resyncTo bool // a gap was found while syncing: sync again when done
+	// resyncTimer is a pending sync after one that left a gap open; resyncWait its pause.
+	resyncTimer *time.Timer
+	resyncWait  time.Duration
 }
 
 // Dial connects to the edge at url (ws://host:port/v1/ws) and keeps a connection up until
@@ -689,7 +692,7 @@ func (c *Client) wake() {
 func (c *Client) handle(ws *websocket.Conn, f protocol.Frame) {
 	switch {
 	case f.Type == protocol.TypeMessage:
-		c.offer(ws, []protocol.Message{frameMessage(f)}, false, 0)
+		c.offer(ws, []protocol.Message{frameMessage(f)}, false, 0, nil)
 	case f.Type == protocol.TypeAccepted:
 		c.settleSend(f.ClientMsgID, nil)
 	case f.Type == protocol.TypeError && strings.HasPrefix(f.ID, "s:"):
@@ -758,9 +761,11 @@ func frameMessage(f protocol.Frame) protocol.Message {
 		ClientMsgID: f.ClientMsgID, Kind: f.Kind, Body: f.Body, TargetSeq: f.TargetSeq, User: f.User, TS: f.TS}
 }
 
-// offer runs messages through the tracker and delivers what is ready, in order. fromSync
-// with a start clock settles gaps the sync proved invisible. A gap left open starts a sync.
-func (c *Client) offer(ws *websocket.Conn, msgs []protocol.Message, settle bool, start int64) {
+// offer runs messages through the tracker and delivers what is ready, in order. With settle
+// (the last page of a sync that started at clock start and covered reached), gaps the sync
+// proved invisible are settled. A gap left open starts a sync: at once after a live message,
+// after a pause after a sync (the server had not stored the missing seqs yet).
+func (c *Client) offer(ws *websocket.Conn, msgs []protocol.Message, settle bool, start int64, reached map[string]int64) {
 	c.deliverMu.Lock()
 	var ready []protocol.Message
 	gap := false
@@ -770,7 +775,14 @@ func (c *Client) offer(ws *websocket.Conn, msgs []protocol.Message, settle bool,
 		gap = gap || g
 	}
 	if settle {
-		ready = append(ready, c.track.settle(start)...)
+		ready = append(ready, c.track.settle(start, reached)...)
+		gap = false
+		for _, m := range msgs {
+			gap = gap || c.track.gap(m.Conversation)
+		}
+		for conv := range c.track.pending {
+			gap = gap || c.track.gap(conv)
+		}
 	}
 	for _, m := range ready {
 		if !c.emit(Event{Kind: EventMessage, Message: m}) {
@@ -796,9 +808,38 @@ func (c *Client) offer(ws *websocket.Conn, msgs []protocol.Message, settle bool,
 		}
 		c.mu.Unlock()
 	}
-	if gap && !settle {
+	switch {
+	case gap && !settle:
 		c.startSync(ws)
+	case gap:
+		c.resyncLater(ws)
+	case settle:
+		c.mu.Lock()
+		c.resyncWait = 0
+		c.mu.Unlock()
 	}
+}
+
+// resyncLater syncs again after a pause while a gap stays open after a sync (one pending at a
+// time; the pause doubles up to 5 s while the gap stays).
+func (c *Client) resyncLater(ws *websocket.Conn) {
+	c.mu.Lock()
+	if c.resyncTimer != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.resyncWait = min(max(c.resyncWait*2, 250*time.Millisecond), 5*time.Second)
+	wait := c.resyncWait
+	c.resyncTimer = time.AfterFunc(wait, func() {
+		c.mu.Lock()
+		c.resyncTimer = nil
+		current := c.ws == ws
+		c.mu.Unlock()
+		if current && c.ctx.Err() == nil {
+			c.startSync(ws)
+		}
+	})
+	c.mu.Unlock()
 }
 
 // startSync fetches a gap in the background (once at a time; again if asked meanwhile).
@@ -840,6 +881,7 @@ func (c *Client) sync(ws *websocket.Conn) error {
 			c.startSync(ws)
 		}
 	}()
+	reached := map[string]int64{}
 	for round := 0; ; round++ {
 		c.deliverMu.Lock()
 		start := c.track.now()
@@ -854,7 +896,10 @@ func (c *Client) sync(ws *websocket.Conn) error {
 		if err != nil {
 			return err
 		}
-		c.offer(ws, res.Messages, !res.More, start)
+		for _, p := range res.Conversations {
+			reached[p.Conversation] = max(reached[p.Conversation], p.LastSeq)
+		}
+		c.offer(ws, res.Messages, !res.More, start, reached)
 		if !res.More {
 			c.mu.Lock()
 			c.st.Since = res.Since

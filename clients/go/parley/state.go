@@ -69,11 +69,14 @@ func (t *tracker) offer(m protocol.Message) (ready []protocol.Message, gap bool)
 // before it.
 func (t *tracker) now() int64 { return t.clock }
 
-// settle is called when a sync that started at clock value start has completed: the server
-// then had every message held before start, and returned all of the earlier seqs this member
-// may see. A gap still open before such a message is seqs the member may not see (they
-// joined later): the cursor moves past it and the held messages are released.
-func (t *tracker) settle(start int64) (ready []protocol.Message) {
+// settle is called when a sync that started at clock value start has completed. reached is,
+// per conversation, the last seq the sync's answer covered (its conversations' last_seq):
+// the server had stored every seq up to it and returned all of those this member may see. A
+// gap still open before a message held before start, with that message's seq covered, is
+// seqs the member may not see (they joined later): the cursor moves past it and the held
+// messages are released. A gap the sync did not cover (the server had not stored those seqs
+// yet: it pushes a message live before storing it while its store is down) stays open.
+func (t *tracker) settle(start int64, reached map[string]int64) (ready []protocol.Message) {
 	for conv, p := range t.pending {
 		first := int64(-1)
 		for s, h := range p {
@@ -81,7 +84,7 @@ func (t *tracker) settle(start int64) (ready []protocol.Message) {
 				first = s
 			}
 		}
-		if first < 0 {
+		if first < 0 || reached[conv] < first {
 			continue
 		}
 		for s := range p {
