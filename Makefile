@@ -42,12 +42,16 @@ build: ## Build bin/parleyd.
 run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in the foreground.
 	@deploy/local/run.sh $(BIN)/parleyd
 
-test: deps lint ## Start the stack if needed, run all tests (-race), then the outage tests (they restart Cassandra), stop what it started.
+test: deps lint ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra) and the fault-injection suite's short profile, stop what it started.
 	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
 	rc=0; $(GO) test $(GOTEST_FLAGS) $(PKGS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(GO) test $(GOTEST_FLAGS) -tags outage -run Outage ./cmd/parleyd || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then \
+	  $(GO) build -o $(BIN)/parleyd ./cmd/parleyd && $(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos && \
+	  $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile short $(CHAOS_FLAGS) || rc=$$?; \
+	fi; \
 	exit $$rc
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -69,7 +73,7 @@ loadtest: ## One-minute chat load test against the parleyd of `make run` (run it
 	@echo "result: $(STATE_DIR)/loadtest-chat.json and $(STATE_DIR)/loadtest-chat.html (open it in a browser; it needs no network)"
 
 CHAOS_FLAGS ?=
-chaos-short: ## Fault-injection suite, short profile (under 10 min, 6 Cassandra SIGKILLs); today's code fails it (docs/reliability.md).
+chaos-short: ## Fault-injection suite, short profile (under 10 min, 6 Cassandra SIGKILLs; also the last phase of make test; docs/reliability.md).
 	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
 	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
 	@PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile short $(CHAOS_FLAGS)
