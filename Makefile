@@ -78,7 +78,7 @@ chaos-short: ## Fault-injection suite, short profile (under 10 min, 6 Cassandra 
 	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
 	@PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile short $(CHAOS_FLAGS)
 
-chaos: ## Fault-injection suite, long profile (66 faults, each kind killed and stopped 5 times; 30-40 min).
+chaos: ## Fault-injection suite, long profile (66 faults, each kind killed and stopped 5 times; about 25 min).
 	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
 	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
 	@PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile long $(CHAOS_FLAGS)
