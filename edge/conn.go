@@ -27,7 +27,7 @@ type Conn struct {
 	ip      string
 	bucket  int
 
-	expires  atomic.Int64 // token expiry, Unix nanoseconds
+	expires  atomic.Int64 // token's exp plus the verifier's leeway (Identity.ValidUntil), Unix nanoseconds
 	lastSeen atomic.Int64 // last frame, ping or pong from the client, Unix nanoseconds
 
 	// Event-driven reads (poll_linux.go): the socket, and the tag that tells its reports
@@ -426,6 +426,8 @@ func closeLabel(code int) string {
 		return "1011"
 	case protocol.CloseTokenExpired:
 		return "4001"
+	case protocol.CloseTokenRevoked:
+		return "4003"
 	case protocol.CloseRateLimited:
 		return "4008"
 	case protocol.CloseSlowConsumer:

@@ -45,7 +45,13 @@ type testEdge struct {
 // newTestEdge serves an edge on loopback; nc may be nil (no live routing).
 func newTestEdge(t *testing.T, cfg Config, nc *nats.Conn) *testEdge {
 	t.Helper()
-	a, err := auth.New(auth.Config{HS256Secret: testSecret, Leeway: time.Millisecond}, nil)
+	return newTestEdgeLeeway(t, cfg, nc, time.Millisecond)
+}
+
+// newTestEdgeLeeway is newTestEdge with the token verifier's clock-skew leeway.
+func newTestEdgeLeeway(t *testing.T, cfg Config, nc *nats.Conn, leeway time.Duration) *testEdge {
+	t.Helper()
+	a, err := auth.New(auth.Config{HS256Secret: testSecret, Leeway: leeway}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,5 +636,49 @@ func TestSubscribedBeforeHello(t *testing.T) {
 		if f := readFrame(t, ws); f.Type != protocol.TypeMessage || f.Body != "first" {
 			t.Fatalf("connection %d got %+v; want the message published right after its hello", i, f)
 		}
+	}
+}
+
+// A connection whose token expires is closed with 4001 once exp plus the verifier's leeway
+// has passed (the handshake accepts the token until then), and within one heartbeat
+// interval (the sweep interval) after that: docs/protocol.md section 4.
+func TestExpiryClosesAfterLeewayWithinOneSweep(t *testing.T) {
+	const leeway, hb, tolerance = 2 * time.Second, time.Second, 500 * time.Millisecond
+	te := newTestEdgeLeeway(t, Config{HeartbeatInterval: hb}, nil, leeway)
+	ws, _, err := te.dial(te.token("fay", "d", time.Second), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := readFrame(t, ws)
+	if hello.Type != protocol.TypeHello || hello.ExpiresAt == 0 {
+		t.Fatalf("first frame %+v; want hello with expires_at", hello)
+	}
+	closeAt := time.UnixMilli(hello.ExpiresAt).Add(leeway)
+	_ = ws.SetReadDeadline(closeAt.Add(hb + 5*time.Second))
+	go func() { // answer the server's pings: the connection must not be closed as silent
+		for {
+			if err := ws.WriteJSON(protocol.Frame{Type: protocol.TypePing, ID: "p"}); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	for {
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		got := time.Now()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != protocol.CloseTokenExpired {
+			t.Fatalf("connection ended with %v; want close 4001", err)
+		}
+		if got.Before(closeAt) {
+			t.Errorf("closed %v before exp + leeway (%v); the handshake would still accept this token", closeAt.Sub(got), leeway)
+		}
+		if late := got.Sub(closeAt); late > hb+tolerance {
+			t.Errorf("closed %v after exp + leeway; want within one sweep interval (%v)", late, hb)
+		}
+		return
 	}
 }

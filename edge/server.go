@@ -221,7 +221,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 	}
 	c := &Conn{s: s, session: crand.Text(), user: id.User, device: device, ip: remoteIP(r),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.FramesPerSecond), s.cfg.FrameBurst)}
-	c.expires.Store(id.ExpiresAt.UnixNano())
+	c.expires.Store(id.ValidUntil.UnixNano())
 	c.lastSeen.Store(s.now().UnixNano())
 	if result, msg := s.reserve(c); result != "" {
 		w.Header().Set("Retry-After", "10")
@@ -536,7 +536,7 @@ func (s *Server) handleRefresh(_ context.Context, c *Conn, f protocol.Frame) {
 		c.SendError(f.ID, protocol.Errorf(protocol.CodeForbidden, "the new token is for another user or device"))
 		return
 	}
-	c.expires.Store(id.ExpiresAt.UnixNano())
+	c.expires.Store(id.ValidUntil.UnixNano())
 	c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, ExpiresAt: id.ExpiresAt.UnixMilli()})
 }
 
@@ -596,7 +596,8 @@ func (s *Server) route(m *nats.Msg) {
 	}
 }
 
-// sweep visits one bucket: expired tokens are closed with 4001, connections silent for two
+// sweep visits one bucket: tokens past their exp plus the verifier's leeway (when the
+// handshake stops accepting them) are closed with 4001, connections silent for two
 // heartbeat intervals are closed, and those silent for one are pinged.
 func (s *Server) sweep(bucket int) {
 	now := s.now().UnixNano()

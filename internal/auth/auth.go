@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -35,7 +36,14 @@ type Claims struct {
 type Identity struct {
 	User      chat.UserID
 	Device    chat.DeviceID // empty when the token names no device
-	ExpiresAt time.Time
+	ExpiresAt time.Time     // the token's exp
+	// ValidUntil is ExpiresAt plus the leeway: Verify accepts the token until then, so a
+	// connection it opened is closed for expiry then, not earlier.
+	ValidUntil time.Time
+	// TokenID is the token's jti; empty when it has none.
+	TokenID string
+	// IssuedAt is the token's iat; zero when it has none.
+	IssuedAt time.Time
 }
 
 // Config configures token minting and verification.
@@ -126,6 +134,7 @@ func (a *Authority) Mint(user chat.UserID, device chat.DeviceID, ttl time.Durati
 	claims := Claims{
 		Device: string(device),
 		RegisteredClaims: jwt.RegisteredClaims{
+			ID:        rand.Text(), // so that one token can be revoked by its jti
 			Subject:   string(user),
 			Issuer:    a.cfg.Issuer,
 			IssuedAt:  jwt.NewNumericDate(now),
@@ -179,7 +188,8 @@ func (a *Authority) Verify(token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: subject: %v", ErrInvalidToken, err)
 	}
-	id := Identity{User: user, ExpiresAt: claims.ExpiresAt.t}
+	id := Identity{User: user, ExpiresAt: claims.ExpiresAt.t, ValidUntil: claims.ExpiresAt.t.Add(a.cfg.leeway()),
+		TokenID: claims.ID, IssuedAt: claims.IssuedAt.t}
 	if claims.Device != "" {
 		if id.Device, err = chat.ParseDeviceID(claims.Device); err != nil {
 			return Identity{}, fmt.Errorf("%w: device: %v", ErrInvalidToken, err)
@@ -194,6 +204,7 @@ func (a *Authority) Verify(token string) (Identity, error) {
 // same answers RegisteredClaims would.
 type wireClaims struct {
 	Device    string           `json:"device"`
+	ID        string           `json:"jti"`
 	Subject   string           `json:"sub"`
 	Issuer    string           `json:"iss"`
 	Audience  jwt.ClaimStrings `json:"aud"`
