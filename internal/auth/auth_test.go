@@ -132,7 +132,9 @@ func TestMintRejectsBadInput(t *testing.T) {
 // and those without iat; one by jti takes that token only.
 func TestRevocationMatches(t *testing.T) {
 	at := time.Unix(1_800_000_000, 500_000_000)
-	id := func(user, jti string, iat time.Time) Identity { return Identity{User: chat.UserID(user), TokenID: jti, IssuedAt: iat} }
+	id := func(user, jti string, iat time.Time) Identity {
+		return Identity{User: chat.UserID(user), TokenID: jti, IssuedAt: iat}
+	}
 	tests := []struct {
 		name   string
 		rev    Revocation
