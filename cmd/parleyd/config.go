@@ -155,6 +155,24 @@ func authFlags(fs *flag.FlagSet, c *auth.Config, jwksFile *string) {
 	cli.Duration(fs, &c.Leeway, "auth-leeway", auth.DefaultLeeway, 0, 5*time.Minute, "Clock skew tolerated on exp, nbf and iat.")
 }
 
+// jwksURLFlags registers the key set fetched from an identity provider's HTTPS URL.
+func jwksURLFlags(fs *flag.FlagSet, c *auth.RemoteJWKSConfig) {
+	cli.String(fs, &c.URL, "auth-jwks-url", "", func(s string) error {
+		if !strings.HasPrefix(s, "https://") {
+			return errors.New("want an https:// URL")
+		}
+		return nil
+	}, "HTTPS URL of a JSON Web Key Set (an identity provider's jwks_uri) with RS256/EdDSA keys; with or instead of the file and the HS256 secret.")
+	cli.Duration(fs, &c.RefreshInterval, "auth-jwks-refresh-interval", auth.DefaultJWKSRefreshInterval, time.Second, 24*time.Hour,
+		"How often the key set of --auth-jwks-url is fetched again (rotated keys in, removed keys out).")
+	cli.Duration(fs, &c.UnknownKIDInterval, "auth-jwks-unknown-kid-interval", auth.DefaultJWKSUnknownKIDInterval, time.Second, 24*time.Hour,
+		"Least time between two fetches of --auth-jwks-url caused by a token with an unknown kid; meanwhile such tokens are refused without a fetch.")
+	cli.Duration(fs, &c.Timeout, "auth-jwks-timeout", auth.DefaultJWKSTimeout, 100*time.Millisecond, time.Minute,
+		"Deadline of one fetch of --auth-jwks-url.")
+	cli.String(fs, &c.CAFile, "auth-jwks-ca-file", "", nil,
+		"PEM file of the certificate authorities trusted for --auth-jwks-url instead of the system's.")
+}
+
 // runConfig is everything `parleyd run` reads.
 type runConfig struct {
 	log             logConfig
@@ -162,6 +180,7 @@ type runConfig struct {
 	listenAddr      string
 	auth            auth.Config
 	jwksFile        string
+	jwksURL         auth.RemoteJWKSConfig
 	edge            edge.Config
 	delivery        delivery.Config
 	reconciler      delivery.ReconcilerConfig
@@ -192,6 +211,7 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 	cli.String(fs, &c.listenAddr, "listen-addr", cli.DefaultListenAddr, cli.HostPort,
 		"Public listen address: the WebSocket endpoint /v1/ws (edge role) and the REST API (api role).")
 	authFlags(fs, &c.auth, &c.jwksFile)
+	jwksURLFlags(fs, &c.jwksURL)
 	edgeFlags(fs, &c.edge)
 	deliveryFlags(fs, &c.delivery)
 	cli.Duration(fs, &c.reconciler.Interval, "reconciler-interval", time.Minute, time.Second, 24*time.Hour,
@@ -295,8 +315,8 @@ func (c *runConfig) validate() error {
 		}
 		c.auth.PublicKeys = ks
 	}
-	if (c.roles[roleEdge] || c.roles[roleAPI]) && c.auth.HS256Secret == nil && c.auth.PublicKeys == nil {
-		return errors.New("the edge and api roles verify tokens: set --auth-hs256-secret (PARLEY_AUTH_HS256_SECRET) or --auth-jwks-file (PARLEY_AUTH_JWKS_FILE)")
+	if (c.roles[roleEdge] || c.roles[roleAPI]) && c.auth.HS256Secret == nil && c.auth.PublicKeys == nil && c.jwksURL.URL == "" {
+		return errors.New("the edge and api roles verify tokens: set --auth-hs256-secret (PARLEY_AUTH_HS256_SECRET), --auth-jwks-file (PARLEY_AUTH_JWKS_FILE) or --auth-jwks-url (PARLEY_AUTH_JWKS_URL)")
 	}
 	return nil
 }

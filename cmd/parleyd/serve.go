@@ -232,6 +232,14 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		edgeSv *edge.Server
 	)
 	if cfg.roles[roleEdge] || cfg.roles[roleAPI] {
+		if cfg.jwksURL.URL != "" {
+			jc := cfg.jwksURL
+			jc.Logger = logger.With("component", "auth")
+			// The first fetch is bounded by jc.Timeout; the refreshes run until the process stops.
+			if cfg.auth.RemoteKeys, err = auth.NewRemoteJWKS(runCtx, jc); err != nil {
+				return abort(d, err)
+			}
+		}
 		authority, err := auth.New(cfg.auth, time.Now)
 		if err != nil {
 			return abort(d, cli.Usage(err))

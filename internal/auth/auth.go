@@ -50,9 +50,12 @@ type Identity struct {
 type Config struct {
 	// HS256Secret is the shared secret for HS256 tokens: empty, or at least MinSecretLen bytes.
 	HS256Secret []byte
-	// PublicKeys verify RS256 and EdDSA tokens (LoadJWKS). At least one of HS256Secret and
-	// PublicKeys is required; only the methods with a key are accepted.
+	// PublicKeys verify RS256 and EdDSA tokens (LoadJWKS). At least one of HS256Secret,
+	// PublicKeys and RemoteKeys is required; only the methods with a key are accepted.
 	PublicKeys *KeySet
+	// RemoteKeys verify RS256 and EdDSA tokens whose kid is not in PublicKeys, from a key set
+	// kept from an HTTPS URL (NewRemoteJWKS).
+	RemoteKeys *RemoteJWKS
 	// Issuer, when set, is written into minted tokens and required in verified ones.
 	Issuer string
 	// Audience, when set, is written into minted tokens and required in verified ones.
@@ -66,8 +69,8 @@ const DefaultLeeway = 30 * time.Second
 
 // Validate reports the first invalid setting.
 func (c Config) Validate() error {
-	if len(c.HS256Secret) == 0 && c.PublicKeys.Len() == 0 {
-		return errors.New("no token key: set an HS256 secret or a JWKS file")
+	if len(c.HS256Secret) == 0 && c.PublicKeys.Len() == 0 && c.RemoteKeys == nil {
+		return errors.New("no token key: set an HS256 secret, a JWKS file or a JWKS URL")
 	}
 	if len(c.HS256Secret) > 0 && len(c.HS256Secret) < MinSecretLen {
 		return fmt.Errorf("HS256 secret is %d bytes, at least %d required", len(c.HS256Secret), MinSecretLen)
@@ -104,10 +107,10 @@ func New(cfg Config, now func() time.Time) (*Authority, error) {
 	if len(cfg.HS256Secret) > 0 {
 		a.methods = append(a.methods, jwt.SigningMethodHS256.Alg())
 	}
-	if len(cfg.PublicKeys.rsaKeys()) > 0 {
+	if len(cfg.PublicKeys.rsaKeys()) > 0 || cfg.RemoteKeys != nil {
 		a.methods = append(a.methods, jwt.SigningMethodRS256.Alg())
 	}
-	if len(cfg.PublicKeys.edKeys()) > 0 {
+	if len(cfg.PublicKeys.edKeys()) > 0 || cfg.RemoteKeys != nil {
 		a.methods = append(a.methods, jwt.SigningMethodEdDSA.Alg())
 	}
 	return a, nil
@@ -175,6 +178,10 @@ func (a *Authority) Verify(token string) (Identity, error) {
 		kid, _ := t.Header["kid"].(string)
 		if k, ok := a.cfg.PublicKeys.key(alg, kid); ok {
 			return k, nil
+		}
+		if a.cfg.RemoteKeys != nil {
+			// golang-jwt still checks that the key's type is the alg's.
+			return a.cfg.RemoteKeys.keyfunc(t)
 		}
 		return nil, fmt.Errorf("no key for alg %s kid %q", alg, kid)
 	}, opts...)
