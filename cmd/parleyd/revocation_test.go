@@ -221,3 +221,31 @@ func TestAdminAPIWithoutCredential(t *testing.T) {
 		t.Errorf("short admin token: %v", err)
 	}
 }
+
+// parleyd admin revoke stores a revocation in the bucket the edges watch, and admin
+// revocations lists it.
+func TestAdminRevokeCommand(t *testing.T) {
+	id := teststack.ID(t)
+	bucket := "T_" + id + "_REV"
+	t.Cleanup(func() { deleteBucket(t, bucket) })
+	vars := env(map[string]string{"PARLEY_NATS_URL": os.Getenv("PARLEY_NATS_URL"), "PARLEY_REVOCATION_BUCKET": bucket})
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"admin", "revocations"}, vars, &out, io.Discard); err != nil || strings.TrimSpace(out.String()) != "no revocations" {
+		t.Fatalf("admin revocations on an empty bucket: %q, %v", out.String(), err)
+	}
+	for _, args := range [][]string{{"--user=" + id + "_bob"}, {"--user=" + id + "_bob", "--device=phone"}, {"--jti=j-" + id}} {
+		out.Reset()
+		if err := run(context.Background(), append([]string{"admin", "revoke"}, args...), vars, &out, io.Discard); err != nil {
+			t.Fatalf("admin revoke %v: %v", args, err)
+		}
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"admin", "revocations"}, vars, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"user " + id + "_bob (tokens", "user " + id + "_bob device phone", "jti j-" + id} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("admin revocations:\n%s\nlacks %q", out.String(), want)
+		}
+	}
+}
