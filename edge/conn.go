@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -27,8 +28,9 @@ type Conn struct {
 	ip      string
 	bucket  int
 
-	expires  atomic.Int64 // token expiry, Unix nanoseconds
-	lastSeen atomic.Int64 // last frame, ping or pong from the client, Unix nanoseconds
+	expires  atomic.Int64                  // token's exp plus the verifier's leeway (Identity.ValidUntil), Unix nanoseconds
+	lastSeen atomic.Int64                  // last frame, ping or pong from the client, Unix nanoseconds
+	ident    atomic.Pointer[auth.Identity] // the current token (handshake, then auth.refresh): revocations match it
 
 	// Event-driven reads (poll_linux.go): the socket, and the tag that tells its reports
 	// apart from those of a reused descriptor.
@@ -426,6 +428,8 @@ func closeLabel(code int) string {
 		return "1011"
 	case protocol.CloseTokenExpired:
 		return "4001"
+	case protocol.CloseTokenRevoked:
+		return "4003"
 	case protocol.CloseRateLimited:
 		return "4008"
 	case protocol.CloseSlowConsumer:

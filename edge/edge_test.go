@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,7 +46,13 @@ type testEdge struct {
 // newTestEdge serves an edge on loopback; nc may be nil (no live routing).
 func newTestEdge(t *testing.T, cfg Config, nc *nats.Conn) *testEdge {
 	t.Helper()
-	a, err := auth.New(auth.Config{HS256Secret: testSecret, Leeway: time.Millisecond}, nil)
+	return newTestEdgeLeeway(t, cfg, nc, time.Millisecond)
+}
+
+// newTestEdgeLeeway is newTestEdge with the token verifier's clock-skew leeway.
+func newTestEdgeLeeway(t *testing.T, cfg Config, nc *nats.Conn, leeway time.Duration) *testEdge {
+	t.Helper()
+	a, err := auth.New(auth.Config{HS256Secret: testSecret, Leeway: leeway}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,5 +637,120 @@ func TestSubscribedBeforeHello(t *testing.T) {
 		if f := readFrame(t, ws); f.Type != protocol.TypeMessage || f.Body != "first" {
 			t.Fatalf("connection %d got %+v; want the message published right after its hello", i, f)
 		}
+	}
+}
+
+// A connection whose token expires is closed with 4001 once exp plus the verifier's leeway
+// has passed (the handshake accepts the token until then), and within one heartbeat
+// interval (the sweep interval) after that: docs/protocol.md section 4.
+func TestExpiryClosesAfterLeewayWithinOneSweep(t *testing.T) {
+	const leeway, hb, tolerance = 2 * time.Second, time.Second, 500 * time.Millisecond
+	te := newTestEdgeLeeway(t, Config{HeartbeatInterval: hb}, nil, leeway)
+	ws, _, err := te.dial(te.token("fay", "d", time.Second), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := readFrame(t, ws)
+	if hello.Type != protocol.TypeHello || hello.ExpiresAt == 0 {
+		t.Fatalf("first frame %+v; want hello with expires_at", hello)
+	}
+	closeAt := time.UnixMilli(hello.ExpiresAt).Add(leeway)
+	_ = ws.SetReadDeadline(closeAt.Add(hb + 5*time.Second))
+	go func() { // answer the server's pings: the connection must not be closed as silent
+		for {
+			if err := ws.WriteJSON(protocol.Frame{Type: protocol.TypePing, ID: "p"}); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	for {
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		got := time.Now()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != protocol.CloseTokenExpired {
+			t.Fatalf("connection ended with %v; want close 4001", err)
+		}
+		if got.Before(closeAt) {
+			t.Errorf("closed %v before exp + leeway (%v); the handshake would still accept this token", closeAt.Sub(got), leeway)
+		}
+		if late := got.Sub(closeAt); late > hb+tolerance {
+			t.Errorf("closed %v after exp + leeway; want within one sweep interval (%v)", late, hb)
+		}
+		return
+	}
+}
+
+// fakeRevocations revokes every token whose jti is in the set (a unit test of the edge's
+// side; internal/revocation has the store's own tests against NATS).
+type fakeRevocations struct {
+	mu   sync.Mutex
+	jtis map[string]bool
+}
+
+func (f *fakeRevocations) Revoked(id auth.Identity, _ chat.DeviceID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.jtis[id.TokenID]
+}
+
+// A revoked token is refused at the handshake (401 token_revoked) and in auth.refresh, and
+// Revoke closes the connections it names with 4003, leaving the others open.
+func TestRevokedTokens(t *testing.T) {
+	te := newTestEdge(t, Config{}, nil)
+	revs := &fakeRevocations{jtis: map[string]bool{}}
+	te.s.EnableRevocations(revs)
+	jti := func(tok string) string {
+		var c jwt.RegisteredClaims
+		if _, _, err := jwt.NewParser().ParseUnverified(tok, &c); err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	bad, good := te.token("gus", "phone", time.Hour), te.token("gus", "tablet", time.Hour)
+	revs.jtis[jti(bad)] = true
+	_, resp, err := te.dial(bad, nil)
+	if err == nil || status(resp) != http.StatusUnauthorized {
+		t.Fatalf("revoked token: %v, status %v; want 401", err, status(resp))
+	}
+	var body struct{ Code protocol.Code }
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if body.Code != protocol.CodeTokenRevoked {
+		t.Errorf("revoked token's code %q; want token_revoked", body.Code)
+	}
+	ws := te.connect("gus", "tablet")
+	other := te.connect("gus", "laptop")
+	write(t, ws, `{"type":"auth.refresh","id":"r1","token":"`+te.token("gus", "tablet", time.Hour)+`"}`)
+	if f := readFrame(t, ws); f.Type != protocol.TypeOK {
+		t.Fatalf("refresh: %+v", f)
+	}
+	revs.mu.Lock()
+	revs.jtis[jti(good)] = true
+	revs.mu.Unlock()
+	write(t, ws, `{"type":"auth.refresh","id":"r2","token":"`+good+`"}`)
+	if f := readFrame(t, ws); f.Type != protocol.TypeError || f.Code != protocol.CodeTokenRevoked || f.ID != "r2" {
+		t.Errorf("refresh with a revoked token: %+v; want token_revoked", f)
+	}
+	// Revoke by the user's device: the tablet's connection closes, the laptop's stays.
+	if n := te.s.Revoke(auth.Revocation{User: "gus", Device: "tablet", At: time.Now().Add(time.Second)}); n != 1 {
+		t.Errorf("Revoke closed %d connections; want 1", n)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != protocol.CloseTokenRevoked {
+				t.Errorf("revoked connection ended with %v; want close 4003", err)
+			}
+			break
+		}
+	}
+	write(t, other, `{"type":"ping","id":"p"}`)
+	if f := readFrame(t, other); f.Type != protocol.TypePong {
+		t.Errorf("the other device's connection: %+v; want pong", f)
 	}
 }

@@ -34,6 +34,13 @@ type Verifier interface {
 
 var _ Verifier = (*auth.Authority)(nil)
 
+// Revocations says whether a token has been revoked (internal/revocation.Store): id is the
+// verified token, device the device the connection settled on. It must answer from memory:
+// it runs on every handshake and auth.refresh.
+type Revocations interface {
+	Revoked(id auth.Identity, device chat.DeviceID) bool
+}
+
 // Handler handles one client frame type. It runs on the goroutine reading the connection (one
 // at a time per connection, in frame order), so a slow handler slows only its own connection,
 // whose socket is not read meanwhile; it answers through c.Send or c.SendError.
@@ -59,6 +66,7 @@ type Server struct {
 	// membership caches membership answers for send and typing.
 	membership *membershipCache
 	presence   *presence.Presence // nil: presence disabled
+	revoked    Revocations        // nil: no revocations
 	coalesce   *coalescer         // presence events (Run's goroutine only)
 
 	mu       sync.Mutex
@@ -221,7 +229,8 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 	}
 	c := &Conn{s: s, session: crand.Text(), user: id.User, device: device, ip: remoteIP(r),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.FramesPerSecond), s.cfg.FrameBurst)}
-	c.expires.Store(id.ExpiresAt.UnixNano())
+	c.expires.Store(id.ValidUntil.UnixNano())
+	c.ident.Store(&id)
 	c.lastSeen.Store(s.now().UnixNano())
 	if result, msg := s.reserve(c); result != "" {
 		w.Header().Set("Retry-After", "10")
@@ -232,6 +241,11 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 		return nil, false
 	}
 	s.metrics.handshakes.WithLabelValues("ok").Inc()
+	// A revocation that arrived while this handshake was between its check and register did
+	// not find the connection; it is in the copy by now, so this second look catches it.
+	if s.revoked != nil && s.revoked.Revoked(id, device) {
+		s.closeRevoked(c, "recheck")
+	}
 	return c, true
 }
 
@@ -309,6 +323,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Iden
 	if device == "" {
 		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
 			"no device id: put a device claim in the token or ?device=ID in the URL")
+		return auth.Identity{}, "", false
+	}
+	if s.revoked != nil && s.revoked.Revoked(id, device) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
+		s.reject(w, "revoked", http.StatusUnauthorized, protocol.CodeTokenRevoked, "token revoked: sign in again")
 		return auth.Identity{}, "", false
 	}
 	return id, device, true
@@ -535,9 +554,69 @@ func (s *Server) handleRefresh(_ context.Context, c *Conn, f protocol.Frame) {
 	case id.User != c.user || (id.Device != "" && id.Device != c.device):
 		c.SendError(f.ID, protocol.Errorf(protocol.CodeForbidden, "the new token is for another user or device"))
 		return
+	case s.revoked != nil && s.revoked.Revoked(id, c.device):
+		c.SendError(f.ID, protocol.Errorf(protocol.CodeTokenRevoked, "the new token is revoked"))
+		return
 	}
-	c.expires.Store(id.ExpiresAt.UnixNano())
+	c.ident.Store(&id)
+	c.expires.Store(id.ValidUntil.UnixNano())
 	c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, ExpiresAt: id.ExpiresAt.UnixMilli()})
+}
+
+// EnableRevocations makes handshakes and auth.refresh refuse revoked tokens (401 and the
+// error token_revoked). Call before serving; feed new revocations to Revoke.
+func (s *Server) EnableRevocations(r Revocations) { s.revoked = r }
+
+// Revoke closes this edge's connections whose current token r revokes, with an error
+// token_revoked and close 4003, and returns how many.
+func (s *Server) Revoke(r auth.Revocation) int {
+	var conns []*Conn
+	s.mu.Lock()
+	if r.TokenID == "" {
+		if u := s.users[r.User]; u != nil {
+			conns = append(conns, u.conns...)
+		}
+	} else { // rare (an operator's action): look at every connection
+		for _, b := range s.buckets {
+			for c := range b {
+				conns = append(conns, c)
+			}
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		if id := c.ident.Load(); id != nil && r.Matches(*id, c.device) {
+			s.closeRevoked(c, revocationKind(r))
+			n++
+		}
+	}
+	return n
+}
+
+// closeRevoked tells c its token is revoked and closes it with 4003.
+func (s *Server) closeRevoked(c *Conn, kind string) {
+	c.SendError("", protocol.Errorf(protocol.CodeTokenRevoked, "token revoked: sign in again"))
+	c.close(protocol.CloseTokenRevoked, "token revoked", false)
+	s.logRevokedClose(c, kind)
+}
+
+// logRevokedClose records a connection closed for a revoked token. (One function, so that it
+// can move to the edge's security-event log.)
+func (s *Server) logRevokedClose(c *Conn, kind string) {
+	s.logger.Info("connection closed: token revoked", "user", c.user, "device", c.device,
+		"session", c.session, "revoked_by", kind)
+}
+
+// revocationKind names what r revokes, for logs: "user", "device", "jti".
+func revocationKind(r auth.Revocation) string {
+	switch {
+	case r.TokenID != "":
+		return "jti"
+	case r.Device != "":
+		return "device"
+	}
+	return "user"
 }
 
 // Run runs the sweeper and the NATS router until ctx ends.
@@ -596,7 +675,8 @@ func (s *Server) route(m *nats.Msg) {
 	}
 }
 
-// sweep visits one bucket: expired tokens are closed with 4001, connections silent for two
+// sweep visits one bucket: tokens past their exp plus the verifier's leeway (when the
+// handshake stops accepting them) are closed with 4001, connections silent for two
 // heartbeat intervals are closed, and those silent for one are pinged.
 func (s *Server) sweep(bucket int) {
 	now := s.now().UnixNano()

@@ -19,6 +19,9 @@ const (
 	CodeUnauthorized Code = "unauthorized"
 	// CodeTokenExpired: the token's exp has passed; get a new token.
 	CodeTokenExpired Code = "token_expired"
+	// CodeTokenRevoked: the token was revoked (a logout, a lost device); sign in again for a
+	// new token.
+	CodeTokenRevoked Code = "token_revoked"
 	// CodeForbidden: authenticated, but not allowed (e.g. a device id that differs from the token's).
 	CodeForbidden Code = "forbidden"
 	// CodeNotFound: no such conversation, or the user is not a member (the same answer).
@@ -48,7 +51,7 @@ func (c Code) Retryable() bool {
 
 // Codes lists every error code, in the order of docs/protocol.md.
 var Codes = []Code{CodeBadRequest, CodeUnknownType, CodeUnsupported, CodeUnauthorized,
-	CodeTokenExpired, CodeForbidden, CodeNotFound, CodeConflict, CodeBodyTooLarge,
+	CodeTokenExpired, CodeTokenRevoked, CodeForbidden, CodeNotFound, CodeConflict, CodeBodyTooLarge,
 	CodeRateLimited, CodeTooManySubscriptions, CodeUnavailable, CodeInternal}
 
 // Error is a protocol error: what the server sends as an error frame.
@@ -79,6 +82,7 @@ const (
 	CloseMessageTooBig   = 1009 // a frame larger than max_frame_bytes
 	CloseInternalError   = 1011 // an unexpected server error
 	CloseTokenExpired    = 4001 // the token expired and was not refreshed in time
+	CloseTokenRevoked    = 4003 // the token was revoked; sign in again for a new one
 	CloseRateLimited     = 4008 // the client kept sending after rate_limited errors
 	CloseSlowConsumer    = 4009 // the client did not read fast enough; reconnect and sync
 	CloseReplaced        = 4010 // reserved: the same device connected again elsewhere

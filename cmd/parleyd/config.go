@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/cli"
+	"github.com/parleyhq/parley/internal/revocation"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
 )
@@ -152,6 +155,24 @@ func authFlags(fs *flag.FlagSet, c *auth.Config, jwksFile *string) {
 	cli.Duration(fs, &c.Leeway, "auth-leeway", auth.DefaultLeeway, 0, 5*time.Minute, "Clock skew tolerated on exp, nbf and iat.")
 }
 
+// jwksURLFlags registers the key set fetched from an identity provider's HTTPS URL.
+func jwksURLFlags(fs *flag.FlagSet, c *auth.RemoteJWKSConfig) {
+	cli.String(fs, &c.URL, "auth-jwks-url", "", func(s string) error {
+		if !strings.HasPrefix(s, "https://") {
+			return errors.New("want an https:// URL")
+		}
+		return nil
+	}, "HTTPS URL of a JSON Web Key Set (an identity provider's jwks_uri) with RS256/EdDSA keys; with or instead of the file and the HS256 secret.")
+	cli.Duration(fs, &c.RefreshInterval, "auth-jwks-refresh-interval", auth.DefaultJWKSRefreshInterval, time.Second, 24*time.Hour,
+		"How often the key set of --auth-jwks-url is fetched again (rotated keys in, removed keys out).")
+	cli.Duration(fs, &c.UnknownKIDInterval, "auth-jwks-unknown-kid-interval", auth.DefaultJWKSUnknownKIDInterval, time.Second, 24*time.Hour,
+		"Least time between two fetches of --auth-jwks-url caused by a token with an unknown kid; meanwhile such tokens are refused without a fetch.")
+	cli.Duration(fs, &c.Timeout, "auth-jwks-timeout", auth.DefaultJWKSTimeout, 100*time.Millisecond, time.Minute,
+		"Deadline of one fetch of --auth-jwks-url.")
+	cli.String(fs, &c.CAFile, "auth-jwks-ca-file", "", nil,
+		"PEM file of the certificate authorities trusted for --auth-jwks-url instead of the system's.")
+}
+
 // runConfig is everything `parleyd run` reads.
 type runConfig struct {
 	log             logConfig
@@ -159,10 +180,13 @@ type runConfig struct {
 	listenAddr      string
 	auth            auth.Config
 	jwksFile        string
+	jwksURL         auth.RemoteJWKSConfig
 	edge            edge.Config
 	delivery        delivery.Config
 	reconciler      delivery.ReconcilerConfig
 	admin           admin.Config
+	adminTokenFile  string
+	revocation      revocation.Config
 	redis           backend.RedisConfig
 	nats            backend.NATSConfig
 	cassandra       backend.CassandraConfig
@@ -187,6 +211,7 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 	cli.String(fs, &c.listenAddr, "listen-addr", cli.DefaultListenAddr, cli.HostPort,
 		"Public listen address: the WebSocket endpoint /v1/ws (edge role) and the REST API (api role).")
 	authFlags(fs, &c.auth, &c.jwksFile)
+	jwksURLFlags(fs, &c.jwksURL)
 	edgeFlags(fs, &c.edge)
 	deliveryFlags(fs, &c.delivery)
 	cli.Duration(fs, &c.reconciler.Interval, "reconciler-interval", time.Minute, time.Second, 24*time.Hour,
@@ -195,6 +220,16 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 		"How far back each reconciler pass reads the log.")
 	cli.String(fs, &c.admin.Addr, "admin-addr", admin.DefaultAddr, cli.HostPort,
 		"Listen address of /healthz, /readyz, /metrics and /debug/pprof.")
+	cli.Value(fs, &c.admin.Token, "admin-token", nil, func(s string) ([]byte, error) {
+		if len(s) < admin.MinTokenLen {
+			return nil, fmt.Errorf("token is %d bytes, at least %d required", len(s), admin.MinTokenLen)
+		}
+		return []byte(s), nil
+	}, func([]byte) string { return "" }, // never print a secret
+		fmt.Sprintf("Admin API credential (Authorization: Bearer on /admin/v1/...), at least %d bytes; prefer --admin-token-file. Empty: the admin API is refused.", admin.MinTokenLen))
+	cli.String(fs, &c.adminTokenFile, "admin-token-file", "", nil,
+		"File holding the admin API credential (surrounding whitespace ignored); instead of --admin-token.")
+	revocationFlags(fs, &c.revocation)
 	cli.Duration(fs, &c.admin.CheckTimeout, "readiness-check-timeout", admin.DefaultCheckTimeout,
 		10*time.Millisecond, time.Minute, "Deadline of each dependency check behind /readyz.")
 	cli.Duration(fs, &c.startupTimeout, "startup-timeout", 2*time.Minute, time.Second, time.Hour,
@@ -260,6 +295,19 @@ func (c *runConfig) validate() error {
 	if err := c.breaker.Validate(); err != nil {
 		return err
 	}
+	if c.adminTokenFile != "" {
+		if c.admin.Token != nil {
+			return errors.New("set one of --admin-token (PARLEY_ADMIN_TOKEN) and --admin-token-file (PARLEY_ADMIN_TOKEN_FILE)")
+		}
+		data, err := os.ReadFile(c.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("--admin-token-file: %w", err)
+		}
+		c.admin.Token = bytes.TrimSpace(data)
+	}
+	if err := c.admin.Validate(); err != nil {
+		return fmt.Errorf("--admin-token-file: %w", err)
+	}
 	if c.jwksFile != "" {
 		ks, err := auth.LoadJWKS(c.jwksFile)
 		if err != nil {
@@ -267,10 +315,24 @@ func (c *runConfig) validate() error {
 		}
 		c.auth.PublicKeys = ks
 	}
-	if (c.roles[roleEdge] || c.roles[roleAPI]) && c.auth.HS256Secret == nil && c.auth.PublicKeys == nil {
-		return errors.New("the edge and api roles verify tokens: set --auth-hs256-secret (PARLEY_AUTH_HS256_SECRET) or --auth-jwks-file (PARLEY_AUTH_JWKS_FILE)")
+	if (c.roles[roleEdge] || c.roles[roleAPI]) && c.auth.HS256Secret == nil && c.auth.PublicKeys == nil && c.jwksURL.URL == "" {
+		return errors.New("the edge and api roles verify tokens: set --auth-hs256-secret (PARLEY_AUTH_HS256_SECRET), --auth-jwks-file (PARLEY_AUTH_JWKS_FILE) or --auth-jwks-url (PARLEY_AUTH_JWKS_URL)")
 	}
 	return nil
+}
+
+// revocationFlags registers the revocation bucket's settings.
+func revocationFlags(fs *flag.FlagSet, c *revocation.Config) {
+	cli.String(fs, &c.Bucket, "revocation-bucket", revocation.DefaultBucket, func(s string) error {
+		if s == "" || strings.ContainsAny(s, " .*>\t/") {
+			return errors.New("want a NATS KV bucket name: letters, digits, - and _")
+		}
+		return nil
+	}, "NATS KV bucket of token revocations.")
+	cli.Duration(fs, &c.TTL, "revocation-ttl", revocation.DefaultTTL, time.Minute, 3650*24*time.Hour,
+		"How long a revocation is kept: at least the longest token lifetime (a token outliving it is accepted again).")
+	cli.Int(fs, &c.Replicas, "revocation-replicas", 1, 1, 5,
+		"Replicas of the revocation bucket: 1 for one NATS server, 3 for a cluster.")
 }
 
 // edgeFlags registers the edge's limits and timings.

@@ -5,6 +5,7 @@
 //	parleyd migrate  [flags]                                   apply the Cassandra schema
 //	parleyd token    --user ID [--device D] [--ttl 24h]        mint a development token
 //	parleyd dlq      list | replay ID                          inspect and replay dead letters
+//	parleyd admin    revoke --user ID [--device D] | --jti J   revoke tokens; admin revocations lists them
 //	parleyd version
 //
 // Every flag can also be set with a PARLEY_* environment variable; `parleyd CMD --help` lists
@@ -41,6 +42,7 @@ Commands:
   migrate   create the keyspace and apply pending Cassandra migrations
   token     mint a development token (HS256) for a user
   dlq       list the dead letters, or replay one (dlq list | dlq replay ID)
+  admin     revoke tokens (admin revoke --user ID [--device D] | --jti J) or list revocations (admin revocations)
   reconcile check the recent log against Cassandra and repair it (reconcile --once)
   reproject write the whole sequenced log into Cassandra again
   version   print the version
@@ -63,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return tokenCommand(args, getenv, stdout)
 	case "dlq":
 		return dlqCommand(ctx, args, getenv, stdout, stderr)
+	case "admin":
+		return adminCommand(ctx, args, getenv, stdout, stderr)
 	case "reconcile":
 		return reconcileCommand(ctx, args, getenv, stdout, stderr)
 	case "reproject":
@@ -74,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, synopsis)
 		return nil
 	}
-	return cli.Usagef("unknown command %q (want run, migrate, token, dlq, reconcile, reproject or version)", cmd)
+	return cli.Usagef("unknown command %q (want run, migrate, token, dlq, admin, reconcile, reproject or version)", cmd)
 }
 
 func version() string {

@@ -66,6 +66,12 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 		{"missing jwks file", []string{"run", "--auth-jwks-file=/nonexistent/jwks.json"}, nil, []string{"--auth-jwks-file", "no such file"}},
 		{"bad origin", []string{"run", "--edge-allowed-origins=example.com"}, nil, []string{"edge-allowed-origins", "scheme://host"}},
 		{"queue too short", []string{"run", "--edge-queue-len=1"}, nil, []string{"edge-queue-len", "[4, 100000]"}},
+		{"jwks url not https", []string{"run", "--auth-jwks-url=http://idp.example.com/jwks"}, nil, []string{"auth-jwks-url", "https://"}},
+		{"short admin token", []string{"run"}, map[string]string{"PARLEY_ADMIN_TOKEN": "short"}, []string{"PARLEY_ADMIN_TOKEN", "at least 32"}},
+		{"admin without subcommand", []string{"admin"}, nil, []string{"admin revoke or admin revocations"}},
+		{"admin revoke naming nothing", []string{"admin", "revoke"}, nil, []string{"admin revoke", "--user"}},
+		{"admin revoke device without user", []string{"admin", "revoke", "--device=phone"}, nil, []string{"admin revoke", "--user"}},
+		{"admin revoke user and jti", []string{"admin", "revoke", "--user=a", "--jti=j"}, nil, []string{"admin revoke", "jti"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

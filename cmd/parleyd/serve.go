@@ -29,6 +29,7 @@ import (
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/cli"
+	"github.com/parleyhq/parley/internal/revocation"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
 	"github.com/parleyhq/parley/protocol"
@@ -181,6 +182,18 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			return abort(d, err)
 		}
 	}
+	// Revocations: every process serves the admin routes; edges watch the bucket.
+	var revs *revocation.Store
+	{
+		rctx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
+		revs, err = revocation.Open(rctx, d.nats.JetStream, d.nats.Conn, cfg.revocation, reg, logger.With("component", "revocation"))
+		cancel()
+		if err != nil {
+			return abort(d, err)
+		}
+		adm.HandleAPI("POST /admin/v1/revocations", http.HandlerFunc(revs.ServeRevoke))
+		adm.HandleAPI("GET /admin/v1/revocations", http.HandlerFunc(revs.ServeList))
+	}
 	// workerDone is closed when the delivery worker has stopped (at once without the role).
 	workerDone := make(chan struct{})
 	if cfg.roles[roleDelivery] {
@@ -219,6 +232,14 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		edgeSv *edge.Server
 	)
 	if cfg.roles[roleEdge] || cfg.roles[roleAPI] {
+		if cfg.jwksURL.URL != "" {
+			jc := cfg.jwksURL
+			jc.Logger = logger.With("component", "auth")
+			// The first fetch is bounded by jc.Timeout; the refreshes run until the process stops.
+			if cfg.auth.RemoteKeys, err = auth.NewRemoteJWKS(runCtx, jc); err != nil {
+				return abort(d, err)
+			}
+		}
 		authority, err := auth.New(cfg.auth, time.Now)
 		if err != nil {
 			return abort(d, cli.Usage(err))
@@ -239,9 +260,19 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			edgeSv.EnableAck(inb, store)
 			edgeSv.EnablePresence(pres, policy)
 			edgeSv.EnableTyping(store)
+			edgeSv.EnableRevocations(revs)
 			mux.Handle(protocol.Path, edgeSv)
 			g.Go(func() error { return edgeSv.Run(gctx) })
 			g.Go(func() error { return pres.Run(gctx) })
+			sv := edgeSv
+			g.Go(func() error { return revs.Run(gctx, func(r auth.Revocation) { sv.Revoke(r) }) })
+			// No handshake before the whole list of revocations is known.
+			lctx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
+			err = revs.Loaded(lctx)
+			cancel()
+			if err != nil {
+				return abort(d, err)
+			}
 		}
 		if cfg.roles[roleAPI] {
 			openapi, err := yaml.YAMLToJSON(docs.OpenAPIYAML)

@@ -1,11 +1,16 @@
 // Package admin serves Parley's operator endpoints on their own port: /healthz (the process is
-// alive), /readyz (every dependency answers), /metrics (Prometheus) and /debug/pprof.
+// alive), /readyz (every dependency answers), /metrics (Prometheus) and /debug/pprof, open to
+// whoever reaches the port, and the admin API (/admin/v1/..., routes mounted with HandleAPI by
+// the parts that own them), which needs the admin credential: a bearer token compared in
+// constant time. Without a configured credential the admin API is refused.
 // It is kept off the public listener so that probes, scrapes and profiles are never exposed
 // to clients and never compete with them for connection limits.
 package admin
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,11 +18,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Check is one readiness check: Name identifies the dependency in /readyz, Func reports
@@ -33,6 +41,21 @@ type Config struct {
 	Addr string
 	// CheckTimeout bounds each readiness check. Default 2s.
 	CheckTimeout time.Duration
+	// Token is the admin credential: requests to the admin API must carry
+	// "Authorization: Bearer <Token>". Empty: the admin API is disabled (403). At least
+	// MinTokenLen bytes.
+	Token []byte
+}
+
+// MinTokenLen is the shortest admin credential accepted, in bytes.
+const MinTokenLen = 32
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	if len(c.Token) > 0 && len(c.Token) < MinTokenLen {
+		return fmt.Errorf("admin token is %d bytes, at least %d required", len(c.Token), MinTokenLen)
+	}
+	return nil
 }
 
 // Defaults for Config.
@@ -47,6 +70,8 @@ type Server struct {
 	logger   *slog.Logger
 	gatherer prometheus.Gatherer
 	srv      *http.Server
+	mux      *http.ServeMux
+	token    [sha256.Size]byte // SHA-256 of Config.Token, so the comparison's time is independent of its length
 
 	mu       sync.Mutex
 	checks   []Check
@@ -63,7 +88,11 @@ func New(cfg Config, gatherer prometheus.Gatherer, logger *slog.Logger) *Server 
 		cfg.CheckTimeout = DefaultCheckTimeout
 	}
 	s := &Server{cfg: cfg, logger: logger, gatherer: gatherer}
+	if len(cfg.Token) > 0 {
+		s.token = sha256.Sum256(cfg.Token)
+	}
 	mux := http.NewServeMux()
+	s.mux = mux
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
@@ -80,6 +109,48 @@ func New(cfg Config, gatherer prometheus.Gatherer, logger *slog.Logger) *Server 
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s
+}
+
+// APIPrefix is the path prefix of the admin API.
+const APIPrefix = "/admin/v1/"
+
+// HandleAPI mounts an admin API route (pattern as http.ServeMux's, its path under APIPrefix)
+// behind the admin credential. It may be called while the server runs.
+func (s *Server) HandleAPI(pattern string, h http.Handler) {
+	if _, path, _ := strings.Cut(pattern, " "); !strings.HasPrefix(path, APIPrefix) {
+		panic("admin: API route " + pattern + " outside " + APIPrefix)
+	}
+	s.mux.Handle(pattern, s.authorize(h))
+}
+
+// authorize lets through requests that carry the admin credential: 403 forbidden when none is
+// configured, 401 unauthorized when the request has none or another.
+func (s *Server) authorize(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(s.cfg.Token) == 0 {
+			writeError(w, http.StatusForbidden, protocol.CodeForbidden,
+				"the admin API is disabled: start parleyd with an admin token (--admin-token-file or PARLEY_ADMIN_TOKEN)")
+			return
+		}
+		scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley-admin"`)
+			writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "send Authorization: Bearer <admin token>")
+			return
+		}
+		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		if subtle.ConstantTimeCompare(got[:], s.token[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley-admin", error="invalid_token"`)
+			s.logger.Warn("admin API: wrong credential", "remote", r.RemoteAddr, "path", r.URL.Path)
+			writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "wrong admin token")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func writeError(w http.ResponseWriter, status int, code protocol.Code, msg string) {
+	writeJSON(w, status, map[string]any{"code": code, "message": msg, "retryable": code.Retryable()})
 }
 
 // AddCheck adds readiness checks.

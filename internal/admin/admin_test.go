@@ -106,3 +106,53 @@ func TestHealthzMetricsPprof(t *testing.T) {
 		t.Errorf("/debug/pprof/ = %d", code)
 	}
 }
+
+// The admin API needs the configured bearer token: 403 naming the setting when none is
+// configured, 401 without or with another token, the route's answer with it; the probes and
+// /metrics need none.
+func TestAdminAPICredential(t *testing.T) {
+	const token = "0123456789abcdef0123456789abcdef-admin"
+	for _, tt := range []struct {
+		name       string
+		configured string
+		header     string
+		want       int
+		wantBody   string
+	}{
+		{"not configured", "", "Bearer " + token, http.StatusForbidden, "--admin-token-file"},
+		{"no credential", token, "", http.StatusUnauthorized, `"unauthorized"`},
+		{"not bearer", token, "Basic " + token, http.StatusUnauthorized, `"unauthorized"`},
+		{"wrong token", token, "Bearer " + token + "x", http.StatusUnauthorized, "wrong admin token"},
+		{"prefix of the token", token, "Bearer " + token[:32], http.StatusUnauthorized, "wrong admin token"},
+		{"right token", token, "Bearer " + token, http.StatusTeapot, "served"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(Config{Token: []byte(tt.configured)}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+			s.HandleAPI("GET /admin/v1/thing", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(http.StatusTeapot)
+				_, _ = io.WriteString(w, "served")
+			}))
+			ts := httptest.NewServer(s.srv.Handler)
+			defer ts.Close()
+			req, _ := http.NewRequest("GET", ts.URL+"/admin/v1/thing", nil)
+			if tt.header != "" {
+				req.Header.Set("Authorization", tt.header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want || !strings.Contains(string(body), tt.wantBody) {
+				t.Errorf("status %d body %s; want %d with %q", resp.StatusCode, body, tt.want, tt.wantBody)
+			}
+			if status, _ := get(t, ts.URL+"/healthz"); status != http.StatusOK {
+				t.Errorf("/healthz %d; want 200 without a credential", status)
+			}
+		})
+	}
+	if err := (Config{Token: []byte("short")}).Validate(); err == nil {
+		t.Error("a 5-byte admin token is valid")
+	}
+}

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -35,16 +36,26 @@ type Claims struct {
 type Identity struct {
 	User      chat.UserID
 	Device    chat.DeviceID // empty when the token names no device
-	ExpiresAt time.Time
+	ExpiresAt time.Time     // the token's exp
+	// ValidUntil is ExpiresAt plus the leeway: Verify accepts the token until then, so a
+	// connection it opened is closed for expiry then, not earlier.
+	ValidUntil time.Time
+	// TokenID is the token's jti; empty when it has none.
+	TokenID string
+	// IssuedAt is the token's iat; zero when it has none.
+	IssuedAt time.Time
 }
 
 // Config configures token minting and verification.
 type Config struct {
 	// HS256Secret is the shared secret for HS256 tokens: empty, or at least MinSecretLen bytes.
 	HS256Secret []byte
-	// PublicKeys verify RS256 and EdDSA tokens (LoadJWKS). At least one of HS256Secret and
-	// PublicKeys is required; only the methods with a key are accepted.
+	// PublicKeys verify RS256 and EdDSA tokens (LoadJWKS). At least one of HS256Secret,
+	// PublicKeys and RemoteKeys is required; only the methods with a key are accepted.
 	PublicKeys *KeySet
+	// RemoteKeys verify RS256 and EdDSA tokens whose kid is not in PublicKeys, from a key set
+	// kept from an HTTPS URL (NewRemoteJWKS).
+	RemoteKeys *RemoteJWKS
 	// Issuer, when set, is written into minted tokens and required in verified ones.
 	Issuer string
 	// Audience, when set, is written into minted tokens and required in verified ones.
@@ -58,8 +69,8 @@ const DefaultLeeway = 30 * time.Second
 
 // Validate reports the first invalid setting.
 func (c Config) Validate() error {
-	if len(c.HS256Secret) == 0 && c.PublicKeys.Len() == 0 {
-		return errors.New("no token key: set an HS256 secret or a JWKS file")
+	if len(c.HS256Secret) == 0 && c.PublicKeys.Len() == 0 && c.RemoteKeys == nil {
+		return errors.New("no token key: set an HS256 secret, a JWKS file or a JWKS URL")
 	}
 	if len(c.HS256Secret) > 0 && len(c.HS256Secret) < MinSecretLen {
 		return fmt.Errorf("HS256 secret is %d bytes, at least %d required", len(c.HS256Secret), MinSecretLen)
@@ -96,10 +107,10 @@ func New(cfg Config, now func() time.Time) (*Authority, error) {
 	if len(cfg.HS256Secret) > 0 {
 		a.methods = append(a.methods, jwt.SigningMethodHS256.Alg())
 	}
-	if len(cfg.PublicKeys.rsaKeys()) > 0 {
+	if len(cfg.PublicKeys.rsaKeys()) > 0 || cfg.RemoteKeys != nil {
 		a.methods = append(a.methods, jwt.SigningMethodRS256.Alg())
 	}
-	if len(cfg.PublicKeys.edKeys()) > 0 {
+	if len(cfg.PublicKeys.edKeys()) > 0 || cfg.RemoteKeys != nil {
 		a.methods = append(a.methods, jwt.SigningMethodEdDSA.Alg())
 	}
 	return a, nil
@@ -126,6 +137,7 @@ func (a *Authority) Mint(user chat.UserID, device chat.DeviceID, ttl time.Durati
 	claims := Claims{
 		Device: string(device),
 		RegisteredClaims: jwt.RegisteredClaims{
+			ID:        rand.Text(), // so that one token can be revoked by its jti
 			Subject:   string(user),
 			Issuer:    a.cfg.Issuer,
 			IssuedAt:  jwt.NewNumericDate(now),
@@ -167,6 +179,10 @@ func (a *Authority) Verify(token string) (Identity, error) {
 		if k, ok := a.cfg.PublicKeys.key(alg, kid); ok {
 			return k, nil
 		}
+		if a.cfg.RemoteKeys != nil {
+			// golang-jwt still checks that the key's type is the alg's.
+			return a.cfg.RemoteKeys.keyfunc(t)
+		}
 		return nil, fmt.Errorf("no key for alg %s kid %q", alg, kid)
 	}, opts...)
 	switch {
@@ -179,7 +195,8 @@ func (a *Authority) Verify(token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: subject: %v", ErrInvalidToken, err)
 	}
-	id := Identity{User: user, ExpiresAt: claims.ExpiresAt.t}
+	id := Identity{User: user, ExpiresAt: claims.ExpiresAt.t, ValidUntil: claims.ExpiresAt.t.Add(a.cfg.leeway()),
+		TokenID: claims.ID, IssuedAt: claims.IssuedAt.t}
 	if claims.Device != "" {
 		if id.Device, err = chat.ParseDeviceID(claims.Device); err != nil {
 			return Identity{}, fmt.Errorf("%w: device: %v", ErrInvalidToken, err)
@@ -194,6 +211,7 @@ func (a *Authority) Verify(token string) (Identity, error) {
 // same answers RegisteredClaims would.
 type wireClaims struct {
 	Device    string           `json:"device"`
+	ID        string           `json:"jti"`
 	Subject   string           `json:"sub"`
 	Issuer    string           `json:"iss"`
 	Audience  jwt.ClaimStrings `json:"aud"`

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/parleyhq/parley/internal/chat"
 )
 
 var secret = []byte("0123456789abcdef0123456789abcdef")
@@ -123,5 +125,41 @@ func TestMintRejectsBadInput(t *testing.T) {
 	}
 	if _, err := a.Mint("bob", "", 0); err == nil {
 		t.Error("zero ttl accepted")
+	}
+}
+
+// A revocation by user or device takes the tokens issued at or before it (whole seconds),
+// and those without iat; one by jti takes that token only.
+func TestRevocationMatches(t *testing.T) {
+	at := time.Unix(1_800_000_000, 500_000_000)
+	id := func(user, jti string, iat time.Time) Identity {
+		return Identity{User: chat.UserID(user), TokenID: jti, IssuedAt: iat}
+	}
+	tests := []struct {
+		name   string
+		rev    Revocation
+		id     Identity
+		device chat.DeviceID
+		want   bool
+	}{
+		{"user, issued before", Revocation{User: "a", At: at}, id("a", "", at.Add(-time.Hour)), "d", true},
+		{"user, same second", Revocation{User: "a", At: at}, id("a", "", time.Unix(1_800_000_000, 0)), "d", true},
+		{"user, next second", Revocation{User: "a", At: at}, id("a", "", time.Unix(1_800_000_001, 0)), "d", false},
+		{"user, no iat", Revocation{User: "a", At: at}, id("a", "", time.Time{}), "d", true},
+		{"other user", Revocation{User: "a", At: at}, id("b", "", at.Add(-time.Hour)), "d", false},
+		{"device", Revocation{User: "a", Device: "d", At: at}, id("a", "", at.Add(-time.Hour)), "d", true},
+		{"other device", Revocation{User: "a", Device: "d", At: at}, id("a", "", at.Add(-time.Hour)), "e", false},
+		{"jti", Revocation{TokenID: "j", At: at}, id("b", "j", at.Add(time.Hour)), "e", true},
+		{"other jti", Revocation{TokenID: "j", At: at}, id("b", "k", at.Add(-time.Hour)), "e", false},
+	}
+	for _, tt := range tests {
+		if got := tt.rev.Matches(tt.id, tt.device); got != tt.want {
+			t.Errorf("%s: Matches = %v; want %v", tt.name, got, tt.want)
+		}
+	}
+	for _, bad := range []Revocation{{At: at}, {Device: "d", At: at}, {User: "a", TokenID: "j", At: at}, {User: "a"}, {User: "a b", At: at}} {
+		if bad.Validate() == nil {
+			t.Errorf("%+v is valid", bad)
+		}
 	}
 }

@@ -69,7 +69,7 @@ func Status(code protocol.Code) int {
 	switch code {
 	case protocol.CodeBadRequest, protocol.CodeUnknownType, protocol.CodeUnsupported, protocol.CodeTooManySubscriptions:
 		return http.StatusBadRequest
-	case protocol.CodeUnauthorized, protocol.CodeTokenExpired:
+	case protocol.CodeUnauthorized, protocol.CodeTokenExpired, protocol.CodeTokenRevoked:
 		return http.StatusUnauthorized
 	case protocol.CodeForbidden:
 		return http.StatusForbidden
