@@ -7,6 +7,7 @@ require (
 	github.com/apache/cassandra-gocql-driver/v2 v2.1.2
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/gorilla/websocket v1.5.3
+	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/nats-io/nats.go v1.55.0
 	github.com/parleyhq/parley/clients/go v0.0.0-00010101000000-000000000000
 	github.com/parleyhq/parley/protocol v0.0.0-00010101000000-000000000000

@@ -29,6 +29,26 @@ type Config struct {
 	// MaxConnsPerUser (default 10) and MaxConnsPerIP (default 1000) refuse handshakes with 429.
 	MaxConnsPerUser int
 	MaxConnsPerIP   int
+	// HandshakeRatePerUser and HandshakeBurstPerUser limit one user's handshakes on this edge
+	// (a token bucket per user, taken once the token is verified); above them the handshake
+	// gets 429 with Retry-After. Defaults 1 a second, bursts of 20: ten devices reconnecting at
+	// once, twice over. HandshakeRatePerIP and HandshakeBurstPerIP do the same per client
+	// address (the socket peer; an IPv6 address counts by its /64), before the token is read.
+	// Defaults 100 a second and a burst of MaxConnsPerIP: an address may open all its
+	// connections at once, and a drained edge's clients (spread over the drain window)
+	// reconnect within the rate.
+	HandshakeRatePerUser  float64
+	HandshakeBurstPerUser int
+	HandshakeRatePerIP    float64
+	HandshakeBurstPerIP   int
+	// HandshakeRateKeys bounds the users and the addresses whose handshake buckets are kept
+	// (each, least recently used first out; a forgotten key starts again with a full bucket).
+	// Default 65,536: about 15 MiB per table when full (230 to 260 bytes a key, measured).
+	HandshakeRateKeys int
+	// SecurityLogPerSecond is how many security event records of one kind are logged per
+	// second (refused handshakes, rate-limit closes...); the others are counted and the count
+	// is logged when logging resumes. Default 10.
+	SecurityLogPerSecond int
 	// AllowedOrigins lists the Origin values browsers may connect from ("https://app.example.com");
 	// "*" allows any. Empty: no browser origin is allowed.
 	AllowedOrigins []string
@@ -77,6 +97,16 @@ const (
 	DefaultDrainWindow       = 10 * time.Second
 )
 
+// Defaults of the handshake limits and the security log. The per-IP burst has none of its
+// own: it follows MaxConnsPerIP.
+const (
+	DefaultHandshakeRatePerUser  = 1.0
+	DefaultHandshakeBurstPerUser = 20
+	DefaultHandshakeRatePerIP    = 100.0
+	DefaultHandshakeRateKeys     = 65536
+	DefaultSecurityLogPerSecond  = 10
+)
+
 func (c Config) withDefaults() Config {
 	set := func(p *int, v int) {
 		if *p == 0 {
@@ -97,6 +127,16 @@ func (c Config) withDefaults() Config {
 	set(&c.MaxConns, DefaultMaxConns)
 	set(&c.MaxConnsPerUser, DefaultMaxConnsPerUser)
 	set(&c.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	set(&c.HandshakeBurstPerUser, DefaultHandshakeBurstPerUser)
+	set(&c.HandshakeBurstPerIP, c.MaxConnsPerIP)
+	set(&c.HandshakeRateKeys, DefaultHandshakeRateKeys)
+	set(&c.SecurityLogPerSecond, DefaultSecurityLogPerSecond)
+	if c.HandshakeRatePerUser == 0 {
+		c.HandshakeRatePerUser = DefaultHandshakeRatePerUser
+	}
+	if c.HandshakeRatePerIP == 0 {
+		c.HandshakeRatePerIP = DefaultHandshakeRatePerIP
+	}
 	set(&c.QueueLen, DefaultQueueLen)
 	set(&c.ReadBufferSize, DefaultReadBufferSize)
 	set(&c.WriteBufferSize, DefaultWriteBufferSize)
@@ -123,6 +163,10 @@ func (c Config) Validate() error {
 		{"max connections", c.MaxConns, 1, 10000000},
 		{"max connections per user", c.MaxConnsPerUser, 1, 10000},
 		{"max connections per IP", c.MaxConnsPerIP, 1, 10000000},
+		{"handshake burst per user", c.HandshakeBurstPerUser, 1, 1000000},
+		{"handshake burst per IP", c.HandshakeBurstPerIP, 1, 10000000},
+		{"handshake rate keys", c.HandshakeRateKeys, 16, 10000000},
+		{"security log per second", c.SecurityLogPerSecond, 1, 100000},
 		{"queue length", c.QueueLen, 4, 100000},
 		{"read buffer size", c.ReadBufferSize, 128, 1 << 20},
 		{"write buffer size", c.WriteBufferSize, 128, 1 << 20},
@@ -130,6 +174,14 @@ func (c Config) Validate() error {
 	for _, k := range checks {
 		if k.v < k.lo || k.v > k.hi {
 			return fmt.Errorf("edge %s %d out of range [%d, %d]", k.name, k.v, k.lo, k.hi)
+		}
+	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"handshake rate per user", c.HandshakeRatePerUser}, {"handshake rate per IP", c.HandshakeRatePerIP}} {
+		if !(r.v >= 0.001 && r.v <= 1e6) { // also refuses NaN
+			return fmt.Errorf("edge %s %g out of range [0.001, 1e+06] per second", r.name, r.v)
 		}
 	}
 	if c.HeartbeatInterval < 100*time.Millisecond || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 || c.DrainWindow < 0 {

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,6 +223,7 @@ func (c *Conn) writeLoop() {
 		if err != nil || code != 0 {
 			if err != nil {
 				// The socket is broken or the client stopped reading: end the reader.
+				c.writeFailed(err)
 				c.abort()
 			}
 			c.mu.Lock()
@@ -229,6 +233,22 @@ func (c *Conn) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
+	}
+}
+
+// writeFailed counts a write that timed out on a connection the edge had not closed already
+// as a slow-consumer close (4009): the client stopped reading for WriteTimeout, and the queue
+// had not filled first. No close frame can reach such a client.
+func (c *Conn) writeFailed(err error) {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return // the socket broke: the client went away
+	}
+	c.mu.Lock()
+	closing := c.closeCode != 0
+	c.mu.Unlock()
+	if !closing {
+		c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseSlowConsumer)).Inc()
 	}
 }
 
@@ -242,17 +262,54 @@ func (c *Conn) prepareRead() {
 }
 
 // control handles a ping or pong from the client, read by gorilla (the handlers above) or by
-// the event-driven reader: the client is alive, and a ping is answered.
+// the event-driven reader: the client is alive, and a ping is answered. Control frames count
+// against the frame rate like data frames: over it a ping is not answered, and the strike
+// policy applies (strike).
 func (c *Conn) control(op byte, payload []byte) error {
 	c.lastSeen.Store(c.s.now().UnixNano())
+	if !c.limiter.Allow() {
+		c.strike("", false)
+		return nil
+	}
+	c.strikes = 0
 	if op != pingOp {
 		return nil
 	}
 	err := c.ws.WriteControl(websocket.PongMessage, payload, c.s.now().Add(time.Second))
-	if errors.Is(err, websocket.ErrCloseSent) {
+	if err == nil || errors.Is(err, websocket.ErrCloseSent) {
 		return nil
 	}
-	return err
+	return pongError{err}
+}
+
+// pongError is a failed pong write, which ends the connection's read like a broken socket.
+type pongError struct{ error }
+
+func (e pongError) Unwrap() error { return e.error }
+
+// readFailed counts the close that gorilla sent itself when a read failed on the client's
+// fault: 1009 (a message over the read limit) or 1002 (a frame that breaks RFC 6455). gorilla
+// gives its protocol errors no type, so 1002 is what remains once the end of the stream, a
+// socket error, a failed pong and the client's own close (all of which end the connection
+// without a close from the edge) are set aside. A connection the edge had closed already was
+// counted then.
+func (c *Conn) readFailed(err error) {
+	var (
+		ce *websocket.CloseError
+		ne net.Error
+		pe pongError
+	)
+	code := websocket.CloseProtocolError
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		code = protocol.CloseMessageTooBig
+	case errors.As(err, &ce), errors.As(err, &ne), errors.As(err, &pe),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return
+	}
+	if !c.isClosed() {
+		c.s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
+	}
 }
 
 // readLoop reads the connection in its own goroutine until it ends (when the edge does not
@@ -308,9 +365,7 @@ func (c *Conn) readAvailable() bool {
 func (c *Conn) readMessage() bool {
 	mt, r, err := c.ws.NextReader()
 	if err != nil {
-		if errors.Is(err, websocket.ErrReadLimit) {
-			c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseMessageTooBig)).Inc()
-		}
+		c.readFailed(err)
 		return false
 	}
 	c.lastSeen.Store(c.s.now().UnixNano())
@@ -327,9 +382,7 @@ func (c *Conn) readMessage() bool {
 	buf.Reset()
 	if _, err := buf.ReadFrom(r); err != nil {
 		readBufs.Put(buf)
-		if errors.Is(err, websocket.ErrReadLimit) {
-			c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseMessageTooBig)).Inc()
-		}
+		c.readFailed(err)
 		return false
 	}
 	c.handle(buf.Bytes())
@@ -368,17 +421,7 @@ func (c *Conn) handle(data []byte) {
 		return
 	}
 	if !c.limiter.Allow() {
-		c.strikes++
-		if c.strikes > c.s.cfg.RateStrikes {
-			// The rate_limited errors already queued go out before the close.
-			c.close(protocol.CloseRateLimited, "too many frames", false)
-			return
-		}
-		e := protocol.Errorf(protocol.CodeRateLimited, "more than %d frames per second", c.s.cfg.FramesPerSecond)
-		c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
-		ef := protocol.ErrorFrame(peekID(data), e)
-		ef.RetryAfterMS = int64(1000 / c.s.cfg.FramesPerSecond)
-		c.Send(ef)
+		c.strike(peekID(data), true)
 		return
 	}
 	c.strikes = 0
@@ -393,6 +436,29 @@ func (c *Conn) handle(data []byte) {
 		return
 	}
 	c.s.dispatch(c, f)
+}
+
+// strike counts a frame (data or control) over the connection's frame rate. After RateStrikes
+// in a row the connection is closed with 4008; until then a data frame is answered with a
+// rate_limited error naming its request id, and a control frame is not answered.
+func (c *Conn) strike(id string, data bool) {
+	c.strikes++
+	if c.strikes > c.s.cfg.RateStrikes {
+		if !c.isClosed() {
+			c.securityEvent(eventRateLimitClose, "frames_per_second", c.s.cfg.FramesPerSecond, "frame_burst", c.s.cfg.FrameBurst)
+		}
+		// The rate_limited errors already queued go out before the close.
+		c.close(protocol.CloseRateLimited, "too many frames", false)
+		return
+	}
+	if !data {
+		return
+	}
+	e := protocol.Errorf(protocol.CodeRateLimited, "more than %d frames per second", c.s.cfg.FramesPerSecond)
+	c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
+	ef := protocol.ErrorFrame(id, e)
+	ef.RetryAfterMS = int64(1000 / c.s.cfg.FramesPerSecond)
+	c.Send(ef)
 }
 
 // peekID reads a request id without decoding the frame (for a rate-limited frame, whose
@@ -410,30 +476,18 @@ func peekID(data []byte) string {
 	return string(rest[:j])
 }
 
+// closeCodes are the close codes the edge counts by name in parley_edge_closes_total (the
+// series of each exists from the start); any other code counts as "other". A new close code
+// the edge sends belongs here.
+var closeCodes = []int{
+	protocol.CloseNormal, protocol.CloseGoingAway, protocol.CloseProtocolError, protocol.CloseUnsupportedData,
+	protocol.CloseInvalidPayload, protocol.ClosePolicyViolation, protocol.CloseMessageTooBig,
+	protocol.CloseInternalError, protocol.CloseTokenExpired, protocol.CloseTokenRevoked, protocol.CloseRateLimited, protocol.CloseSlowConsumer,
+}
+
 func closeLabel(code int) string {
-	switch code {
-	case protocol.CloseNormal:
-		return "1000"
-	case protocol.CloseGoingAway:
-		return "1001"
-	case protocol.CloseUnsupportedData:
-		return "1003"
-	case protocol.CloseInvalidPayload:
-		return "1007"
-	case protocol.ClosePolicyViolation:
-		return "1008"
-	case protocol.CloseMessageTooBig:
-		return "1009"
-	case protocol.CloseInternalError:
-		return "1011"
-	case protocol.CloseTokenExpired:
-		return "4001"
-	case protocol.CloseTokenRevoked:
-		return "4003"
-	case protocol.CloseRateLimited:
-		return "4008"
-	case protocol.CloseSlowConsumer:
-		return "4009"
+	if slices.Contains(closeCodes, code) {
+		return strconv.Itoa(code)
 	}
 	return "other"
 }

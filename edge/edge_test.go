@@ -41,6 +41,7 @@ type testEdge struct {
 	auth *auth.Authority
 	reg  *prometheus.Registry
 	url  string
+	logs *logBuffer // the edge's log, JSON lines at debug level and above
 }
 
 // newTestEdge serves an edge on loopback; nc may be nil (no live routing).
@@ -61,7 +62,8 @@ func newTestEdgeLeeway(t *testing.T, cfg Config, nc *nats.Conn, leeway time.Dura
 	}
 	cfg.AllowNoOrigin = true
 	reg := prometheus.NewRegistry()
-	s, err := New(cfg, a, nc, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	logs := &logBuffer{}
+	s, err := New(cfg, a, nc, reg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +77,7 @@ func newTestEdgeLeeway(t *testing.T, cfg Config, nc *nats.Conn, leeway time.Dura
 	hs.Config.MaxHeaderBytes = MaxHeaderBytes
 	hs.Config.ConnContext = ConnContext
 	hs.Start()
-	te := &testEdge{t: t, s: s, hs: hs, auth: a, reg: reg, url: "ws" + strings.TrimPrefix(hs.URL, "http") + protocol.Path}
+	te := &testEdge{t: t, s: s, hs: hs, auth: a, reg: reg, logs: logs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + protocol.Path}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()

@@ -25,6 +25,11 @@ type metrics struct {
 
 const otherType = protocol.Type("other")
 
+// handshakeResults are the values of parley_edge_handshakes_total's result label.
+var handshakeResults = []string{"ok", "bad_request", "unauthorized", "forbidden", "forbidden_origin",
+	"revoked", "draining", "overloaded", "limited_ip", "limited_user", "rate_limited_ip", "rate_limited_user",
+	"upgrade_failed", "hello_failed"}
+
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	in := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_edge_frames_in_total", Help: "Client frames read, by type (other: unknown types).",
@@ -48,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "parley_edge_drops_total", Help: "Frames not delivered to a connection, by reason.",
 		}, []string{"reason"}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "parley_edge_closes_total", Help: "Connections closed by the server, by close code.",
+			Name: "parley_edge_closes_total", Help: "Connections closed by the server, by close code (dead: no pong for two heartbeats; 4009 also counts writes that timed out).",
 		}, []string{"code"}),
 		queueDepth: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_edge_queue_depth", Help: "Frames in a connection's queue when one is added.",
@@ -78,6 +83,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		protocol.TypeReceipt, protocol.TypeSyncResult, protocol.TypePresence, protocol.TypeTyping,
 		protocol.TypePong, protocol.TypeOK, protocol.TypeError, protocol.TypeReconnect, otherType} {
 		m.framesOut[t] = out.WithLabelValues(string(t))
+	}
+	// Every series of the closes and handshakes counters exists from the start, at 0, so a
+	// rate() over it or an alert on it works before the first event.
+	for _, code := range closeCodes {
+		m.closes.WithLabelValues(closeLabel(code))
+	}
+	for _, l := range []string{"dead", "other"} {
+		m.closes.WithLabelValues(l)
+	}
+	for _, r := range handshakeResults {
+		m.handshakes.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.handshakes, in, out, m.errors, m.drops,
 		m.closes, m.queueDepth, m.writeTime, m.batchSize, m.natsMsgs, m.workers} {

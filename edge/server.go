@@ -68,6 +68,10 @@ type Server struct {
 	presence   *presence.Presence // nil: presence disabled
 	revoked    Revocations        // nil: no revocations
 	coalesce   *coalescer         // presence events (Run's goroutine only)
+	security   *securityLog       // security event records, rate-limited per kind (security.go)
+	// Handshake token buckets, per user and per client address (security.go).
+	userHandshakes *keyedLimiter
+	ipHandshakes   *keyedLimiter
 
 	mu       sync.Mutex
 	buckets  []map[*Conn]struct{} // the sweeper visits one bucket per tick
@@ -134,6 +138,10 @@ func New(cfg Config, verifier Verifier, nc *nats.Conn, reg prometheus.Registerer
 		natsCh:   make(chan *nats.Msg, 65536),
 		watchers: map[chat.UserID]*watch{},
 		coalesce: newCoalescer(presenceInterval),
+		security: newSecurityLog(logger, cfg.SecurityLogPerSecond),
+
+		userHandshakes: newKeyedLimiter(cfg.HandshakeRatePerUser, cfg.HandshakeBurstPerUser, cfg.HandshakeRateKeys),
+		ipHandshakes:   newKeyedLimiter(cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP, cfg.HandshakeRateKeys),
 	}
 	s.writers = newWorkers((*Conn).writeLoop, m.workers.WithLabelValues("write"))
 	s.membership = newMembershipCache(nil, func() time.Time { return s.now() })
@@ -227,6 +235,12 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 	if !ok {
 		return nil, false
 	}
+	if wait := s.userHandshakes.take(string(id.User), s.now()); wait > 0 {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		s.reject(w, r, "rate_limited_user", http.StatusTooManyRequests, protocol.CodeRateLimited,
+			"too many handshakes of this user; retry after Retry-After seconds", "user", id.User)
+		return nil, false
+	}
 	c := &Conn{s: s, session: crand.Text(), user: id.User, device: device, ip: remoteIP(r),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.FramesPerSecond), s.cfg.FrameBurst)}
 	c.expires.Store(id.ValidUntil.UnixNano())
@@ -234,7 +248,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 	c.lastSeen.Store(s.now().UnixNano())
 	if result, msg := s.reserve(c); result != "" {
 		w.Header().Set("Retry-After", "10")
-		s.reject(w, result, http.StatusTooManyRequests, protocol.CodeRateLimited, msg)
+		s.reject(w, r, result, http.StatusTooManyRequests, protocol.CodeRateLimited, msg, "user", c.user)
 		return nil, false
 	}
 	if !s.upgrade(w, r, c, id) {
@@ -254,7 +268,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request) (*Conn, bool)
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		s.reject(w, "bad_request", http.StatusMethodNotAllowed, protocol.CodeBadRequest, "use GET with a WebSocket upgrade")
+		s.reject(w, r, "bad_request", http.StatusMethodNotAllowed, protocol.CodeBadRequest, "use GET with a WebSocket upgrade")
 		return false
 	}
 	s.mu.Lock()
@@ -266,15 +280,24 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) bool {
 		if draining {
 			result, msg = "draining", "this edge is shutting down; reconnect elsewhere"
 		}
-		s.reject(w, result, http.StatusServiceUnavailable, protocol.CodeUnavailable, msg)
+		s.reject(w, r, result, http.StatusServiceUnavailable, protocol.CodeUnavailable, msg)
 		return false
 	}
-	if !s.cfg.originAllowed(r.Header.Get("Origin")) {
-		s.reject(w, "forbidden_origin", http.StatusForbidden, protocol.CodeForbidden, "origin not allowed")
+	// Every address's attempts count, before the costlier checks: a flood of bad tokens from
+	// one address is refused without verifying them.
+	if wait := s.ipHandshakes.take(handshakeIPKey(remoteIP(r)), s.now()); wait > 0 {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		s.reject(w, r, "rate_limited_ip", http.StatusTooManyRequests, protocol.CodeRateLimited,
+			"too many handshakes from this address; retry after Retry-After seconds")
+		return false
+	}
+	if origin := r.Header.Get("Origin"); !s.cfg.originAllowed(origin) {
+		s.reject(w, r, "forbidden_origin", http.StatusForbidden, protocol.CodeForbidden, "origin not allowed",
+			"origin", truncate(origin, 256))
 		return false
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
-		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest, "not a WebSocket upgrade request")
+		s.reject(w, r, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest, "not a WebSocket upgrade request")
 		return false
 	}
 	return true
@@ -285,13 +308,13 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) bool {
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Identity, chat.DeviceID, bool) {
 	token, offered := credentials(r)
 	if !offered {
-		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
+		s.reject(w, r, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
 			"offer the subprotocol "+protocol.Subprotocol+" in Sec-WebSocket-Protocol")
 		return auth.Identity{}, "", false
 	}
 	if token == "" || len(token) > protocol.MaxTokenBytes {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
-		s.reject(w, "unauthorized", http.StatusUnauthorized, protocol.CodeUnauthorized,
+		s.reject(w, r, "unauthorized", http.StatusUnauthorized, protocol.CodeUnauthorized,
 			"missing or oversized token: send Authorization: Bearer <JWT> or the subprotocol "+protocol.TokenSubprotocolPrefix+"<JWT>")
 		return auth.Identity{}, "", false
 	}
@@ -302,9 +325,8 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Iden
 		if errors.Is(err, auth.ErrExpiredToken) {
 			code = protocol.CodeTokenExpired
 		}
-		// The reason is logged at debug without the token; the client learns only the code.
-		s.logger.Debug("handshake rejected", "reason", err, "remote", r.RemoteAddr)
-		s.reject(w, "unauthorized", http.StatusUnauthorized, code, "invalid or expired token")
+		// The reason is logged (without the token); the client learns only the code.
+		s.reject(w, r, "unauthorized", http.StatusUnauthorized, code, "invalid or expired token", "error", err.Error())
 		return auth.Identity{}, "", false
 	}
 	device := id.Device
@@ -312,22 +334,22 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Iden
 		d, err := chat.ParseDeviceID(q)
 		switch {
 		case err != nil:
-			s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+			s.reject(w, r, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 			return auth.Identity{}, "", false
 		case device != "" && d != device:
-			s.reject(w, "forbidden", http.StatusForbidden, protocol.CodeForbidden, "device differs from the token's device claim")
+			s.reject(w, r, "forbidden", http.StatusForbidden, protocol.CodeForbidden, "device differs from the token's device claim")
 			return auth.Identity{}, "", false
 		}
 		device = d
 	}
 	if device == "" {
-		s.reject(w, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
+		s.reject(w, r, "bad_request", http.StatusBadRequest, protocol.CodeBadRequest,
 			"no device id: put a device claim in the token or ?device=ID in the URL")
 		return auth.Identity{}, "", false
 	}
 	if s.revoked != nil && s.revoked.Revoked(id, device) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
-		s.reject(w, "revoked", http.StatusUnauthorized, protocol.CodeTokenRevoked, "token revoked: sign in again")
+		s.reject(w, r, "revoked", http.StatusUnauthorized, protocol.CodeTokenRevoked, "token revoked: sign in again")
 		return auth.Identity{}, "", false
 	}
 	return id, device, true
@@ -598,14 +620,7 @@ func (s *Server) Revoke(r auth.Revocation) int {
 func (s *Server) closeRevoked(c *Conn, kind string) {
 	c.SendError("", protocol.Errorf(protocol.CodeTokenRevoked, "token revoked: sign in again"))
 	c.close(protocol.CloseTokenRevoked, "token revoked", false)
-	s.logRevokedClose(c, kind)
-}
-
-// logRevokedClose records a connection closed for a revoked token. (One function, so that it
-// can move to the edge's security-event log.)
-func (s *Server) logRevokedClose(c *Conn, kind string) {
-	s.logger.Info("connection closed: token revoked", "user", c.user, "device", c.device,
-		"session", c.session, "revoked_by", kind)
+	c.securityEvent(eventRevocationClose, "revoked_by", kind)
 }
 
 // revocationKind names what r revokes, for logs: "user", "device", "jti".
@@ -642,6 +657,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-flush.C:
 			s.flushPresence()
 		case <-t.C:
+			s.security.flush(s.now())
 			s.sweep(bucket)
 			bucket = (bucket + 1) % len(s.buckets)
 		}
@@ -782,10 +798,33 @@ func (s *Server) connCount() int {
 	return s.count
 }
 
-// reject answers a refused handshake with a JSON error body.
-func (s *Server) reject(w http.ResponseWriter, result string, status int, code protocol.Code, msg string) {
+// reject answers a refused handshake with a JSON error body, counts it by result, and logs it
+// as a security event (with attrs, key-value pairs that never include the token), except the
+// refusals of an edge that is full or draining, which say nothing about the client.
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, result string, status int, code protocol.Code, msg string, attrs ...any) {
 	s.metrics.handshakes.WithLabelValues(result).Inc()
+	kind := eventHandshakeRefused
+	switch result {
+	case "draining", "overloaded":
+		kind = ""
+	case "forbidden_origin":
+		kind = eventOriginRefused
+	case "rate_limited_user", "rate_limited_ip", "limited_user", "limited_ip":
+		kind = eventHandshakeLimited
+	}
+	if kind != "" {
+		s.securityEvent(kind, append([]any{"reason", result, "status", status, "code", code, "message", msg,
+			"remote", remoteIP(r)}, attrs...)...)
+	}
 	httpError(w, status, code, msg)
+}
+
+// truncate cuts a client-supplied string for a log record.
+func truncate(v string, n int) string {
+	if len(v) <= n {
+		return v
+	}
+	return strings.ToValidUTF8(v[:n], "") + "..."
 }
 
 func httpError(w http.ResponseWriter, status int, code protocol.Code, msg string) {

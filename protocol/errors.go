@@ -76,6 +76,7 @@ func ErrorFrame(id string, e *Error) Frame {
 const (
 	CloseNormal          = 1000 // the client or server is done
 	CloseGoingAway       = 1001 // the server is draining; a reconnect frame came first
+	CloseProtocolError   = 1002 // a frame that breaks RFC 6455 (reserved bits, unmasked, bad opcode...)
 	CloseUnsupportedData = 1003 // a binary frame: Parley v1 is JSON text only
 	CloseInvalidPayload  = 1007 // a text frame that is not valid UTF-8
 	ClosePolicyViolation = 1008 // the server refuses the connection's behaviour

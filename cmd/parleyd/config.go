@@ -355,6 +355,18 @@ func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
 		"Connections of one user on this edge; above it 429.")
 	cli.Int(fs, &c.MaxConnsPerIP, "edge-max-conns-per-ip", edge.DefaultMaxConnsPerIP, 1, 10000000,
 		"Connections from one IP address; above it 429.")
+	cli.Float(fs, &c.HandshakeRatePerUser, "edge-handshake-rate-per-user", edge.DefaultHandshakeRatePerUser, 0.001, 1e6,
+		"Sustained handshakes per second of one user on this edge (token bucket); above it 429 with Retry-After.")
+	cli.Int(fs, &c.HandshakeBurstPerUser, "edge-handshake-burst-per-user", edge.DefaultHandshakeBurstPerUser, 1, 1000000,
+		"Handshakes one user may make at once above the sustained rate.")
+	cli.Float(fs, &c.HandshakeRatePerIP, "edge-handshake-rate-per-ip", edge.DefaultHandshakeRatePerIP, 0.001, 1e6,
+		"Sustained handshakes per second from one client address (the TCP peer; IPv6 by /64); above it 429 with Retry-After. Behind a proxy that hides client addresses, size it for all clients.")
+	cli.Int(fs, &c.HandshakeBurstPerIP, "edge-handshake-burst-per-ip", 0, 0, 10000000,
+		"Handshakes one address may make at once above the sustained rate (0: --edge-max-conns-per-ip).")
+	cli.Int(fs, &c.HandshakeRateKeys, "edge-handshake-rate-keys", edge.DefaultHandshakeRateKeys, 16, 10000000,
+		"Users, and addresses, whose handshake buckets are remembered (least recently used forgotten first; about 250 bytes each).")
+	cli.Int(fs, &c.SecurityLogPerSecond, "edge-security-log-rate", edge.DefaultSecurityLogPerSecond, 1, 100000,
+		"Security event log records per second of each kind (refused handshakes, rate-limit closes...); the rest are counted and the count logged.")
 	cli.Value(fs, &c.AllowedOrigins, "edge-allowed-origins", nil, func(s string) ([]string, error) {
 		origins := strings.Split(s, ",")
 		if err := (edge.Config{AllowedOrigins: origins}).Validate(); err != nil {
