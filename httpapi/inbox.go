@@ -7,6 +7,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cursor"
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/wire"
 	"github.com/parleyhq/parley/protocol"
@@ -24,11 +25,16 @@ func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.
 			limit = min(n, 200)
 		}
 	}
+	scope := cursor.Scope{Purpose: cursor.PurposeInbox, User: id.User}
 	offset := 0
 	if v := r.URL.Query().Get("cursor"); v != "" {
-		n, err := strconv.Atoi(v)
+		b, err := a.cfg.Cursors.Open(scope, v)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(string(b))
 		if err != nil || n < 0 {
-			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "cursor is not one this API returned")
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "cursor is not one this API returned to you")
 		}
 		offset = n
 	}
@@ -44,7 +50,7 @@ func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.
 			LastSender: string(e.LastSender), LastPreview: e.Preview})
 	}
 	if offset+limit < len(entries) {
-		out.Next = strconv.Itoa(offset + limit)
+		out.Next = a.cfg.Cursors.Seal(scope, strconv.AppendInt(nil, int64(offset+limit), 10))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

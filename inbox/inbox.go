@@ -2,7 +2,6 @@ package inbox
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cursor"
 )
 
 // MaxConversations bounds how many conversations of one user the inbox reads at once.
@@ -28,6 +28,9 @@ type Config struct {
 	Breaker *breaker.Breaker
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Cursors signs and checks sync's since-tokens (internal/cursor). Sync needs it (it fails
+	// without); the delivery worker's inbox, which only records, does not.
+	Cursors *cursor.Keys
 }
 
 // Inbox reads and updates users' inboxes: it owns the user_conversations and device_cursors
@@ -172,7 +175,7 @@ func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.Conve
 // Sync returns what user's device missed.
 func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncRequest) (chat.SyncResult, error) {
 	start := in.now()
-	since, err := parseSince(req.Since)
+	since, err := in.parseSince(user, req.Since)
 	if err != nil {
 		return chat.SyncResult{}, err
 	}
@@ -215,7 +218,7 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 	if !res.More {
 		// Everything up to the start of this sync is covered. Activity during it is covered by
 		// the next sync (or arrives live).
-		res.Since = formatSince(start.Add(-sinceMargin))
+		res.Since = in.formatSince(user, start.Add(-sinceMargin))
 	}
 	return res, nil
 }
@@ -224,24 +227,33 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 // clocks, and returning a conversation twice is harmless while missing one is not.
 const sinceMargin = 5 * time.Second
 
-// The since-token is opaque to clients: base64 of "v1:<unix milliseconds>".
-func formatSince(t time.Time) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + strconv.FormatInt(t.UnixMilli(), 10)))
+// The since-token is opaque to clients: the Unix milliseconds it stands for, signed for the
+// user (internal/cursor), so another user's token, a tampered one or one of a key no longer
+// configured is refused with chat.ErrInvalid.
+func (in *Inbox) formatSince(user chat.UserID, t time.Time) string {
+	return in.cfg.Cursors.Seal(sinceScope(user), strconv.AppendInt(nil, t.UnixMilli(), 10))
 }
 
-func parseSince(s string) (time.Time, error) {
+func (in *Inbox) parseSince(user chat.UserID, s string) (time.Time, error) {
+	if in.cfg.Cursors == nil {
+		return time.Time{}, errors.New("inbox: Config.Cursors is not set: sync cannot sign since-tokens")
+	}
 	if s == "" {
 		return time.Time{}, nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) < 4 || string(b[:3]) != "v1:" {
-		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", chat.ErrInvalid)
-	}
-	ms, err := strconv.ParseInt(string(b[3:]), 10, 64)
+	b, err := in.cfg.Cursors.Open(sinceScope(user), s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", chat.ErrInvalid)
+		return time.Time{}, err
+	}
+	ms, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued to you", chat.ErrInvalid)
 	}
 	return time.UnixMilli(ms), nil
+}
+
+func sinceScope(user chat.UserID) cursor.Scope {
+	return cursor.Scope{Purpose: cursor.PurposeSince, User: user}
 }
 
 // Ack records that user's device has received a conversation up to seq (clamped to the last

@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cursor"
 	"github.com/parleyhq/parley/internal/teststack"
 )
 
@@ -21,7 +23,7 @@ func setup(t *testing.T) (*inbox.Inbox, *history.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return inbox.New(s, h, inbox.Config{}), h
+	return inbox.New(s, h, inbox.Config{Cursors: testKeys(t, "k1")}), h
 }
 
 // createDirect creates a direct conversation and lists it in both inboxes, as the REST API does.
@@ -51,6 +53,21 @@ func createGroup(t *testing.T, in *inbox.Inbox, h *history.Store, owner chat.Use
 }
 
 var bg = context.Background()
+
+// testKeys is a cursor key set: the first id signs, every id verifies (each id's secret is
+// the id repeated).
+func testKeys(t *testing.T, ids ...string) *cursor.Keys {
+	t.Helper()
+	var keys []cursor.Key
+	for _, id := range ids {
+		keys = append(keys, cursor.Key{ID: id, Secret: []byte(strings.Repeat(id, 32))})
+	}
+	ks, err := cursor.NewKeys(keys[0], keys[1:]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
 
 // appendN stores n messages from sender after the conversation's current last seq, and
 // writes them into the members' inbox rows, as the delivery worker does.
@@ -279,5 +296,39 @@ func TestSyncStopsAtRemoval(t *testing.T) {
 	}
 	if list, err := in.List(bg, bob); err != nil || len(list) != 0 {
 		t.Errorf("bob's inbox = %+v, %v; want empty", list, err)
+	}
+}
+
+// A since-token is the user's own: another user's or a tampered one is refused with
+// chat.ErrInvalid; after a key rotation, one signed with the previous key still verifies
+// while that key is listed.
+func TestSinceTokenIsSignedForTheUser(t *testing.T) {
+	in, h := setup(t)
+	p := teststack.ID(t)
+	alice, bob := chat.UserID(p+"_alice"), chat.UserID(p+"_bob")
+	createDirect(t, in, h, alice, bob)
+	res, err := in.Sync(bg, alice, chat.SyncRequest{})
+	if err != nil || res.Since == "" {
+		t.Fatalf("first sync = %+v, %v", res, err)
+	}
+	if _, err := in.Sync(bg, bob, chat.SyncRequest{Since: res.Since}); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("bob's sync with alice's since: %v; want chat.ErrInvalid", err)
+	}
+	tampered := []byte(res.Since)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := in.Sync(bg, alice, chat.SyncRequest{Since: string(tampered)}); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("sync with a tampered since: %v; want chat.ErrInvalid", err)
+	}
+	s := teststack.Cassandra(t)
+	rotated := inbox.New(s, h, inbox.Config{Cursors: testKeys(t, "k2", "k1")})
+	next, err := rotated.Sync(bg, alice, chat.SyncRequest{Since: res.Since})
+	if err != nil {
+		t.Fatalf("k1's since after rotating to k2: %v", err)
+	}
+	if _, err := inbox.New(s, h, inbox.Config{Cursors: testKeys(t, "k2")}).Sync(bg, alice, chat.SyncRequest{Since: res.Since}); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("k1's since once k1 is retired: %v; want chat.ErrInvalid", err)
+	}
+	if _, err := in.Sync(bg, alice, chat.SyncRequest{Since: next.Since}); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("k2's since where only k1 is known: %v; want chat.ErrInvalid", err)
 	}
 }
