@@ -46,7 +46,7 @@ func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.
 	for i := offset; i < len(entries) && len(out.Conversations) < limit; i++ {
 		e := entries[i]
 		out.Conversations = append(out.Conversations, rest.InboxEntry{ID: e.Conversation.String(), Kind: string(e.Kind),
-			Title: e.Title, LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread(), LastAt: e.LastAt.UnixMilli(),
+			Title: e.Title, Peer: string(e.Peer), LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread, LastAt: e.LastAt.UnixMilli(),
 			LastSender: string(e.LastSender), LastPreview: e.Preview})
 	}
 	if offset+limit < len(entries) {

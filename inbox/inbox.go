@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
@@ -69,13 +70,16 @@ type Entry struct {
 	// activity fields are cleared: nothing after leaving is shown.
 	JoinedSeq int64
 	LeftSeq   int64
+	// LeftAt is when the user left or was removed (zero while a member): sync returns the
+	// conversation once more if that is after its since-token.
+	LeftAt time.Time
 }
 
 // Window is the user's visible range of the conversation.
 func (e Entry) Window() history.Window { return history.Window{From: e.JoinedSeq, To: e.LeftSeq} }
 
-// List returns the user's conversations, most recently active first. Conversations the user
-// has left or was removed from are not listed.
+// List returns the user's conversations, most recently active first, with their unread
+// counts. Conversations the user has left or was removed from are not listed.
 func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	all, err := in.list(ctx, user)
 	if err != nil {
@@ -87,7 +91,45 @@ func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 			out = append(out, e)
 		}
 	}
+	if err := in.countUnread(ctx, user, out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// countUnread sets each entry's Unread: the other members' text messages after the read
+// position (and inside what the user may see), at most chat.MaxUnread. Entries with nothing
+// after the read position cost nothing; the others one read each, 8 at a time.
+func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []Entry) error {
+	var (
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, 8)
+		mu    sync.Mutex
+		first error
+	)
+	for i := range entries {
+		e := &entries[i]
+		from := max(e.ReadSeq, e.JoinedSeq-1)
+		e.Unread = 0
+		if e.LastSeq <= from {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n, err := in.history.CountTexts(ctx, e.Conversation, user, from, e.LastSeq, chat.MaxUnread)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && first == nil {
+				first = err
+			}
+			e.Unread = int64(n)
+		}()
+	}
+	wg.Wait()
+	return first
 }
 
 // list is List including the conversations the user left (sync delivers up to the leaving).
@@ -110,11 +152,17 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 				break
 			}
 			e.Conversation, e.Kind, e.LastSender = chat.ConversationID(cid), chat.Kind(kind), chat.UserID(sender)
+			if e.Kind == chat.KindDirect {
+				// A direct conversation's row keeps the other member in title (see Add).
+				e.Peer, e.Title = chat.UserID(e.Title), ""
+			}
 			if e.LastAt.IsZero() {
 				e.LastAt = added // no message yet: the time it entered the inbox
 			}
 			if e.LeftSeq > 0 {
-				// Out of the conversation: nothing after leaving is shown.
+				// Out of the conversation: nothing after leaving is shown. The row's last
+				// activity is the leaving (ApplyMembership).
+				e.LeftAt = e.LastAt
 				e.LastSeq, e.LastAt, e.Preview, e.LastSender = min(e.LastSeq, e.LeftSeq), added, "", ""
 			}
 			entries = append(entries, e)
@@ -126,6 +174,20 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	for i := range entries {
+		if e := &entries[i]; e.Kind == chat.KindDirect && e.Peer == "" {
+			// A row written before rows kept the peer: ask the member list.
+			members, err := in.history.Members(ctx, e.Conversation)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range members {
+				if m.User != user {
+					e.Peer = m.User
+				}
+			}
+		}
 	}
 	sort.Slice(entries, func(i, j int) bool {
 		if !entries[i].LastAt.Equal(entries[j].LastAt) {
@@ -189,15 +251,28 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 		return chat.SyncResult{}, err
 	}
 	res := chat.SyncResult{Since: req.Since}
+	var changed []Entry
 	for _, e := range entries {
-		cursor := max(req.Cursors[e.Conversation], e.JoinedSeq-1)
-		changed := e.LastSeq > cursor || e.LastAt.After(since) || e.ReadAt.After(since)
+		held, hasCursor := req.Cursors[e.Conversation]
+		cursor := max(held, e.JoinedSeq-1)
 		if e.LeftSeq > 0 {
-			changed = e.LastSeq > cursor // up to and including the leaving, then never again
-		}
-		if !changed {
+			// Out of the conversation: returned, up to and including the leaving, to a device
+			// whose cursor is below the leaving and that either holds the conversation (sent
+			// a cursor for it) or has not synced since the leaving; so every device learns of
+			// it once, then never again.
+			if e.LastSeq <= cursor || (!hasCursor && !e.LeftAt.After(since)) {
+				continue
+			}
+		} else if e.LastSeq <= cursor && !e.LastAt.After(since) && !e.ReadAt.After(since) {
 			continue
 		}
+		changed = append(changed, e)
+	}
+	if err := in.countUnread(ctx, user, changed); err != nil {
+		return chat.SyncResult{}, err
+	}
+	for _, e := range changed {
+		cursor := max(req.Cursors[e.Conversation], e.JoinedSeq-1)
 		res.Conversations = append(res.Conversations, e.Progress)
 		for after := cursor; after < e.LastSeq && !res.More; {
 			if len(res.Messages) >= limit {
