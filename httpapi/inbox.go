@@ -38,18 +38,17 @@ func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.
 		}
 		offset = n
 	}
-	entries, err := a.inbox.List(r.Context(), id.User)
+	entries, more, err := a.inbox.Page(r.Context(), id.User, offset, limit)
 	if err != nil {
 		return err
 	}
 	out := rest.Inbox{Conversations: []rest.InboxEntry{}}
-	for i := offset; i < len(entries) && len(out.Conversations) < limit; i++ {
-		e := entries[i]
+	for _, e := range entries {
 		out.Conversations = append(out.Conversations, rest.InboxEntry{ID: e.Conversation.String(), Kind: string(e.Kind),
 			Title: e.Title, Peer: string(e.Peer), LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread, LastAt: e.LastAt.UnixMilli(),
 			LastSender: string(e.LastSender), LastPreview: e.Preview})
 	}
-	if offset+limit < len(entries) {
+	if more {
 		out.Next = a.cfg.Cursors.Seal(scope, strconv.AppendInt(nil, int64(offset+limit), 10))
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -97,6 +97,35 @@ func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	return out, nil
 }
 
+// Page is List from offset, at most limit entries (counting unread for those only), and
+// whether more follow.
+func (in *Inbox) Page(ctx context.Context, user chat.UserID, offset, limit int) ([]Entry, bool, error) {
+	all, err := in.list(ctx, user)
+	if err != nil {
+		return nil, false, err
+	}
+	var page []Entry
+	more := false
+	for _, e := range all {
+		if e.LeftSeq != 0 {
+			continue
+		}
+		if offset > 0 {
+			offset--
+			continue
+		}
+		if len(page) == limit {
+			more = true
+			break
+		}
+		page = append(page, e)
+	}
+	if err := in.countUnread(ctx, user, page); err != nil {
+		return nil, false, err
+	}
+	return page, more, nil
+}
+
 // countUnread sets each entry's Unread: the other members' text messages after the read
 // position (and inside what the user may see), at most chat.MaxUnread. Entries with nothing
 // after the read position cost nothing; the others one read each, 8 at a time.
