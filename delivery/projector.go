@@ -104,6 +104,9 @@ func (w *Worker) projectEntries(ctx context.Context, entries []logEntry) error {
 	if err := w.inbox.Record(ctx, last, withLeaver(users, last)); err != nil {
 		return err
 	}
+	if err := w.inbox.MarkSent(ctx, msgs); err != nil {
+		return err
+	}
 	now := w.now()
 	for _, e := range entries {
 		w.metrics.projected.WithLabelValues("projected").Inc()

@@ -70,9 +70,11 @@ type Store interface {
 }
 
 // Inbox is what the worker needs of the inbox (inbox.Inbox): every projected entry is
-// recorded in its members' rows, and a membership event in the member's row.
+// recorded in its members' rows, a membership event in the member's row, and a text moves its
+// sender's read position.
 type Inbox interface {
 	Record(ctx context.Context, m chat.Message, users []chat.UserID) error
+	MarkSent(ctx context.Context, msgs []chat.Message) error
 	ApplyMembership(ctx context.Context, m chat.Message, mem history.Member) error
 	Behind(ctx context.Context, conv chat.ConversationID, users []chat.UserID, seq int64) ([]chat.UserID, error)
 }

@@ -578,3 +578,32 @@ func (st *Store) ApplyMembership(ctx context.Context, m chat.Message) (mem Membe
 	err = st.Guard(func() error { mem, err = st.applyMembership(ctx, m); return err })
 	return
 }
+
+// CountTexts counts the text messages with after < seq <= upTo that others than user sent,
+// at most limit of them (it stops there): the unread count of user's inbox row, derived from
+// the read position and the stored messages, so it cannot drift and replays of the projection
+// do not change it. Events (edits, deletions, reactions, membership) and user's own texts
+// never count.
+func (st *Store) CountTexts(ctx context.Context, id chat.ConversationID, user chat.UserID, after, upTo int64, limit int) (n int, err error) {
+	err = st.Guard(func() error { n, err = st.countTexts(ctx, id, user, after, upTo, limit); return err })
+	return
+}
+
+func (st *Store) countTexts(ctx context.Context, id chat.ConversationID, user chat.UserID, after, upTo int64, limit int) (int, error) {
+	after = max(after, 0)
+	n := 0
+	for b := st.bucket(after + 1); after < upTo && n < limit && b <= st.bucket(upTo); b++ {
+		iter := st.s.Query(`SELECT kind, sender_id FROM messages WHERE conversation_id = ? AND bucket = ? AND seq > ? AND seq <= ?`,
+			uuid(id), b, after, upTo).Idempotent(true).PageSize(1000).IterContext(ctx)
+		var kind, sender string
+		for n < limit && iter.Scan(&kind, &sender) {
+			if chat.MessageKind(kind) == chat.MessageText && chat.UserID(sender) != user {
+				n++
+			}
+		}
+		if err := iter.Close(); err != nil {
+			return 0, fmt.Errorf("count messages: %w", err)
+		}
+	}
+	return n, nil
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cursor"
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -50,6 +51,8 @@ type Config struct {
 	// API answers 429 with Retry-After. Defaults 20 and 40.
 	RequestsPerSecond int
 	Burst             int
+	// Cursors signs and checks the page cursors the API returns (internal/cursor). Required.
+	Cursors *cursor.Keys
 }
 
 // API serves the history routes.
@@ -77,6 +80,9 @@ func (a *API) EnableReceipts(p routing.MsgPublisher) { a.live = p }
 // New returns the API. Its metrics (requests by route and status, latency by route) are
 // registered on reg.
 func New(cfg Config, store *history.Store, in *inbox.Inbox, verifier Verifier, pub Publisher, reg prometheus.Registerer, logger *slog.Logger) (*API, error) {
+	if cfg.Cursors == nil {
+		return nil, errors.New("history api: Config.Cursors is required (it signs page cursors)")
+	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 16 << 10
 	}

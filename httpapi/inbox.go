@@ -7,6 +7,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cursor"
 	"github.com/parleyhq/parley/internal/routing"
 	"github.com/parleyhq/parley/internal/wire"
 	"github.com/parleyhq/parley/protocol"
@@ -24,27 +25,31 @@ func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.
 			limit = min(n, 200)
 		}
 	}
+	scope := cursor.Scope{Purpose: cursor.PurposeInbox, User: id.User}
 	offset := 0
 	if v := r.URL.Query().Get("cursor"); v != "" {
-		n, err := strconv.Atoi(v)
+		b, err := a.cfg.Cursors.Open(scope, v)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(string(b))
 		if err != nil || n < 0 {
-			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "cursor is not one this API returned")
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "cursor is not one this API returned to you")
 		}
 		offset = n
 	}
-	entries, err := a.inbox.List(r.Context(), id.User)
+	entries, more, err := a.inbox.Page(r.Context(), id.User, offset, limit)
 	if err != nil {
 		return err
 	}
 	out := rest.Inbox{Conversations: []rest.InboxEntry{}}
-	for i := offset; i < len(entries) && len(out.Conversations) < limit; i++ {
-		e := entries[i]
+	for _, e := range entries {
 		out.Conversations = append(out.Conversations, rest.InboxEntry{ID: e.Conversation.String(), Kind: string(e.Kind),
-			Title: e.Title, LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread(), LastAt: e.LastAt.UnixMilli(),
+			Title: e.Title, Peer: string(e.Peer), LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread, LastAt: e.LastAt.UnixMilli(),
 			LastSender: string(e.LastSender), LastPreview: e.Preview})
 	}
-	if offset+limit < len(entries) {
-		out.Next = strconv.Itoa(offset + limit)
+	if more {
+		out.Next = a.cfg.Cursors.Seal(scope, strconv.AppendInt(nil, int64(offset+limit), 10))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

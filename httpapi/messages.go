@@ -7,6 +7,7 @@ import (
 	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cursor"
 	"github.com/parleyhq/parley/internal/wire"
 	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/protocol/rest"
@@ -15,10 +16,20 @@ import (
 // MessagesJSON is a page of messages.
 type MessagesJSON struct {
 	Messages []protocol.Message `json:"messages"`
+	// Next continues in the page's direction; absent when the page is not full (or reached
+	// the first message the caller may see, paging backwards).
+	Next string `json:"next,omitempty"`
 }
 
-func (a *API) listMessages(w http.ResponseWriter, r *http.Request, _ auth.Identity) error {
+// A messages page cursor is signed for the user and the conversation: "b<seq>" continues
+// backwards before seq, "a<seq>" forwards after it.
+func messagesScope(user chat.UserID, conv chat.ConversationID) cursor.Scope {
+	return cursor.Scope{Purpose: cursor.PurposeMessages, User: user, Conversation: conv}
+}
+
+func (a *API) listMessages(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 	q := r.URL.Query()
+	scope := messagesScope(id.User, convOf(r))
 	num := func(name string) (int64, bool, error) {
 		v := q.Get(name)
 		if v == "" {
@@ -42,10 +53,32 @@ func (a *API) listMessages(w http.ResponseWriter, r *http.Request, _ auth.Identi
 	if err != nil {
 		return err
 	}
+	if v := q.Get("cursor"); v != "" {
+		if hasBefore || hasAfter {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "give cursor, before or after, not two of them")
+		}
+		b, err := a.cfg.Cursors.Open(scope, v)
+		if err != nil {
+			return err
+		}
+		n, perr := strconv.ParseInt(string(b[min(1, len(b)):]), 10, 64)
+		if perr != nil || n < 0 || len(b) == 0 || (b[0] != 'a' && b[0] != 'b') {
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "cursor is not one this API returned to you")
+		}
+		if b[0] == 'a' {
+			after, hasAfter = n, true
+		} else {
+			before, hasBefore = n, true
+		}
+	}
 	if hasBefore && hasAfter {
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "give before or after, not both")
 	}
 	limit = min(limit, 200) // clamped; 0 means the default of 50
+	full := int(limit)
+	if full == 0 {
+		full = 50
+	}
 	var page []chat.Message
 	win := memberOf(r).Window()
 	if hasAfter {
@@ -62,6 +95,15 @@ func (a *API) listMessages(w http.ResponseWriter, r *http.Request, _ auth.Identi
 	out := MessagesJSON{Messages: make([]protocol.Message, 0, len(page))}
 	for _, m := range page {
 		out.Messages = append(out.Messages, wire.Message(m))
+	}
+	if len(page) >= full {
+		end := page[len(page)-1].Seq
+		switch {
+		case hasAfter:
+			out.Next = a.cfg.Cursors.Seal(scope, strconv.AppendInt([]byte("a"), end, 10))
+		case end > max(1, win.From):
+			out.Next = a.cfg.Cursors.Seal(scope, strconv.AppendInt([]byte("b"), end, 10))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

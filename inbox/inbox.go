@@ -2,12 +2,12 @@ package inbox
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
@@ -15,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cursor"
 )
 
 // MaxConversations bounds how many conversations of one user the inbox reads at once.
@@ -28,6 +29,9 @@ type Config struct {
 	Breaker *breaker.Breaker
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Cursors signs and checks sync's since-tokens (internal/cursor). Sync needs it (it fails
+	// without); the delivery worker's inbox, which only records, does not.
+	Cursors *cursor.Keys
 }
 
 // Inbox reads and updates users' inboxes: it owns the user_conversations and device_cursors
@@ -66,13 +70,16 @@ type Entry struct {
 	// activity fields are cleared: nothing after leaving is shown.
 	JoinedSeq int64
 	LeftSeq   int64
+	// LeftAt is when the user left or was removed (zero while a member): sync returns the
+	// conversation once more if that is after its since-token.
+	LeftAt time.Time
 }
 
 // Window is the user's visible range of the conversation.
 func (e Entry) Window() history.Window { return history.Window{From: e.JoinedSeq, To: e.LeftSeq} }
 
-// List returns the user's conversations, most recently active first. Conversations the user
-// has left or was removed from are not listed.
+// List returns the user's conversations, most recently active first, with their unread
+// counts. Conversations the user has left or was removed from are not listed.
 func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	all, err := in.list(ctx, user)
 	if err != nil {
@@ -84,7 +91,74 @@ func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 			out = append(out, e)
 		}
 	}
+	if err := in.countUnread(ctx, user, out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// Page is List from offset, at most limit entries (counting unread for those only), and
+// whether more follow.
+func (in *Inbox) Page(ctx context.Context, user chat.UserID, offset, limit int) ([]Entry, bool, error) {
+	all, err := in.list(ctx, user)
+	if err != nil {
+		return nil, false, err
+	}
+	var page []Entry
+	more := false
+	for _, e := range all {
+		if e.LeftSeq != 0 {
+			continue
+		}
+		if offset > 0 {
+			offset--
+			continue
+		}
+		if len(page) == limit {
+			more = true
+			break
+		}
+		page = append(page, e)
+	}
+	if err := in.countUnread(ctx, user, page); err != nil {
+		return nil, false, err
+	}
+	return page, more, nil
+}
+
+// countUnread sets each entry's Unread: the other members' text messages after the read
+// position (and inside what the user may see), at most chat.MaxUnread. Entries with nothing
+// after the read position cost nothing; the others one read each, 8 at a time.
+func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []Entry) error {
+	var (
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, 8)
+		mu    sync.Mutex
+		first error
+	)
+	for i := range entries {
+		e := &entries[i]
+		from := max(e.ReadSeq, e.JoinedSeq-1)
+		e.Unread = 0
+		if e.LastSeq <= from {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n, err := in.history.CountTexts(ctx, e.Conversation, user, from, e.LastSeq, chat.MaxUnread)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && first == nil {
+				first = err
+			}
+			e.Unread = int64(n)
+		}()
+	}
+	wg.Wait()
+	return first
 }
 
 // list is List including the conversations the user left (sync delivers up to the leaving).
@@ -107,11 +181,17 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 				break
 			}
 			e.Conversation, e.Kind, e.LastSender = chat.ConversationID(cid), chat.Kind(kind), chat.UserID(sender)
+			if e.Kind == chat.KindDirect {
+				// A direct conversation's row keeps the other member in title (see Add).
+				e.Peer, e.Title = chat.UserID(e.Title), ""
+			}
 			if e.LastAt.IsZero() {
 				e.LastAt = added // no message yet: the time it entered the inbox
 			}
 			if e.LeftSeq > 0 {
-				// Out of the conversation: nothing after leaving is shown.
+				// Out of the conversation: nothing after leaving is shown. The row's last
+				// activity is the leaving (ApplyMembership).
+				e.LeftAt = e.LastAt
 				e.LastSeq, e.LastAt, e.Preview, e.LastSender = min(e.LastSeq, e.LeftSeq), added, "", ""
 			}
 			entries = append(entries, e)
@@ -123,6 +203,20 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	for i := range entries {
+		if e := &entries[i]; e.Kind == chat.KindDirect && e.Peer == "" {
+			// A row written before rows kept the peer: ask the member list.
+			members, err := in.history.Members(ctx, e.Conversation)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range members {
+				if m.User != user {
+					e.Peer = m.User
+				}
+			}
+		}
 	}
 	sort.Slice(entries, func(i, j int) bool {
 		if !entries[i].LastAt.Equal(entries[j].LastAt) {
@@ -172,7 +266,7 @@ func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.Conve
 // Sync returns what user's device missed.
 func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncRequest) (chat.SyncResult, error) {
 	start := in.now()
-	since, err := parseSince(req.Since)
+	since, err := in.parseSince(user, req.Since)
 	if err != nil {
 		return chat.SyncResult{}, err
 	}
@@ -186,15 +280,28 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 		return chat.SyncResult{}, err
 	}
 	res := chat.SyncResult{Since: req.Since}
+	var changed []Entry
 	for _, e := range entries {
-		cursor := max(req.Cursors[e.Conversation], e.JoinedSeq-1)
-		changed := e.LastSeq > cursor || e.LastAt.After(since) || e.ReadAt.After(since)
+		held, hasCursor := req.Cursors[e.Conversation]
+		cursor := max(held, e.JoinedSeq-1)
 		if e.LeftSeq > 0 {
-			changed = e.LastSeq > cursor // up to and including the leaving, then never again
-		}
-		if !changed {
+			// Out of the conversation: returned, up to and including the leaving, to a device
+			// whose cursor is below the leaving and that either holds the conversation (sent
+			// a cursor for it) or has not synced since the leaving; so every device learns of
+			// it once, then never again.
+			if e.LastSeq <= cursor || (!hasCursor && !e.LeftAt.After(since)) {
+				continue
+			}
+		} else if e.LastSeq <= cursor && !e.LastAt.After(since) && !e.ReadAt.After(since) {
 			continue
 		}
+		changed = append(changed, e)
+	}
+	if err := in.countUnread(ctx, user, changed); err != nil {
+		return chat.SyncResult{}, err
+	}
+	for _, e := range changed {
+		cursor := max(req.Cursors[e.Conversation], e.JoinedSeq-1)
 		res.Conversations = append(res.Conversations, e.Progress)
 		for after := cursor; after < e.LastSeq && !res.More; {
 			if len(res.Messages) >= limit {
@@ -215,7 +322,7 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 	if !res.More {
 		// Everything up to the start of this sync is covered. Activity during it is covered by
 		// the next sync (or arrives live).
-		res.Since = formatSince(start.Add(-sinceMargin))
+		res.Since = in.formatSince(user, start.Add(-sinceMargin))
 	}
 	return res, nil
 }
@@ -224,24 +331,33 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 // clocks, and returning a conversation twice is harmless while missing one is not.
 const sinceMargin = 5 * time.Second
 
-// The since-token is opaque to clients: base64 of "v1:<unix milliseconds>".
-func formatSince(t time.Time) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + strconv.FormatInt(t.UnixMilli(), 10)))
+// The since-token is opaque to clients: the Unix milliseconds it stands for, signed for the
+// user (internal/cursor), so another user's token, a tampered one or one of a key no longer
+// configured is refused with chat.ErrInvalid.
+func (in *Inbox) formatSince(user chat.UserID, t time.Time) string {
+	return in.cfg.Cursors.Seal(sinceScope(user), strconv.AppendInt(nil, t.UnixMilli(), 10))
 }
 
-func parseSince(s string) (time.Time, error) {
+func (in *Inbox) parseSince(user chat.UserID, s string) (time.Time, error) {
+	if in.cfg.Cursors == nil {
+		return time.Time{}, errors.New("inbox: Config.Cursors is not set: sync cannot sign since-tokens")
+	}
 	if s == "" {
 		return time.Time{}, nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) < 4 || string(b[:3]) != "v1:" {
-		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", chat.ErrInvalid)
-	}
-	ms, err := strconv.ParseInt(string(b[3:]), 10, 64)
+	b, err := in.cfg.Cursors.Open(sinceScope(user), s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued", chat.ErrInvalid)
+		return time.Time{}, err
+	}
+	ms, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: since is not a token this server issued to you", chat.ErrInvalid)
 	}
 	return time.UnixMilli(ms), nil
+}
+
+func sinceScope(user chat.UserID) cursor.Scope {
+	return cursor.Scope{Purpose: cursor.PurposeSince, User: user}
 }
 
 // Ack records that user's device has received a conversation up to seq (clamped to the last

@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/cursor"
 	"github.com/parleyhq/parley/internal/teststack"
 )
 
@@ -21,7 +23,7 @@ func setup(t *testing.T) (*inbox.Inbox, *history.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return inbox.New(s, h, inbox.Config{}), h
+	return inbox.New(s, h, inbox.Config{Cursors: testKeys(t, "k1")}), h
 }
 
 // createDirect creates a direct conversation and lists it in both inboxes, as the REST API does.
@@ -51,6 +53,21 @@ func createGroup(t *testing.T, in *inbox.Inbox, h *history.Store, owner chat.Use
 }
 
 var bg = context.Background()
+
+// testKeys is a cursor key set: the first id signs, every id verifies (each id's secret is
+// the id repeated).
+func testKeys(t *testing.T, ids ...string) *cursor.Keys {
+	t.Helper()
+	var keys []cursor.Key
+	for _, id := range ids {
+		keys = append(keys, cursor.Key{ID: id, Secret: []byte(strings.Repeat(id, 32))})
+	}
+	ks, err := cursor.NewKeys(keys[0], keys[1:]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
 
 // appendN stores n messages from sender after the conversation's current last seq, and
 // writes them into the members' inbox rows, as the delivery worker does.
@@ -145,15 +162,15 @@ func TestOfflineDeviceSyncsEverything(t *testing.T) {
 	}
 	unread := map[chat.ConversationID]int64{}
 	for _, e := range res.Conversations {
-		unread[e.Conversation] = e.Unread()
+		unread[e.Conversation] = e.Unread
 	}
 	list, err := in.List(bg, me)
 	if err != nil || len(list) != 20 {
 		t.Fatalf("List = %d entries, %v", len(list), err)
 	}
 	for _, e := range list {
-		if e.Unread() != 25 || e.LastSeq != 25 || e.Preview != "25" {
-			t.Errorf("entry %+v: unread %d; want 25 unread, preview 25", e.Conversation, e.Unread())
+		if e.Unread != 25 || e.LastSeq != 25 || e.Preview != "25" {
+			t.Errorf("entry %+v: unread %d; want 25 unread, preview 25", e.Conversation, e.Unread)
 		}
 	}
 
@@ -169,7 +186,7 @@ func TestOfflineDeviceSyncsEverything(t *testing.T) {
 	found := false
 	for _, e := range resB.Conversations {
 		if e.Conversation == convs[3] {
-			found = e.ReadSeq == 20 && e.Unread() == 5
+			found = e.ReadSeq == 20 && e.Unread == 5
 		}
 	}
 	if !found || len(resB.Messages) != 0 {
@@ -279,5 +296,98 @@ func TestSyncStopsAtRemoval(t *testing.T) {
 	}
 	if list, err := in.List(bg, bob); err != nil || len(list) != 0 {
 		t.Errorf("bob's inbox = %+v, %v; want empty", list, err)
+	}
+}
+
+// A since-token is the user's own: another user's or a tampered one is refused with
+// chat.ErrInvalid; after a key rotation, one signed with the previous key still verifies
+// while that key is listed.
+func TestSinceTokenIsSignedForTheUser(t *testing.T) {
+	in, h := setup(t)
+	p := teststack.ID(t)
+	alice, bob := chat.UserID(p+"_alice"), chat.UserID(p+"_bob")
+	createDirect(t, in, h, alice, bob)
+	res, err := in.Sync(bg, alice, chat.SyncRequest{})
+	if err != nil || res.Since == "" {
+		t.Fatalf("first sync = %+v, %v", res, err)
+	}
+	if _, err := in.Sync(bg, bob, chat.SyncRequest{Since: res.Since}); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("bob's sync with alice's since: %v; want chat.ErrInvalid", err)
+	}
+	tampered := []byte(res.Since)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := in.Sync(bg, alice, chat.SyncRequest{Since: string(tampered)}); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("sync with a tampered since: %v; want chat.ErrInvalid", err)
+	}
+	s := teststack.Cassandra(t)
+	rotated := inbox.New(s, h, inbox.Config{Cursors: testKeys(t, "k2", "k1")})
+	next, err := rotated.Sync(bg, alice, chat.SyncRequest{Since: res.Since})
+	if err != nil {
+		t.Fatalf("k1's since after rotating to k2: %v", err)
+	}
+	if _, err := inbox.New(s, h, inbox.Config{Cursors: testKeys(t, "k2")}).Sync(bg, alice, chat.SyncRequest{Since: res.Since}); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("k1's since once k1 is retired: %v; want chat.ErrInvalid", err)
+	}
+	if _, err := in.Sync(bg, alice, chat.SyncRequest{Since: next.Since}); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("k2's since where only k1 is known: %v; want chat.ErrInvalid", err)
+	}
+}
+
+// Unread counts the other members' texts after the read position, a send moves the sender's
+// read position, and replaying the projection (the same writes again, in any order) gives the
+// same counts: they are derived, never incremented.
+func TestUnreadIsDerivedAndReplaySafe(t *testing.T) {
+	in, h := setup(t)
+	p := teststack.ID(t)
+	alice, bob := chat.UserID(p+"_alice"), chat.UserID(p+"_bob")
+	conv := createGroup(t, in, h, alice, bob)
+	var ms []chat.Message
+	add := func(kind chat.MessageKind, sender chat.UserID, target int64) {
+		m := chat.Message{Conversation: conv, Seq: int64(len(ms) + 1), Kind: kind, Sender: sender, Body: "x", TargetSeq: target, CreatedAt: time.Now()}
+		binary.BigEndian.PutUint64(m.ClientMsgID[8:], uint64(m.Seq))
+		ms = append(ms, m)
+	}
+	add(chat.MessageText, alice, 0)
+	add(chat.MessageText, alice, 0)
+	add(chat.MessageEdit, alice, 1)
+	add(chat.MessageReaction, alice, 2)
+	add(chat.MessageText, bob, 0)
+	add(chat.MessageText, alice, 0)
+	add(chat.MessageReaction, bob, 6)
+	project := func(run []chat.Message) {
+		t.Helper()
+		if err := h.Put(bg, conv, run); err != nil {
+			t.Fatal(err)
+		}
+		touch(t, in, h, run[len(run)-1])
+		if err := in.MarkSent(bg, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unread := func() map[chat.UserID]int64 {
+		out := map[chat.UserID]int64{}
+		for _, u := range []chat.UserID{alice, bob} {
+			list, err := in.List(bg, u)
+			if err != nil || len(list) != 1 {
+				t.Fatalf("inbox of %s: %+v, %v", u, list, err)
+			}
+			out[u] = list[0].Unread
+		}
+		return out
+	}
+	project(ms[:3])
+	project(ms[3:])
+	// Alice sent 6 last: she has read everything; bob sent 5, so alice's 6 is his to read.
+	want := map[chat.UserID]int64{alice: 0, bob: 1}
+	if got := unread(); got[alice] != want[alice] || got[bob] != want[bob] {
+		t.Fatalf("unread = %v; want %v", got, want)
+	}
+	// Replays, one entry at a time and backwards.
+	for i := len(ms) - 1; i >= 0; i-- {
+		project(ms[i : i+1])
+	}
+	project(ms)
+	if got := unread(); got[alice] != want[alice] || got[bob] != want[bob] {
+		t.Errorf("unread after replays = %v; want %v", got, want)
 	}
 }

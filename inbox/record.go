@@ -20,14 +20,26 @@ import (
 // every sequenced entry raises its members' rows (Record), and a membership event changes the
 // member's row (ApplyMembership). All of them may be repeated.
 
-// Add lists a new conversation in users' inboxes with nothing read. A direct conversation may
+// Add lists a new conversation in users' inboxes with nothing read (a direct conversation's
+// row keeps the other member's id in its title column). A direct conversation may
 // be created again (by either user), so its rows are written IF NOT EXISTS and keep their
 // read positions; a new group has none to keep and skips the Paxos round per member.
 func (in *Inbox) Add(ctx context.Context, c history.Conversation, users []chat.UserID, now time.Time) error {
 	return in.guard(func() error {
 		const insert = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq) VALUES (?, ?, 0, ?, ?, ?, ?, 0)`
 		for _, u := range users {
-			args := []any{string(u), gocql.UUID(c.ID), now, string(c.Kind), c.Title, now}
+			title := c.Title
+			if c.Kind == chat.KindDirect {
+				// A direct conversation has no title: its row names the other member instead,
+				// so the inbox shows who it is with without another read.
+				title = ""
+				for _, o := range users {
+					if o != u {
+						title = string(o)
+					}
+				}
+			}
+			args := []any{string(u), gocql.UUID(c.ID), now, string(c.Kind), title, now}
 			var err error
 			if c.Kind == chat.KindDirect {
 				_, err = in.s.Query(insert+` IF NOT EXISTS`, args...).MapScanCASContext(ctx, map[string]any{})
@@ -164,6 +176,15 @@ func (in *Inbox) applyMembership(ctx context.Context, m chat.Message, mem histor
 			mem.JoinedSeq, mem.LeftSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
 			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
 		}
+		// The leaving is the last activity the member sees: sync compares its time with the
+		// device's since-token. Written like Record's cells (USING TIMESTAMP <seq>), so a
+		// later entry after a rejoin wins and a replay changes nothing.
+		if m.Seq == mem.LeftSeq {
+			if err := in.s.Query(`UPDATE user_conversations USING TIMESTAMP ? SET last_at = ? WHERE user_id = ? AND conversation_id = ?`,
+				m.Seq, m.CreatedAt, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
+				return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
+			}
+		}
 		return nil
 	}
 	c, err := in.history.Conversation(ctx, m.Conversation)
@@ -186,4 +207,32 @@ func (in *Inbox) applyMembership(ctx context.Context, m chat.Message, mem histor
 		return err
 	}
 	return nil
+}
+
+// MarkSent moves each sender's read position up to their latest text message in msgs (a run
+// of one conversation's entries): whoever sends has read the conversation so far. Forward
+// only, so repeating it changes nothing; a sender without an inbox row (not a member any
+// more) is skipped.
+func (in *Inbox) MarkSent(ctx context.Context, msgs []chat.Message) error {
+	latest := map[chat.UserID]chat.Message{}
+	var order []chat.UserID
+	for _, m := range msgs {
+		if m.Kind != chat.MessageText {
+			continue
+		}
+		if _, ok := latest[m.Sender]; !ok {
+			order = append(order, m.Sender)
+		}
+		latest[m.Sender] = m
+	}
+	return in.guard(func() error {
+		for _, u := range order {
+			m := latest[u]
+			_, _, err := in.forward(ctx, readPosition, []any{string(u), gocql.UUID(m.Conversation)}, m.Seq, m.CreatedAt)
+			if err != nil && !errors.Is(err, chat.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
 }

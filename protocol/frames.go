@@ -186,6 +186,8 @@ type Conversation struct {
 	LastSeq      int64  `json:"last_seq"`
 	ReadSeq      int64  `json:"read_seq"`
 	Unread       int64  `json:"unread"`
+	// Peer is the other member of a direct conversation (absent for a group).
+	Peer string `json:"peer,omitempty"`
 }
 
 // Cursor is a device's position in one conversation.

@@ -19,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/cli"
+	"github.com/parleyhq/parley/internal/cursor"
 	"github.com/parleyhq/parley/internal/revocation"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
@@ -181,6 +182,7 @@ type runConfig struct {
 	auth            auth.Config
 	jwksFile        string
 	jwksURL         auth.RemoteJWKSConfig
+	cursorKeys      *cursor.Keys // nil: derived from the HS256 secret (see cursors)
 	edge            edge.Config
 	delivery        delivery.Config
 	reconciler      delivery.ReconcilerConfig
@@ -212,6 +214,10 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 		"Public listen address: the WebSocket endpoint /v1/ws (edge role) and the REST API (api role).")
 	authFlags(fs, &c.auth, &c.jwksFile)
 	jwksURLFlags(fs, &c.jwksURL)
+	cli.Value(fs, &c.cursorKeys, "cursor-keys", nil, cursor.ParseKeys, func(*cursor.Keys) string { return "" }, // never print a secret
+		fmt.Sprintf("Keys that sign since-tokens and page cursors: id=secret[,id=secret...], secrets of at least %d bytes; "+
+			"the first signs, the others still verify (rotation). The same on every process. Empty: one key derived from --auth-hs256-secret (id %q).",
+			cursor.MinSecretLen, derivedCursorKeyID))
 	edgeFlags(fs, &c.edge)
 	deliveryFlags(fs, &c.delivery)
 	cli.Duration(fs, &c.reconciler.Interval, "reconciler-interval", time.Minute, time.Second, 24*time.Hour,
@@ -318,6 +324,9 @@ func (c *runConfig) validate() error {
 	if (c.roles[roleEdge] || c.roles[roleAPI]) && c.auth.HS256Secret == nil && c.auth.PublicKeys == nil && c.jwksURL.URL == "" {
 		return errors.New("the edge and api roles verify tokens: set --auth-hs256-secret (PARLEY_AUTH_HS256_SECRET), --auth-jwks-file (PARLEY_AUTH_JWKS_FILE) or --auth-jwks-url (PARLEY_AUTH_JWKS_URL)")
 	}
+	if (c.roles[roleEdge] || c.roles[roleAPI]) && c.cursorKeys == nil && c.auth.HS256Secret == nil {
+		return errors.New("the edge and api roles sign cursors: set --cursor-keys (PARLEY_CURSOR_KEYS), or --auth-hs256-secret to derive a key from it")
+	}
 	return nil
 }
 
@@ -333,6 +342,25 @@ func revocationFlags(fs *flag.FlagSet, c *revocation.Config) {
 		"How long a revocation is kept: at least the longest token lifetime (a token outliving it is accepted again).")
 	cli.Int(fs, &c.Replicas, "revocation-replicas", 1, 1, 5,
 		"Replicas of the revocation bucket: 1 for one NATS server, 3 for a cluster.")
+}
+
+// derivedCursorKeyID is the id of the cursor key derived from the HS256 secret.
+const derivedCursorKeyID = "hs256"
+
+// cursors is the key set of since-tokens and page cursors: --cursor-keys, or else one key
+// derived from the HS256 token secret. Every process of a deployment must sign and verify
+// with the same keys (a client's next request may reach any of them), so the default is
+// derived from a secret they all share already, never made up per process; validate has
+// refused a configuration with neither.
+func (c *runConfig) cursors() *cursor.Keys {
+	if c.cursorKeys != nil {
+		return c.cursorKeys
+	}
+	ks, err := cursor.NewKeys(cursor.Derive(derivedCursorKeyID, c.auth.HS256Secret))
+	if err != nil {
+		panic(err) // a derived key is always valid
+	}
+	return ks
 }
 
 // edgeFlags registers the edge's limits and timings.

@@ -64,6 +64,8 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 		{"token bad user", []string{"token", "--user=a b", "--auth-hs256-secret=" + testSecret}, nil, []string{"user", "space"}},
 		{"edge without a key", []string{"run", "--roles=edge"}, nil, []string{"--auth-hs256-secret", "--auth-jwks-file"}},
 		{"missing jwks file", []string{"run", "--auth-jwks-file=/nonexistent/jwks.json"}, nil, []string{"--auth-jwks-file", "no such file"}},
+		{"short cursor key", []string{"run"}, map[string]string{"PARLEY_CURSOR_KEYS": "k1=short"}, []string{"PARLEY_CURSOR_KEYS", "cursor-keys", "at least 32"}},
+		{"cursor key without id", []string{"run", "--cursor-keys=" + testSecret}, nil, []string{"cursor-keys", "id=secret"}},
 		{"bad origin", []string{"run", "--edge-allowed-origins=example.com"}, nil, []string{"edge-allowed-origins", "scheme://host"}},
 		{"queue too short", []string{"run", "--edge-queue-len=1"}, nil, []string{"edge-queue-len", "[4, 100000]"}},
 		{"jwks url not https", []string{"run", "--auth-jwks-url=http://idp.example.com/jwks"}, nil, []string{"auth-jwks-url", "https://"}},

@@ -172,7 +172,11 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		if err != nil {
 			return abort(d, err)
 		}
-		inb = inbox.New(d.cassandra, store, inbox.Config{Breaker: ib})
+		icfg := inbox.Config{Breaker: ib}
+		if cfg.roles[roleEdge] || cfg.roles[roleAPI] {
+			icfg.Cursors = cfg.cursors()
+		}
+		inb = inbox.New(d.cassandra, store, icfg)
 	}
 	{ // every role publishes to or consumes the pipeline's streams
 		ectx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
@@ -279,7 +283,7 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			if err != nil {
 				return abort(d, fmt.Errorf("embedded openapi.yaml: %w", err))
 			}
-			api, err := httpapi.New(httpapi.Config{MaxBodyBytes: cfg.edge.MaxBodyBytes}, store, inb, authority, in,
+			api, err := httpapi.New(httpapi.Config{MaxBodyBytes: cfg.edge.MaxBodyBytes, Cursors: cfg.cursors()}, store, inb, authority, in,
 				reg, logger.With("component", "api"))
 			if err != nil {
 				return abort(d, err)

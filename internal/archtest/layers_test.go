@@ -22,7 +22,7 @@ type rule struct {
 
 var (
 	layer0  = []string{"protocol", "internal/chat", "docs"}
-	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "internal/routing", "internal/breaker", "internal/wire", "internal/revocation", "presence", "history", "inbox")
+	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "internal/routing", "internal/breaker", "internal/wire", "internal/revocation", "internal/cursor", "presence", "history", "inbox")
 	drivers = []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis", "github.com/nats-io/nats.go"}
 	// notCassandra and onlyCassandra forbid the drivers a part does not own.
 	notCassandra  = []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql"}
@@ -47,12 +47,14 @@ var rules = map[string]rule{
 	"internal/breaker": {layer: "1", mayImport: nil, forbidden: drivers},
 	"internal/cli":     {layer: "1", mayImport: nil, forbidden: []string{"github.com/"}}, // not in layer1: only cmd/ may import it
 	"internal/wire":    {layer: "1", mayImport: with(layer0, "internal/breaker"), forbidden: drivers},
+	"internal/cursor":  {layer: "1", mayImport: layer0, forbidden: []string{"github.com/"}},
 	// Revocations are auth's values, stored in and broadcast through NATS KV.
 	"internal/revocation": {layer: "1", mayImport: with(layer0, "internal/auth"), forbidden: with(notCassandra, "github.com/redis/go-redis")},
 	"presence":            {layer: "1", mayImport: with(layer0, "internal/breaker", "internal/routing"), forbidden: notCassandra},
 	"history":             {layer: "1", mayImport: with(layer0, "internal/breaker"), forbidden: onlyCassandra},
-	// The inbox reads conversations, members and messages through the history store.
-	"inbox": {layer: "1", mayImport: with(layer0, "internal/breaker", "history"), forbidden: onlyCassandra},
+	// The inbox reads conversations, members and messages through the history store, and
+	// signs its since-tokens with internal/cursor.
+	"inbox": {layer: "1", mayImport: with(layer0, "internal/breaker", "internal/cursor", "history"), forbidden: onlyCassandra},
 	// Layer 2: the pipeline and the REST API.
 	"delivery": {layer: "2", mayImport: layer1},
 	// The REST API posts messages through the same pipeline as the edge: the publishing side.

@@ -1,16 +1,20 @@
 package chat
 
-// Progress is where one conversation stands for one user: how far it has gone (LastSeq) and
-// how far the user has read it (ReadSeq).
+// Progress is where one conversation stands for one user: how far it has gone (LastSeq), how
+// far the user has read it (ReadSeq), and how many other members' text messages are after the
+// read position (Unread: counted from the stored messages, never incremented, so it cannot
+// drift; at most MaxUnread).
 type Progress struct {
 	Conversation ConversationID
 	LastSeq      int64
 	ReadSeq      int64
+	Unread       int64
+	// Peer is the other member of a direct conversation ("" for a group).
+	Peer UserID
 }
 
-// Unread is the number of messages after the read position: computed, never stored, so it
-// cannot drift.
-func (p Progress) Unread() int64 { return max(0, p.LastSeq-p.ReadSeq) }
+// MaxUnread bounds an unread count: a count of MaxUnread means that many or more.
+const MaxUnread = 1000
 
 // SyncRequest is what a reconnecting device knows.
 type SyncRequest struct {

@@ -25,7 +25,7 @@ func SyncResult(res chat.SyncResult) protocol.Frame {
 		Messages:      make([]protocol.Message, 0, len(res.Messages))}
 	for _, p := range res.Conversations {
 		out.Conversations = append(out.Conversations, protocol.Conversation{Conversation: p.Conversation.String(),
-			LastSeq: p.LastSeq, ReadSeq: p.ReadSeq, Unread: p.Unread()})
+			LastSeq: p.LastSeq, ReadSeq: p.ReadSeq, Unread: p.Unread, Peer: string(p.Peer)})
 	}
 	for _, m := range res.Messages {
 		out.Messages = append(out.Messages, Message(m))

@@ -61,7 +61,8 @@ func TestStatusOfEveryCode(t *testing.T) {
 	}
 }
 
-// A stored message keeps every field on the wire, and the sync mapping computes unread.
+// A stored message keeps every field on the wire, and the sync mapping carries unread and the
+// peer.
 func TestMessageAndSync(t *testing.T) {
 	conv := chat.NewConversationID()
 	cmid := chat.NewClientMsgID()
@@ -76,9 +77,9 @@ func TestMessageAndSync(t *testing.T) {
 	if f := MessageFrame(m); f.Type != protocol.TypeMessage || f.Seq != 7 || f.Body != "hi" {
 		t.Errorf("MessageFrame = %+v", f)
 	}
-	res := SyncResult(chat.SyncResult{Conversations: []chat.Progress{{Conversation: conv, LastSeq: 10, ReadSeq: 4}},
+	res := SyncResult(chat.SyncResult{Conversations: []chat.Progress{{Conversation: conv, LastSeq: 10, ReadSeq: 4, Unread: 2, Peer: "bob"}},
 		Messages: []chat.Message{m}, More: true, Since: "tok"})
-	if res.Type != protocol.TypeSyncResult || len(res.Conversations) != 1 || res.Conversations[0].Unread != 6 ||
+	if res.Type != protocol.TypeSyncResult || len(res.Conversations) != 1 || res.Conversations[0].Unread != 2 || res.Conversations[0].Peer != "bob" ||
 		len(res.Messages) != 1 || !res.More || res.Since != "tok" {
 		t.Errorf("SyncResult = %+v", res)
 	}

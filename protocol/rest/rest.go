@@ -22,9 +22,11 @@ type Member struct {
 
 // InboxEntry is one conversation of the inbox.
 type InboxEntry struct {
-	ID          string `json:"id"`
-	Kind        string `json:"kind"`
-	Title       string `json:"title,omitempty"`
+	ID    string `json:"id"`
+	Kind  string `json:"kind"`
+	Title string `json:"title,omitempty"`
+	// Peer is the other member of a direct conversation (absent for a group).
+	Peer        string `json:"peer,omitempty"`
 	LastSeq     int64  `json:"last_seq"`
 	ReadSeq     int64  `json:"read_seq"`
 	Unread      int64  `json:"unread"`
