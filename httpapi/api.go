@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -264,9 +263,12 @@ func decodeJSON(r *http.Request, limit int64, v any) error {
 	if int64(len(body)) > limit {
 		return errorf(http.StatusRequestEntityTooLarge, protocol.CodeBodyTooLarge, "body over %d bytes", limit)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	// Strictly, as frames: no duplicate keys, exact-case keys, no unknown keys.
+	if err := protocol.UnmarshalStrict(body, v); err != nil {
+		var pe *protocol.Error
+		if errors.As(err, &pe) {
+			err = errors.New(pe.Message)
+		}
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "malformed JSON body: %v", err)
 	}
 	return nil

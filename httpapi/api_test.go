@@ -106,7 +106,9 @@ func (e *env) token(u chat.UserID) string {
 func (e *env) do(method, path string, user chat.UserID, body any, hdr map[string]string, out any) *http.Response {
 	e.t.Helper()
 	var rd io.Reader
-	if body != nil {
+	if r, ok := body.(raw); ok {
+		rd = strings.NewReader(string(r))
+	} else if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
@@ -133,6 +135,9 @@ func (e *env) do(method, path string, user chat.UserID, body any, hdr map[string
 	}
 	return resp
 }
+
+// raw is a request body sent as it is (do marshals any other body).
+type raw string
 
 type errBody struct {
 	Code      protocol.Code `json:"code"`
@@ -314,6 +319,12 @@ func TestBadRequests(t *testing.T) {
 		{"body too large", "POST", msgs, map[string]any{"body": strings.Repeat("x", 2000)}, key, 413, protocol.CodeBodyTooLarge},
 		{"wrong content type", "POST", msgs, map[string]any{"body": "x"}, map[string]string{"Idempotency-Key": key["Idempotency-Key"], "Content-Type": "text/plain"}, 415, protocol.CodeBadRequest},
 		{"bad limit", "GET", msgs + "?limit=-1", nil, nil, 400, protocol.CodeBadRequest},
+		// Strict JSON: duplicate keys and keys in another case than the field's are refused
+		// (they used to be read as the last one, matched case-insensitively).
+		{"duplicate key", "POST", "/v1/conversations", raw(`{"kind":"group","kind":"direct","with":"` + string(bob) + `"}`), nil, 400, protocol.CodeBadRequest},
+		{"case-variant key", "POST", "/v1/conversations", raw(`{"KIND":"direct","with":"` + string(bob) + `"}`), nil, 400, protocol.CodeBadRequest},
+		{"case-variant key overriding", "POST", "/v1/conversations", raw(`{"kind":"group","Kind":"direct","with":"` + string(bob) + `"}`), nil, 400, protocol.CodeBadRequest},
+		{"duplicate body", "POST", msgs, raw(`{"body":"a","body":"b"}`), key, 400, protocol.CodeBadRequest},
 		{"before and after", "GET", msgs + "?before=5&after=1", nil, nil, 400, protocol.CodeBadRequest},
 	}
 	for _, c := range cases {
