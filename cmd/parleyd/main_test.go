@@ -64,7 +64,8 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 		{"token bad user", []string{"token", "--user=a b", "--auth-hs256-secret=" + testSecret}, nil, []string{"user", "space"}},
 		{"edge without a key", []string{"run", "--roles=edge"}, nil, []string{"--auth-hs256-secret", "--auth-jwks-file"}},
 		{"missing jwks file", []string{"run", "--auth-jwks-file=/nonexistent/jwks.json"}, nil, []string{"--auth-jwks-file", "no such file"}},
-		{"bad origin", []string{"run", "--edge-allowed-origins=example.com"}, nil, []string{"edge-allowed-origins", "scheme://host"}},
+		{"bad origin", []string{"run", "--allowed-origins=example.com"}, nil, []string{"allowed-origins", "scheme://host"}},
+		{"partial wildcard origin", []string{"run", "--allowed-origins=https://*.example.com"}, nil, []string{"allowed-origins", "scheme://host"}},
 		{"queue too short", []string{"run", "--edge-queue-len=1"}, nil, []string{"edge-queue-len", "[4, 100000]"}},
 	}
 	for _, tt := range tests {
@@ -229,6 +230,7 @@ func TestRunAgainstStack(t *testing.T) {
 	aliceTok, _ := a.Mint(alice, "", time.Hour)
 	req, _ := http.NewRequest("POST", "http://"+public+"/v1/conversations", strings.NewReader(`{"kind":"direct","with":"`+string(bob)+`"}`))
 	req.Header.Set("Authorization", "Bearer "+aliceTok)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ const strictJSON = "github.com/go-json-experiment/json"
 
 var (
 	layer0  = []string{"protocol", "internal/chat", "docs"}
-	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "internal/routing", "internal/breaker", "internal/wire", "presence", "history", "inbox")
+	layer1  = append(slices.Clone(layer0), "internal/auth", "internal/backend", "internal/schema", "internal/admin", "internal/routing", "internal/breaker", "internal/wire", "internal/origin", "presence", "history", "inbox")
 	drivers = []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql", "github.com/redis/go-redis", "github.com/nats-io/nats.go"}
 	// notCassandra and onlyCassandra forbid the drivers a part does not own.
 	notCassandra  = []string{"github.com/apache/cassandra-gocql-driver", "github.com/gocql/gocql"}
@@ -52,6 +52,7 @@ var rules = map[string]rule{
 	"internal/routing": {layer: "1", mayImport: layer0, forbidden: with(notCassandra, "github.com/redis/go-redis")},
 	"internal/breaker": {layer: "1", mayImport: nil, forbidden: drivers},
 	"internal/cli":     {layer: "1", mayImport: nil, forbidden: []string{"github.com/"}}, // not in layer1: only cmd/ may import it
+	"internal/origin":  {layer: "1", mayImport: nil, forbidden: []string{"github.com/"}},
 	"internal/wire":    {layer: "1", mayImport: with(layer0, "internal/breaker"), forbidden: drivers},
 	"presence":         {layer: "1", mayImport: with(layer0, "internal/breaker", "internal/routing"), forbidden: notCassandra},
 	"history":          {layer: "1", mayImport: with(layer0, "internal/breaker"), forbidden: onlyCassandra},
@@ -63,7 +64,7 @@ var rules = map[string]rule{
 	"httpapi": {layer: "2", mayImport: with(layer1, "delivery/ingest")},
 	// Layer 3: the edge never touches Cassandra, history or inbox, not even transitively
 	// (TestEdgeDoesNotDependOnCassandra): it publishes through delivery/ingest.
-	"edge": {layer: "3", mayImport: []string{"protocol", "internal/chat", "internal/auth", "internal/routing", "internal/wire", "presence", "delivery/ingest"},
+	"edge": {layer: "3", mayImport: []string{"protocol", "internal/chat", "internal/auth", "internal/routing", "internal/wire", "internal/origin", "presence", "delivery/ingest"},
 		forbidden: notCassandra},
 	// Layer 4: binaries wire everything.
 	"cmd": {layer: "4", mayImport: []string{""}},
