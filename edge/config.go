@@ -2,9 +2,9 @@ package edge
 
 import (
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
+
+	"github.com/parleyhq/parley/internal/origin"
 )
 
 // Config configures the edge. Zero values take the defaults below.
@@ -50,7 +50,8 @@ type Config struct {
 	// is logged when logging resumes. Default 10.
 	SecurityLogPerSecond int
 	// AllowedOrigins lists the Origin values browsers may connect from ("https://app.example.com");
-	// "*" allows any. Empty: no browser origin is allowed.
+	// "*" allows any. Empty: no browser origin is allowed. The REST API's CORS grants the same
+	// list (internal/origin: one setting, matched the same way by both).
 	AllowedOrigins []string
 	// AllowNoOrigin accepts handshakes without an Origin header (native apps, servers).
 	// Browsers always send Origin, so this does not open the door to cross-site requests.
@@ -187,27 +188,16 @@ func (c Config) Validate() error {
 	if c.HeartbeatInterval < 100*time.Millisecond || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 || c.DrainWindow < 0 {
 		return fmt.Errorf("edge timeouts must be positive (heartbeat at least 100ms)")
 	}
-	for _, o := range c.AllowedOrigins {
-		if o == "*" {
-			continue
-		}
-		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return fmt.Errorf("edge allowed origin %q: want scheme://host[:port] or *", o)
-		}
+	if err := origin.Validate(c.AllowedOrigins); err != nil {
+		return fmt.Errorf("edge: %w", err)
 	}
 	return nil
 }
 
 // originAllowed reports whether an Origin header value may connect.
-func (c Config) originAllowed(origin string) bool {
-	if origin == "" {
+func (c Config) originAllowed(o string) bool {
+	if o == "" {
 		return c.AllowNoOrigin
 	}
-	for _, o := range c.AllowedOrigins {
-		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
+	return origin.Allowed(c.AllowedOrigins, o)
 }

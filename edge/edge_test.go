@@ -320,6 +320,11 @@ func TestBadFramesKeepTheConnection(t *testing.T) {
 		{`{"type":"ack","id":"x4","conversation":"nope","seq":1}`, "x4", protocol.CodeBadRequest},
 		{`{"type":"send","id":"x5","conversation":"7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10","client_msg_id":"0b8e4f1c-3d2a-4e6b-8c9d-1a2b3c4d5e6f","body":"` + strings.Repeat("b", DefaultMaxBodyBytes+1) + `"}`, "x5", protocol.CodeBodyTooLarge},
 		{`{"type":"sync","id":"x6"}`, "x6", protocol.CodeUnsupported},
+		// Strict JSON: a duplicate key, or a key in another case than the field's, is refused
+		// (it used to be read as the last "type", matched case-insensitively: a ping).
+		{`{"type":"send","id":"x7","type":"ping"}`, "x7", protocol.CodeBadRequest},
+		{`{"type":"send","id":"x8","TYPE":"ping"}`, "x8", protocol.CodeBadRequest},
+		{`{"Type":"ping","id":"x9"}`, "x9", protocol.CodeBadRequest},
 	}
 	for _, c := range cases {
 		write(t, ws, c.frame)

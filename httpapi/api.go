@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -233,7 +232,8 @@ func (a *API) membership(h handler, former bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 		conv, err := chat.ParseConversationID(r.PathValue("id"))
 		if err != nil {
-			return errorf(http.StatusNotFound, protocol.CodeNotFound, "no such conversation")
+			// Said before membership is looked at, so it tells a stranger nothing.
+			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "the conversation id in the path is not a UUID")
 		}
 		m, err := a.store.Member(r.Context(), conv, id.User)
 		if err != nil {
@@ -258,10 +258,9 @@ func memberOf(r *http.Request) history.Member {
 
 // decodeJSON reads a JSON body of at most limit bytes into v.
 func decodeJSON(r *http.Request, limit int64, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return errorf(http.StatusUnsupportedMediaType, protocol.CodeBadRequest, "send Content-Type: application/json")
-		}
+	if !jsonContentType(r.Header.Get("Content-Type")) {
+		return errorf(http.StatusUnsupportedMediaType, protocol.CodeBadRequest,
+			"send Content-Type: application/json (a charset parameter, if any, must be utf-8)")
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
@@ -270,10 +269,29 @@ func decodeJSON(r *http.Request, limit int64, v any) error {
 	if int64(len(body)) > limit {
 		return errorf(http.StatusRequestEntityTooLarge, protocol.CodeBodyTooLarge, "body over %d bytes", limit)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	// Strictly, as frames: no duplicate keys, exact-case keys, no unknown keys.
+	if err := protocol.UnmarshalStrict(body, v); err != nil {
+		var pe *protocol.Error
+		if errors.As(err, &pe) {
+			err = errors.New(pe.Message)
+		}
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "malformed JSON body: %v", err)
 	}
 	return nil
+}
+
+// jsonContentType reports whether a request's Content-Type is one the API reads:
+// application/json (any case), with no parameter but an optional charset=utf-8. A body
+// without a Content-Type is refused too, rather than guessed at.
+func jsonContentType(ct string) bool {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return false
+		}
+	}
+	return true
 }

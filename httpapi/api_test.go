@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -43,7 +44,8 @@ type env struct {
 	nc     *nats.Conn
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv serves the API as parleyd does (httpapi.Public), granting CORS to origins.
+func newEnv(t *testing.T, origins ...string) *env {
 	t.Helper()
 	a, err := auth.New(auth.Config{HS256Secret: secret}, nil)
 	if err != nil {
@@ -93,7 +95,7 @@ func newEnv(t *testing.T) *env {
 	}
 	api.EnableReceipts(n.Conn)
 	api.Register(mux)
-	hs := httptest.NewServer(mux)
+	hs := httptest.NewServer(httpapi.Public(mux, httpapi.CORS{AllowedOrigins: origins}))
 	t.Cleanup(hs.Close)
 	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id, reg: reg, nc: n.Conn}
 }
@@ -112,7 +114,9 @@ func (e *env) token(u chat.UserID) string {
 func (e *env) do(method, path string, user chat.UserID, body any, hdr map[string]string, out any) *http.Response {
 	e.t.Helper()
 	var rd io.Reader
-	if body != nil {
+	if r, ok := body.(raw); ok {
+		rd = strings.NewReader(string(r))
+	} else if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
@@ -139,6 +143,9 @@ func (e *env) do(method, path string, user chat.UserID, body any, hdr map[string
 	}
 	return resp
 }
+
+// raw is a request body sent as it is (do marshals any other body).
+type raw string
 
 type errBody struct {
 	Code      protocol.Code `json:"code"`
@@ -173,13 +180,18 @@ func TestEveryRouteRefusesStrangers(t *testing.T) {
 		if !strings.Contains(rt.Pattern, "{id}") {
 			continue
 		}
-		for who, p := range map[string]string{"non-member": path, "missing conversation": strings.ReplaceAll(pattern, "{id}", missing),
-			"malformed id": strings.ReplaceAll(pattern, "{id}", "nope")} {
+		for who, p := range map[string]string{"non-member": path, "missing conversation": strings.ReplaceAll(pattern, "{id}", missing)} {
 			eb = errBody{}
 			resp = e.do(rt.Method, p, mallory, body, hdr, &eb)
 			if resp.StatusCode != 404 || eb.Code != protocol.CodeNotFound {
 				t.Errorf("%s %s as %s: %d %q; want 404 not_found", rt.Method, rt.Pattern, who, resp.StatusCode, eb.Code)
 			}
+		}
+		// A malformed id is a bad request (docs/openapi.yaml), before membership is looked at.
+		eb = errBody{}
+		resp = e.do(rt.Method, strings.ReplaceAll(pattern, "{id}", "nope"), mallory, body, hdr, &eb)
+		if resp.StatusCode != 400 || eb.Code != protocol.CodeBadRequest {
+			t.Errorf("%s %s with a malformed id: %d %q; want 400 bad_request", rt.Method, rt.Pattern, resp.StatusCode, eb.Code)
 		}
 	}
 }
@@ -319,7 +331,16 @@ func TestBadRequests(t *testing.T) {
 		{"empty body", "POST", msgs, map[string]any{"body": ""}, key, 400, protocol.CodeBadRequest},
 		{"body too large", "POST", msgs, map[string]any{"body": strings.Repeat("x", 2000)}, key, 413, protocol.CodeBodyTooLarge},
 		{"wrong content type", "POST", msgs, map[string]any{"body": "x"}, map[string]string{"Idempotency-Key": key["Idempotency-Key"], "Content-Type": "text/plain"}, 415, protocol.CodeBadRequest},
+		{"no content type", "POST", msgs, map[string]any{"body": "x"}, map[string]string{"Idempotency-Key": key["Idempotency-Key"], "Content-Type": ""}, 415, protocol.CodeBadRequest},
+		{"no content type (create)", "POST", "/v1/conversations", map[string]any{"kind": "direct", "with": bob}, map[string]string{"Content-Type": ""}, 415, protocol.CodeBadRequest},
+		{"another charset", "POST", msgs, map[string]any{"body": "x"}, map[string]string{"Idempotency-Key": key["Idempotency-Key"], "Content-Type": "application/json; charset=iso-8859-1"}, 415, protocol.CodeBadRequest},
 		{"bad limit", "GET", msgs + "?limit=-1", nil, nil, 400, protocol.CodeBadRequest},
+		// Strict JSON: duplicate keys and keys in another case than the field's are refused
+		// (they used to be read as the last one, matched case-insensitively).
+		{"duplicate key", "POST", "/v1/conversations", raw(`{"kind":"group","kind":"direct","with":"` + string(bob) + `"}`), nil, 400, protocol.CodeBadRequest},
+		{"case-variant key", "POST", "/v1/conversations", raw(`{"KIND":"direct","with":"` + string(bob) + `"}`), nil, 400, protocol.CodeBadRequest},
+		{"case-variant key overriding", "POST", "/v1/conversations", raw(`{"kind":"group","Kind":"direct","with":"` + string(bob) + `"}`), nil, 400, protocol.CodeBadRequest},
+		{"duplicate body", "POST", msgs, raw(`{"body":"a","body":"b"}`), key, 400, protocol.CodeBadRequest},
 		{"before and after", "GET", msgs + "?before=5&after=1", nil, nil, 400, protocol.CodeBadRequest},
 	}
 	for _, c := range cases {
@@ -363,6 +384,65 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	if documented != len(httpapi.Routes()) {
 		t.Errorf("openapi documents %d operations; the API serves %d", documented, len(httpapi.Routes()))
+	}
+	checkOpenAPIErrors(t)
+}
+
+// Every operation documents the errors the API can answer it with, each with the Error body:
+// default (404 for an unknown route, 405 with Allow, 400 for a path not in canonical form,
+// whatever else), 401, 429 and 503 everywhere, 400 where the path has an id or the operation
+// takes parameters or a body, 415 where it takes a body.
+func checkOpenAPIErrors(t *testing.T) {
+	var spec struct {
+		Paths      map[string]map[string]json.RawMessage `json:"paths"`
+		Components struct {
+			Responses map[string]struct {
+				Content map[string]struct {
+					Schema map[string]string `json:"schema"`
+				} `json:"content"`
+			} `json:"responses"`
+		} `json:"components"`
+	}
+	if err := yaml.Unmarshal(docs.OpenAPIYAML, &spec); err != nil {
+		t.Fatalf("docs/openapi.yaml: %v", err)
+	}
+	errorShaped := map[string]bool{}
+	for name, r := range spec.Components.Responses {
+		if r.Content["application/json"].Schema["$ref"] == "#/components/schemas/Error" {
+			errorShaped["#/components/responses/"+name] = true
+		}
+	}
+	for path, ops := range spec.Paths {
+		for method, data := range ops {
+			if method == "parameters" {
+				continue
+			}
+			var op struct {
+				Parameters  []any                     `json:"parameters"`
+				RequestBody any                       `json:"requestBody"`
+				Responses   map[string]map[string]any `json:"responses"`
+			}
+			if err := json.Unmarshal(data, &op); err != nil {
+				t.Fatalf("openapi %s %s: %v", method, path, err)
+			}
+			want := []string{"default", "401", "429", "503"}
+			if strings.Contains(path, "{") || len(op.Parameters) > 0 || op.RequestBody != nil {
+				want = append(want, "400")
+			}
+			if op.RequestBody != nil {
+				want = append(want, "413", "415")
+			}
+			for _, status := range want {
+				if _, ok := op.Responses[status]; !ok {
+					t.Errorf("openapi: %s %s does not document %s", strings.ToUpper(method), path, status)
+				}
+			}
+			for status, r := range op.Responses {
+				if (status == "default" || status >= "400") && !errorShaped[fmt.Sprint(r["$ref"])] {
+					t.Errorf("openapi: %s %s answers %s without the Error body (%v)", strings.ToUpper(method), path, status, r)
+				}
+			}
+		}
 	}
 }
 

@@ -6,6 +6,7 @@
 // one table of internal/wire, and limits each user's request rate (docs/openapi.yaml).
 //
 // Files by resource: conversations.go, messages.go, events.go (edits, reactions, members),
-// inbox.go, presence.go; api.go holds the routes and the authentication middleware,
-// errors.go the error answers, limits.go the per-user rate limit.
+// inbox.go, presence.go; api.go holds the routes, the authentication middleware and the
+// strict decoding of bodies, errors.go the error answers, limits.go the per-user rate limit,
+// public.go the public listener's CORS and its JSON answers for requests no route takes.
 package httpapi

@@ -42,6 +42,11 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if ae.status >= 500 {
 		a.logger.Warn("api error", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	writeAPIError(w, ae)
+}
+
+// writeAPIError writes the JSON Error body of docs/openapi.yaml.
+func writeAPIError(w http.ResponseWriter, ae *apiError) {
 	if ae.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
 	}

@@ -177,3 +177,94 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// Every struct a client frame can hold refuses a key that is a case variant of one of its
+// fields, however deep: a JSON document is built down to each struct type reachable from
+// Frame, with the upper-cased name of that struct's first field.
+func TestStrictCoversEveryStruct(t *testing.T) {
+	var walk func(rt reflect.Type, wrap func(string) string, seen map[reflect.Type]bool)
+	walk = func(rt reflect.Type, wrap func(string) string, seen map[reflect.Type]bool) {
+		for rt.Kind() == reflect.Pointer || rt.Kind() == reflect.Slice {
+			if rt.Kind() == reflect.Slice {
+				inner := wrap
+				wrap = func(s string) string { return inner("[" + s + "]") }
+			}
+			rt = rt.Elem()
+		}
+		if rt.Kind() != reflect.Struct || seen[rt] {
+			return
+		}
+		seen[rt] = true
+		first, _, _ := strings.Cut(rt.Field(0).Tag.Get("json"), ",")
+		doc := wrap(`{"` + strings.ToUpper(first) + `":null}`)
+		if _, err := Decode([]byte(doc)); !isCode(err, CodeBadRequest) || !strings.Contains(err.Error(), "case-sensitive") {
+			t.Errorf("%s: Decode(%s) = %v; want bad_request naming the case", rt.Name(), doc, err)
+		}
+		for i := 0; i < rt.NumField(); i++ {
+			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			outer := wrap
+			walk(rt.Field(i).Type, func(s string) string {
+				return outer(`{"type":"ping","` + name + `":` + s + `}`)
+			}, seen)
+		}
+	}
+	walk(reflect.TypeFor[Frame](), func(s string) string { return s }, map[reflect.Type]bool{})
+}
+
+func isCode(err error, c Code) bool {
+	var pe *Error
+	return errors.As(err, &pe) && pe.Code == c
+}
+
+// The errors of strict decoding say what is wrong and where.
+func TestStrictErrorMessages(t *testing.T) {
+	conv := "7d1f3a52-5b0e-4c1a-9a57-2f1e0c6b9d10"
+	for frame, want := range map[string]string{
+		`{"type":"send","id":"r1","type":"ping"}`:                                     `duplicate key "type"`,
+		`{"type":"sync","cursors":[{"conversation":"` + conv + `","seq":1,"seq":2}]}`: `duplicate key "seq" in /cursors/0`,
+		`{"type":"send","TYPE":"ping"}`:                                               `key "TYPE": keys are case-sensitive (the field is "type")`,
+		`{"type":"sync","cursors":[{"conversation":"` + conv + `","SEQ":1}]}`:         `key "SEQ": keys are case-sensitive (the field is "seq") in /cursors/0`,
+		`{"type":"ack","conversation":"` + conv + `","seq":"42"}`:                     `field /seq has the wrong type (want an integer)`,
+		`{"type":"ping","id":"r1"`:                                                    `invalid JSON at byte`,
+	} {
+		_, err := Decode([]byte(frame))
+		if !isCode(err, CodeBadRequest) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Decode(%s) = %v; want bad_request saying %q", frame, err, want)
+		}
+	}
+	var body struct {
+		Kind string `json:"kind"`
+	}
+	for in, want := range map[string]string{
+		`{"kind":"group","kind":"direct"}`: `duplicate key "kind"`,
+		`{"KIND":"direct"}`:                `unknown key "KIND": keys are case-sensitive (the field is "kind")`,
+		`{"kind":"direct","colour":1}`:     `unknown key "colour"`,
+		`{"kind":7}`:                       `field /kind has the wrong type (want a string)`,
+	} {
+		err := UnmarshalStrict([]byte(in), &body)
+		if !isCode(err, CodeBadRequest) || !strings.Contains(err.Error(), want) {
+			t.Errorf("UnmarshalStrict(%s) = %v; want bad_request saying %q", in, err, want)
+		}
+	}
+}
+
+// The id of a frame that fails to decode is kept when the frame is otherwise a JSON object
+// with one string id, so the error can name the request.
+func TestRequestIDOfBadFrames(t *testing.T) {
+	for frame, want := range map[string]string{
+		`{"type":"send","id":"r1","type":"ping"}`:  "r1",
+		`{"type":"ack","id":"r2","seq":"x"}`:       "r2",
+		`{"id":"r3","TYPE":"ping"}`:                "r3",
+		`{"id":"a","id":"b","type":"ping"}`:        "",
+		`{"type":"ping","id":"r4"`:                 "",
+		`{"type":"ping","id":7,"x":{"a":1,"a":1}}`: "",
+	} {
+		f, err := Decode([]byte(frame))
+		if err == nil || f.ID != want {
+			t.Errorf("Decode(%s) = id %q, %v; want an error and id %q", frame, f.ID, err, want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/cli"
 	"github.com/parleyhq/parley/internal/cursor"
+	"github.com/parleyhq/parley/internal/origin"
 	"github.com/parleyhq/parley/internal/revocation"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
@@ -212,6 +213,15 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 	c.log.register(fs)
 	cli.String(fs, &c.listenAddr, "listen-addr", cli.DefaultListenAddr, cli.HostPort,
 		"Public listen address: the WebSocket endpoint /v1/ws (edge role) and the REST API (api role).")
+	// One list for both doors a browser uses: the edge's handshake and the API's CORS.
+	cli.Value(fs, &c.edge.AllowedOrigins, "allowed-origins", nil, func(s string) ([]string, error) {
+		origins := strings.Split(s, ",")
+		if err := origin.Validate(origins); err != nil {
+			return nil, err
+		}
+		return origins, nil
+	}, func(o []string) string { return strings.Join(o, ",") },
+		"Comma-separated browser origins (https://app.example.com), or *, allowed to open the WebSocket and granted CORS by the REST API; empty: no browser.")
 	authFlags(fs, &c.auth, &c.jwksFile)
 	jwksURLFlags(fs, &c.jwksURL)
 	cli.Value(fs, &c.cursorKeys, "cursor-keys", nil, cursor.ParseKeys, func(*cursor.Keys) string { return "" }, // never print a secret
@@ -395,14 +405,6 @@ func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
 		"Users, and addresses, whose handshake buckets are remembered (least recently used forgotten first; about 250 bytes each).")
 	cli.Int(fs, &c.SecurityLogPerSecond, "edge-security-log-rate", edge.DefaultSecurityLogPerSecond, 1, 100000,
 		"Security event log records per second of each kind (refused handshakes, rate-limit closes...); the rest are counted and the count logged.")
-	cli.Value(fs, &c.AllowedOrigins, "edge-allowed-origins", nil, func(s string) ([]string, error) {
-		origins := strings.Split(s, ",")
-		if err := (edge.Config{AllowedOrigins: origins}).Validate(); err != nil {
-			return nil, err
-		}
-		return origins, nil
-	}, func(o []string) string { return strings.Join(o, ",") },
-		"Comma-separated browser origins allowed to connect (https://app.example.com), or *; empty: none.")
 	cli.Bool(fs, &c.AllowNoOrigin, "edge-allow-no-origin", true,
 		"Accept handshakes without an Origin header (native apps and servers; browsers always send one).")
 	cli.Duration(fs, &c.HeartbeatInterval, "edge-heartbeat-interval", edge.DefaultHeartbeatInterval, 100*time.Millisecond, 10*time.Minute,

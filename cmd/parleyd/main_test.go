@@ -66,7 +66,8 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 		{"missing jwks file", []string{"run", "--auth-jwks-file=/nonexistent/jwks.json"}, nil, []string{"--auth-jwks-file", "no such file"}},
 		{"short cursor key", []string{"run"}, map[string]string{"PARLEY_CURSOR_KEYS": "k1=short"}, []string{"PARLEY_CURSOR_KEYS", "cursor-keys", "at least 32"}},
 		{"cursor key without id", []string{"run", "--cursor-keys=" + testSecret}, nil, []string{"cursor-keys", "id=secret"}},
-		{"bad origin", []string{"run", "--edge-allowed-origins=example.com"}, nil, []string{"edge-allowed-origins", "scheme://host"}},
+		{"bad origin", []string{"run", "--allowed-origins=example.com"}, nil, []string{"allowed-origins", "scheme://host"}},
+		{"partial wildcard origin", []string{"run", "--allowed-origins=https://*.example.com"}, nil, []string{"allowed-origins", "scheme://host"}},
 		{"queue too short", []string{"run", "--edge-queue-len=1"}, nil, []string{"edge-queue-len", "[4, 100000]"}},
 		{"jwks url not https", []string{"run", "--auth-jwks-url=http://idp.example.com/jwks"}, nil, []string{"auth-jwks-url", "https://"}},
 		{"short admin token", []string{"run"}, map[string]string{"PARLEY_ADMIN_TOKEN": "short"}, []string{"PARLEY_ADMIN_TOKEN", "at least 32"}},
@@ -237,6 +238,7 @@ func TestRunAgainstStack(t *testing.T) {
 	aliceTok, _ := a.Mint(alice, "", time.Hour)
 	req, _ := http.NewRequest("POST", "http://"+public+"/v1/conversations", strings.NewReader(`{"kind":"direct","with":"`+string(bob)+`"}`))
 	req.Header.Set("Authorization", "Bearer "+aliceTok)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ import (
 	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/breaker"
 	"github.com/parleyhq/parley/internal/cli"
+	"github.com/parleyhq/parley/internal/origin"
 	"github.com/parleyhq/parley/internal/revocation"
 	"github.com/parleyhq/parley/internal/schema"
 	"github.com/parleyhq/parley/presence"
@@ -297,7 +298,8 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			})
 		}
 		public = &http.Server{
-			Handler:           mux,
+			// CORS for the allowed origins, and JSON errors for what no route takes.
+			Handler:           httpapi.Public(mux, httpapi.CORS{AllowedOrigins: cfg.edge.AllowedOrigins}),
 			MaxHeaderBytes:    edge.MaxHeaderBytes,
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second, // hijacked WebSockets are not affected
@@ -308,7 +310,8 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		if err != nil {
 			return abort(d, fmt.Errorf("public listener: %w", err))
 		}
-		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", cfg.roles[roleEdge], "api", cfg.roles[roleAPI])
+		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", cfg.roles[roleEdge], "api", cfg.roles[roleAPI],
+			"allowed_origins", origin.Describe(cfg.edge.AllowedOrigins))
 		g.Go(func() error {
 			if err := public.Serve(edge.Listener(pln)); !errors.Is(err, http.ErrServerClosed) {
 				return err

@@ -17,8 +17,8 @@ import (
 // `go test` from the root covers every package.
 var modules = map[string][]string{
 	"":           nil,
-	"protocol":   {module + "/protocol"},
-	"clients/go": {module + "/clients/go", module + "/protocol", "github.com/gorilla/websocket"},
+	"protocol":   {module + "/protocol", strictJSON},
+	"clients/go": {module + "/clients/go", module + "/protocol", strictJSON, "github.com/gorilla/websocket"},
 }
 
 func modulePath(rel string) string {
