@@ -23,8 +23,8 @@ func TestPresenceResyncTakesAFreshSnapshot(t *testing.T) {
 	up := websocket.Upgrader{Subprotocols: []string{protocol.Subprotocol}}
 	var (
 		mu       sync.Mutex
-		offline  bool           // the server's truth: every watched user went offline
-		asked    []int          // users per presence.subscribe frame after the resync
+		offline  bool  // the server's truth: every watched user went offline
+		asked    []int // users per presence.subscribe frame after the resync
 		resynced = make(chan struct{})
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
