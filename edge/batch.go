@@ -73,14 +73,29 @@ func (c *batchConn) SetDeadline(t time.Time) error {
 
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
 
+// maxGather bounds what a batch gathers before it is written: a large frame (a sync page)
+// is written as it comes rather than copied, so a connection's frames are not held twice.
+const maxGather = 64 << 10
+
 func (c *batchConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.buf != nil {
-		*c.buf = append(*c.buf, p...)
-		return len(p), nil
+	if c.buf == nil {
+		return c.Conn.Write(p)
 	}
-	return c.Conn.Write(p)
+	if len(*c.buf)+len(p) > maxGather {
+		if len(*c.buf) > 0 {
+			if _, err := c.Conn.Write(*c.buf); err != nil {
+				return 0, err
+			}
+			*c.buf = (*c.buf)[:0]
+		}
+		if len(p) >= maxGather {
+			return c.Conn.Write(p)
+		}
+	}
+	*c.buf = append(*c.buf, p...)
+	return len(p), nil
 }
 
 func (c *batchConn) begin() {

@@ -64,6 +64,14 @@ type Config struct {
 	// QueueLen is the number of frames queued per connection before the overflow policy
 	// applies (drop ephemeral frames, then close as slow consumer). Default 256.
 	QueueLen int
+	// QueueBytes bounds the bytes of the frames queued for a connection and being written to
+	// it; above it the same overflow policy applies. A frame is always accepted by an empty
+	// queue, so one larger frame still goes out. Default 1 MiB.
+	QueueBytes int
+	// SyncPageBytes bounds the messages of one sync.result page in bytes of JSON; a page that
+	// reaches it ends with more: true, and the client pages on. At most half of QueueBytes.
+	// Default 256 KiB.
+	SyncPageBytes int
 	// ReadBufferSize and WriteBufferSize are the socket buffer sizes; the write buffer is
 	// pooled. Defaults 512 and 4096.
 	ReadBufferSize  int
@@ -92,6 +100,8 @@ const (
 	DefaultHeartbeatInterval = 25 * time.Second
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultQueueLen          = 256
+	DefaultQueueBytes        = 1 << 20
+	DefaultSyncPageBytes     = 256 << 10
 	DefaultReadBufferSize    = 512
 	DefaultWriteBufferSize   = 4096
 	DefaultHandshakeTimeout  = 5 * time.Second
@@ -139,6 +149,8 @@ func (c Config) withDefaults() Config {
 		c.HandshakeRatePerIP = DefaultHandshakeRatePerIP
 	}
 	set(&c.QueueLen, DefaultQueueLen)
+	set(&c.QueueBytes, DefaultQueueBytes)
+	set(&c.SyncPageBytes, min(DefaultSyncPageBytes, c.QueueBytes/2))
 	set(&c.ReadBufferSize, DefaultReadBufferSize)
 	set(&c.WriteBufferSize, DefaultWriteBufferSize)
 	setD(&c.HeartbeatInterval, DefaultHeartbeatInterval)
@@ -169,6 +181,8 @@ func (c Config) Validate() error {
 		{"handshake rate keys", c.HandshakeRateKeys, 16, 10000000},
 		{"security log per second", c.SecurityLogPerSecond, 1, 100000},
 		{"queue length", c.QueueLen, 4, 100000},
+		{"queue bytes", c.QueueBytes, 64 << 10, 1 << 30},
+		{"sync page bytes", c.SyncPageBytes, 16 << 10, c.QueueBytes / 2},
 		{"read buffer size", c.ReadBufferSize, 128, 1 << 20},
 		{"write buffer size", c.WriteBufferSize, 128, 1 << 20},
 	}

@@ -50,11 +50,18 @@ type Conn struct {
 	// watching is the users this connection watches (presence); guarded by s.mu.
 	watching map[chat.UserID]struct{}
 
-	mu        sync.Mutex
-	queue     []outFrame // nil while idle, so an idle connection holds no queue
-	writing   bool       // a writer runs, or the handshake holds the socket (holdWrites)
-	closed    bool       // no more frames are queued
-	closeCode int        // when non-zero, the writer sends this close after the queue
+	mu     sync.Mutex
+	queue  []outFrame // nil while idle, so an idle connection holds no queue
+	queued int        // bytes of the frames in queue and of the batch being written
+	// held is the latest state of each watched user whose presence update found the queue
+	// full (nil while none did): written after the queue, a newer state replacing an older
+	// one, so a burst of updates is coalesced instead of dropped. heldLost: an update could
+	// not be held either; the writer sends presence.resync.
+	held      map[chat.UserID]protocol.PresenceState
+	heldLost  bool
+	writing   bool // a writer runs, or the handshake holds the socket (holdWrites)
+	closed    bool // no more frames are queued
+	closeCode int  // when non-zero, the writer sends this close after the queue
 	closeText string
 }
 
@@ -65,7 +72,12 @@ const closeWait = 2 * time.Second
 type outFrame struct {
 	data []byte
 	typ  protocol.Type
+	// st is the state a presence update carries (shared by every watcher's frame, read
+	// only): an update that finds no room, or is evicted, is held instead (Conn.held).
+	st   *protocol.PresenceState
 	ping bool
+	// ephemeral frames may be dropped under backpressure (typing, pings); replies never are.
+	ephemeral bool
 }
 
 // Send queues a frame for the client. It never blocks; it reports false when the frame was
@@ -76,7 +88,8 @@ func (c *Conn) Send(f protocol.Frame) bool {
 		c.s.logger.Error("encode frame", "type", f.Type, "err", err)
 		return false
 	}
-	return c.enqueue(outFrame{data: data, typ: f.Type})
+	// A reply (a presence snapshot has the request's id) is not ephemeral: the client waits for it.
+	return c.enqueue(outFrame{data: data, typ: f.Type, ephemeral: protocol.Ephemeral(f.Type) && f.ID == ""})
 }
 
 // SendError queues an error frame answering the request id.
@@ -85,10 +98,13 @@ func (c *Conn) SendError(id string, e *protocol.Error) {
 	c.Send(protocol.ErrorFrame(id, e))
 }
 
-// enqueue adds a frame under the overflow policy: when the queue is full an ephemeral frame
-// (typing, presence) is dropped, or else the oldest queued ephemeral frame makes room; if
-// there is none the client is too slow: it is closed with 4009 after a reconnect hint, and
-// loses nothing because it resumes with sync.
+// enqueue adds a frame under the overflow policy. The queue is bounded in frames
+// (Config.QueueLen) and in bytes (Config.QueueBytes, counting the batch being written too;
+// an empty queue takes any one frame). When a frame does not fit: a presence update is held
+// (Conn.held) and goes out after the queue; another ephemeral frame (typing, a ping) is
+// dropped; anything else makes room by evicting the oldest queued ephemeral frames (an evicted
+// presence update is held too). If that is not enough the client is too slow: it is closed
+// with 4009 after a reconnect hint, and loses nothing because it resumes with sync.
 func (c *Conn) enqueue(f outFrame) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -96,13 +112,23 @@ func (c *Conn) enqueue(f outFrame) bool {
 		return false
 	}
 	c.s.metrics.queueDepth.Observe(float64(len(c.queue)))
-	if len(c.queue) >= c.s.cfg.QueueLen {
-		if f.ping || protocol.Ephemeral(f.typ) {
+	if f.st != nil && c.held != nil {
+		// Updates are being held: this one joins them, so it goes out after the older ones.
+		c.holdLocked(*f.st, true)
+		return true
+	}
+	for !c.roomLocked(len(f.data)) {
+		if f.st != nil {
+			c.holdLocked(*f.st, true)
+			c.startWriterLocked()
+			return true
+		}
+		if f.ephemeral {
 			c.s.metrics.drops.WithLabelValues("queue_full_ephemeral").Inc()
 			return false
 		}
 		i := 0
-		for i < len(c.queue) && !protocol.Ephemeral(c.queue[i].typ) {
+		for i < len(c.queue) && !c.queue[i].ephemeral {
 			i++
 		}
 		if i == len(c.queue) {
@@ -110,12 +136,60 @@ func (c *Conn) enqueue(f outFrame) bool {
 			c.closeLocked(protocol.CloseSlowConsumer, "slow consumer: reconnect and sync", true)
 			return false
 		}
-		c.s.metrics.drops.WithLabelValues("evicted_ephemeral").Inc()
+		if ev := c.queue[i]; ev.st != nil {
+			c.holdEvictedLocked(i)
+		} else {
+			c.s.metrics.drops.WithLabelValues("evicted_ephemeral").Inc()
+		}
+		c.queued -= len(c.queue[i].data)
 		c.queue = append(c.queue[:i], c.queue[i+1:]...)
 	}
 	c.queue = append(c.queue, f)
+	c.queued += len(f.data)
 	c.startWriterLocked()
 	return true
+}
+
+// roomLocked reports whether a frame of n bytes fits in the queue.
+func (c *Conn) roomLocked(n int) bool {
+	return len(c.queue) < c.s.cfg.QueueLen && (c.queued == 0 || c.queued+n <= c.s.cfg.QueueBytes)
+}
+
+// holdLocked keeps st as the latest presence of its user to write after the queue (newer
+// replaces the held one; an older one is ignored when one is held). The held states are
+// bounded by twice the subscription limit (a user watched, then unwatched and another
+// watched, may leave a state behind); past it the update is dropped and the client is told
+// to take a fresh snapshot (presence.resync).
+func (c *Conn) holdLocked(st protocol.PresenceState, newer bool) {
+	u := chat.UserID(st.User)
+	if _, ok := c.held[u]; ok {
+		if newer {
+			c.held[u] = st
+		}
+		return
+	}
+	if len(c.held) >= 2*c.s.cfg.MaxSubscriptions {
+		c.s.metrics.drops.WithLabelValues("presence_resync").Inc()
+		c.heldLost = true
+		return
+	}
+	if c.held == nil {
+		c.held = map[chat.UserID]protocol.PresenceState{}
+	}
+	c.held[u] = st
+}
+
+// holdEvictedLocked holds the state of the queued presence update at i, which is being
+// evicted, unless a later queued update of the same user supersedes it.
+func (c *Conn) holdEvictedLocked(i int) {
+	st := c.queue[i].st
+	for _, f := range c.queue[i+1:] {
+		if f.st != nil && f.st.User == st.User {
+			return
+		}
+	}
+	// Held states arrived after every queued one: a held state of this user is newer.
+	c.holdLocked(*st, false)
 }
 
 // holdWrites keeps frames queued (no writer starts) while the handshake writes hello.
@@ -160,10 +234,14 @@ func (c *Conn) closeLocked(code int, text string, discard bool) {
 	c.closeCode, c.closeText = code, text
 	c.s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
 	if discard {
-		c.queue = nil
+		for _, f := range c.queue {
+			c.queued -= len(f.data)
+		}
+		c.queue, c.held, c.heldLost = nil, nil, false
 		if code == protocol.CloseSlowConsumer {
 			hint, _ := protocol.Encode(protocol.Frame{Type: protocol.TypeReconnect, AfterMS: 0, Reason: "slow_consumer"})
 			c.queue = []outFrame{{data: hint, typ: protocol.TypeReconnect}}
+			c.queued += len(hint)
 		}
 	}
 	c.startWriterLocked()
@@ -173,17 +251,24 @@ func (c *Conn) closeLocked(code int, text string, discard bool) {
 // worker to the pool: an idle connection has no writer.
 func (c *Conn) writeLoop() {
 	defer c.s.wg.Done()
+	written := 0 // bytes of the last batch, counted in c.queued until it is written
 	for {
 		c.mu.Lock()
-		batch := c.queue
-		c.queue = nil
+		c.queued -= written
+		batch, held, lost := c.queue, c.held, c.heldLost
+		c.queue, c.held, c.heldLost = nil, nil, false
 		code, text := c.closeCode, c.closeText
-		if len(batch) == 0 && code == 0 {
+		if len(batch) == 0 && len(held) == 0 && !lost && code == 0 {
 			c.writing = false
 			c.mu.Unlock()
 			return
 		}
 		c.mu.Unlock()
+		written = 0
+		for _, f := range batch {
+			written += len(f.data)
+		}
+		batch = appendHeld(batch, held, lost)
 
 		start := time.Now()
 		deadline := start.Add(c.s.cfg.WriteTimeout)
@@ -228,7 +313,7 @@ func (c *Conn) writeLoop() {
 			}
 			c.mu.Lock()
 			c.closed = true
-			c.queue = nil
+			c.queue, c.queued, c.held = nil, 0, nil
 			c.writing = false
 			c.mu.Unlock()
 			return
@@ -250,6 +335,35 @@ func (c *Conn) writeFailed(err error) {
 	if !closing {
 		c.s.metrics.closes.WithLabelValues(closeLabel(protocol.CloseSlowConsumer)).Inc()
 	}
+}
+
+// appendHeld adds to batch the held presence states, in frames of at most
+// protocol.MaxUsersPerCall states, then a presence.resync frame if an update was lost.
+func appendHeld(batch []outFrame, held map[chat.UserID]protocol.PresenceState, lost bool) []outFrame {
+	var states []protocol.PresenceState
+	flush := func() {
+		if data, err := protocol.Encode(protocol.Frame{Type: protocol.TypePresence, Presence: states}); err == nil {
+			batch = append(batch, outFrame{data: data, typ: protocol.TypePresence})
+		}
+		states = states[:0]
+	}
+	for _, st := range held {
+		if states == nil {
+			states = make([]protocol.PresenceState, 0, min(len(held), protocol.MaxUsersPerCall))
+		}
+		states = append(states, st)
+		if len(states) == protocol.MaxUsersPerCall {
+			flush()
+		}
+	}
+	if len(states) > 0 {
+		flush()
+	}
+	if lost {
+		data, _ := protocol.Encode(protocol.Frame{Type: protocol.TypePresenceResync})
+		batch = append(batch, outFrame{data: data, typ: protocol.TypePresenceResync})
+	}
+	return batch
 }
 
 var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}

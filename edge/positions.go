@@ -38,6 +38,9 @@ func (s *Server) EnableSync(sy Syncer) {
 			c.SendError(f.ID, perr)
 			return
 		}
+		// A page is bounded in bytes as well as in messages, so that it fits in the
+		// connection's queue (Config.SyncPageBytes is at most half of QueueBytes).
+		req.MaxBytes, req.Size = s.cfg.SyncPageBytes, wire.MessageBytes
 		ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
 		defer cancel()
 		res, err := sy.Sync(ctx, c.user, req)

@@ -221,7 +221,7 @@ func (s *Server) deliverPresence(u chat.UserID, st protocol.PresenceState) {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.enqueue(outFrame{data: data, typ: protocol.TypePresence})
+		c.enqueue(outFrame{data: data, typ: protocol.TypePresence, st: &st, ephemeral: true})
 	}
 }
 

@@ -302,8 +302,9 @@ func TestCloseCodesAreCounted(t *testing.T) {
 			write(t, ws, `{"type":"sync"}`) // and never read
 			teststack.Eventually(t, 10*time.Second, func() bool { return te.s.connCount() == 0 })
 		}},
-		{"4009", Config{QueueLen: 4096, WriteTimeout: 200 * time.Millisecond}, func(t *testing.T, te *testEdge) {
-			// The queue never fills: the client, reading nothing, is cut by the write timeout.
+		{"4009", Config{QueueLen: 4096, QueueBytes: 1 << 30, WriteTimeout: 200 * time.Millisecond}, func(t *testing.T, te *testEdge) {
+			// The queue never fills (in frames or bytes): the client, reading nothing, is cut by
+			// the write timeout.
 			te.s.Handle(protocol.TypeSync, func(_ context.Context, c *Conn, f protocol.Frame) {
 				for range 2000 {
 					if !c.Send(protocol.Frame{Type: protocol.TypeMessage, Body: strings.Repeat("m", 30<<10)}) {

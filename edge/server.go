@@ -687,7 +687,7 @@ func (s *Server) route(m *nats.Msg) {
 	s.mu.Unlock()
 	s.metrics.natsMsgs.Inc()
 	for _, c := range conns {
-		c.enqueue(outFrame{data: m.Data, typ: typ})
+		c.enqueue(outFrame{data: m.Data, typ: typ, ephemeral: protocol.Ephemeral(typ)})
 	}
 }
 
@@ -713,7 +713,7 @@ func (s *Server) sweep(bucket int) {
 			s.metrics.closes.WithLabelValues("dead").Inc()
 			c.abort() // no pong for a whole interval: the reader ends
 		case silent >= hb-sweepTick.Nanoseconds():
-			c.enqueue(outFrame{ping: true})
+			c.enqueue(outFrame{ping: true, ephemeral: true})
 		}
 	}
 }

@@ -281,6 +281,7 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 	}
 	res := chat.SyncResult{Since: req.Since}
 	var changed []Entry
+	pageBytes := 0 // the page's messages, as req.Size measures them
 	for _, e := range entries {
 		held, hasCursor := req.Cursors[e.Conversation]
 		cursor := max(held, e.JoinedSeq-1)
@@ -308,15 +309,25 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 				res.More = true
 				break
 			}
-			page, err := in.history.After(ctx, e.Conversation, e.Window(), after, min(limit-len(res.Messages), 200))
+			page, err := in.history.After(ctx, e.Conversation, e.Window(), after, readAhead(req, limit-len(res.Messages), len(res.Messages), pageBytes))
 			if err != nil {
 				return chat.SyncResult{}, err
 			}
 			if len(page) == 0 {
 				break
 			}
-			res.Messages = append(res.Messages, page...)
-			after = page[len(page)-1].Seq
+			for _, m := range page {
+				if req.MaxBytes > 0 {
+					n := req.Size(m)
+					if len(res.Messages) > 0 && pageBytes+n > req.MaxBytes {
+						res.More = true // the page is full in bytes: the next one starts at m
+						break
+					}
+					pageBytes += n
+				}
+				res.Messages = append(res.Messages, m)
+				after = m.Seq
+			}
 		}
 	}
 	if !res.More {
@@ -325,6 +336,21 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 		res.Since = in.formatSince(user, start.Add(-sinceMargin))
 	}
 	return res, nil
+}
+
+// readAhead is how many messages a sync reads from the store at once: what the count limit
+// leaves (at most 200), and, when the page is bounded in bytes, about what fits in the bytes
+// left at the average size so far (20 before the first), so that a page of large messages
+// does not read far more than it returns.
+func readAhead(req chat.SyncRequest, left, got, size int) int {
+	n := min(left, 200)
+	if req.MaxBytes <= 0 {
+		return n
+	}
+	if got == 0 || size == 0 {
+		return min(n, 20)
+	}
+	return max(1, min(n, (req.MaxBytes-size)/max(1, size/got)+1))
 }
 
 // sinceMargin is subtracted from a token's time: activity is stamped by other processes'

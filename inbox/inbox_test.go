@@ -391,3 +391,78 @@ func TestUnreadIsDerivedAndReplaySafe(t *testing.T) {
 		t.Errorf("unread after replays = %v; want %v", got, want)
 	}
 }
+
+// A page bounded in bytes ends with More when the next message would not fit, and holds one
+// message at least; paging on with the cursors returns every message once, in order, and
+// the last page's since-token like a count-limited sync.
+func TestSyncPagesByBytes(t *testing.T) {
+	in, h := setup(t)
+	p := teststack.ID(t)
+	me, other := chat.UserID(p+"_me"), chat.UserID(p+"_other")
+	small := createDirect(t, in, h, me, other)
+	big := createDirect(t, in, h, me, chat.UserID(p+"_big"))
+	appendN(t, in, h, small, other, 30) // bodies "1".."30": 1 or 2 bytes each
+	last, _ := h.LastSeq(bg, big)
+	var ms []chat.Message
+	for i := 1; i <= 12; i++ {
+		m := chat.Message{Conversation: big, Seq: last + int64(i), Kind: chat.MessageText, Sender: other,
+			Body: fmt.Sprintf("%03d%s", i, make([]byte, 997)), CreatedAt: time.Now()} // 1,000 bytes
+		binary.BigEndian.PutUint64(m.ClientMsgID[8:], uint64(m.Seq))
+		ms = append(ms, m)
+	}
+	if err := h.Put(bg, big, ms); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, in, h, ms...)
+
+	size := func(m chat.Message) int { return 100 + len(m.Body) } // a stand-in for wire.MessageBytes
+	const maxBytes = 2500
+	for _, tc := range []struct {
+		name     string
+		maxBytes int
+	}{{"bounded", maxBytes}, {"smaller than one message", 10}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cursors := map[chat.ConversationID]int64{}
+			got, pages := 0, 0
+			for {
+				if pages++; pages > 100 {
+					t.Fatal("sync does not converge")
+				}
+				res, err := in.Sync(bg, me, chat.SyncRequest{Cursors: cursors, Limit: 1000, MaxBytes: tc.maxBytes, Size: size})
+				if err != nil {
+					t.Fatal(err)
+				}
+				bytes := 0
+				for _, m := range res.Messages {
+					if m.Seq != cursors[m.Conversation]+1 {
+						t.Fatalf("conversation %s: seq %d after cursor %d (gap, duplicate or disorder)", m.Conversation, m.Seq, cursors[m.Conversation])
+					}
+					cursors[m.Conversation] = m.Seq
+					bytes += size(m)
+					got++
+				}
+				if len(res.Messages) == 0 && res.More {
+					t.Fatal("an empty page with more: paging makes no progress")
+				}
+				if len(res.Messages) > 1 && bytes > tc.maxBytes {
+					t.Errorf("page %d: %d messages of %d bytes; want at most %d bytes", pages, len(res.Messages), bytes, tc.maxBytes)
+				}
+				if !res.More {
+					if res.Since == "" {
+						t.Error("the last page has no since-token")
+					}
+					break
+				}
+				if res.Since != "" {
+					t.Errorf("page %d with more has since %q; want the request's (empty)", pages, res.Since)
+				}
+			}
+			if got != 42 {
+				t.Errorf("synced %d messages in %d pages; want 42", got, pages)
+			}
+			if tc.maxBytes == maxBytes && pages < 6 {
+				t.Errorf("%d pages for 12 messages of 1,100 bytes and 30 small ones in pages of %d bytes; want at least 6", pages, maxBytes)
+			}
+		})
+	}
+}

@@ -177,21 +177,36 @@ return 0
 `)
 
 // sweepScript takes offline every user whose sweep time has passed and who has no live
-// session, and returns them with their last-seen times (user, ms, user, ms, ...); a user with live sessions gets their latest expiry as the next
-// sweep time. Atomic, so when several edges sweep at once each transition is reported once.
-// It touches keys it derives from ARGV[2], so it needs a single (non-cluster) Redis.
+// session, and returns them with their last-seen times (user, ms, user, ms, ...); a user with
+// live sessions gets their latest expiry as the next sweep time. Atomic, so when several edges
+// sweep at once each transition is reported once. It touches keys it derives from ARGV[2], so
+// it needs a single (non-cluster) Redis.
+//
+// Last seen: a user whose sessions expired (their edge died) was last seen at the heartbeat
+// that renewed their latest session, which is their sweep time minus the TTL (ARGV[4]), not
+// now, a whole TTL later. A user whose last device disconnected has a last seen from the
+// disconnect, later than that (the grace period is at most the TTL), which is kept. The later
+// of the two wins, so a last seen left by an earlier disconnect (the user came back within the
+// grace period) gives way to the heartbeat.
 var sweepScript = redis.NewScript(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 local gone = {}
-for _, u in ipairs(due) do
+for i = 1, #due, 2 do
+  local u = due[i]
   local sk = ARGV[2] .. 's:' .. u
   redis.call('ZREMRANGEBYSCORE', sk, '-inf', ARGV[1])
   local top = redis.call('ZRANGE', sk, -1, -1, 'WITHSCORES')
   if #top == 0 then
     redis.call('ZREM', KEYS[1], u)
-    redis.call('SET', ARGV[2] .. 'seen:' .. u, ARGV[1], 'NX')
+    local seenKey = ARGV[2] .. 'seen:' .. u
+    local beat = tonumber(due[i + 1]) - tonumber(ARGV[4])
+    local seen = tonumber(redis.call('GET', seenKey))
+    if not seen or seen < beat then
+      seen = beat
+      redis.call('SET', seenKey, string.format('%.0f', beat))
+    end
     table.insert(gone, u)
-    table.insert(gone, redis.call('GET', ARGV[2] .. 'seen:' .. u))
+    table.insert(gone, string.format('%.0f', seen))
   else
     redis.call('ZADD', KEYS[1], top[2], u)
   end
@@ -338,7 +353,7 @@ func (p *Presence) sweep(ctx context.Context) {
 		now := p.now()
 		var gone []string
 		err := p.do(func() (err error) {
-			gone, err = sweepScript.Run(ctx, p.rdb, []string{p.key("online")}, ms(now), p.cfg.KeyPrefix, limit).StringSlice()
+			gone, err = sweepScript.Run(ctx, p.rdb, []string{p.key("online")}, ms(now), p.cfg.KeyPrefix, limit, p.cfg.TTL.Milliseconds()).StringSlice()
 			return err
 		})
 		if err != nil {

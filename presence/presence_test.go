@@ -157,9 +157,19 @@ func TestDeadEdgeSessionsExpire(t *testing.T) {
 	}
 	dying.stop() // no disconnect, no more heartbeats
 	died := time.Now()
-	expect(t, ch, bob, protocol.PresenceOffline, cfg.TTL+cfg.Heartbeat+2*time.Second)
+	st := expect(t, ch, bob, protocol.PresenceOffline, cfg.TTL+cfg.Heartbeat+2*time.Second)
 	if d := time.Since(died); d > cfg.TTL+cfg.Heartbeat+time.Second {
 		t.Errorf("offline %v after the edge died; want within TTL + heartbeat (+ a sweep)", d)
+	}
+	// Last seen is the edge's last heartbeat (at most one interval before it died), not the
+	// time the sweeper noticed, a TTL later.
+	const slack = 50 * time.Millisecond // clocks read a moment apart
+	seen := time.UnixMilli(st.LastSeen)
+	if seen.Before(died.Add(-cfg.Heartbeat-slack)) || seen.After(died.Add(slack)) {
+		t.Errorf("last seen %v after the edge died; want its last heartbeat, within %v before it", seen.Sub(died), cfg.Heartbeat)
+	}
+	if got := state(t, survivor.Presence, bob); got.State != protocol.PresenceOffline || got.LastSeen != st.LastSeen {
+		t.Errorf("state after the sweep: %+v; want offline, last seen %d", got, st.LastSeen)
 	}
 }
 

@@ -54,6 +54,10 @@ const (
 	// TypePresence carries presence states: the snapshot answering presence.subscribe (with
 	// its id) or an update (without id).
 	TypePresence Type = "presence"
+	// TypePresenceResync says presence updates to this connection were lost: what the client
+	// shows of its watched users may be stale until it takes a fresh snapshot
+	// (presence.subscribe again with the users it watches).
+	TypePresenceResync Type = "presence.resync"
 	// TypePong answers ping.
 	TypePong Type = "pong"
 	// TypeOK answers a request that has no specific result (ack, read, typing,

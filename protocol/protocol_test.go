@@ -58,7 +58,7 @@ func TestGoldenFrames(t *testing.T) {
 		})
 	}
 	for _, typ := range append(ClientTypes, TypeHello, TypeAccepted, TypeMessage, TypeReceipt,
-		TypeSyncResult, TypePresence, TypePong, TypeOK, TypeError, TypeReconnect) {
+		TypeSyncResult, TypePresence, TypePresenceResync, TypePong, TypeOK, TypeError, TypeReconnect) {
 		if !seen[typ] {
 			t.Errorf("no golden frame of type %q in testdata/", typ)
 		}

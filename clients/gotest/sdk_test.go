@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -49,13 +50,17 @@ type server struct {
 	out    bytes.Buffer
 }
 
-func startServer(t *testing.T) *server {
+func startServer(t *testing.T) *server { return startServerWith(t) }
+
+// startServerWith starts parleyd with extra environment variables ("PARLEY_X=v").
+func startServerWith(t *testing.T, extra ...string) *server {
 	id := teststack.ID(t)
 	s := &server{t: t, public: teststack.FreeAddr(t), admin: teststack.FreeAddr(t)}
 	s.env = append(os.Environ(), "PARLEY_AUTH_HS256_SECRET="+secret, "PARLEY_LOG_LEVEL=warn",
 		"PARLEY_LISTEN_ADDR="+s.public, "PARLEY_ADMIN_ADDR="+s.admin, "PARLEY_EDGE_DRAIN_WINDOW=100ms",
 		"PARLEY_CASSANDRA_KEYSPACE="+teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY=ONE",
 		"PARLEY_DELIVERY_STREAM=T_"+id, "PARLEY_DELIVERY_SUBJECT_PREFIX=test."+id+".")
+	s.env = append(s.env, extra...)
 	teststack.Cassandra(t) // the test keyspace is migrated
 	t.Cleanup(func() {
 		s.kill()
@@ -251,6 +256,57 @@ func TestOfflineCatchUp(t *testing.T) {
 	for i, e := range kb2.messages {
 		if e.Message.Seq != int64(i+2) || e.Message.Body != fmt.Sprintf("m%d", i) {
 			t.Fatalf("message %d: %+v", i, e.Message)
+		}
+	}
+}
+
+// Sync pages bounded in bytes (16 KiB here, so three 4 KiB messages a page): bob, offline
+// while 60 such messages arrive, pages through them all on reconnecting, once and in order.
+func TestOfflineCatchUpInBytePages(t *testing.T) {
+	s := startServerWith(t, "PARLEY_EDGE_SYNC_PAGE_BYTES=16384")
+	alice, bob := users(t)
+	store := parley.NewMemoryStore()
+	cb := dial(t, s, bob, parley.WithStore(store))
+	kb := collect(cb)
+	ca := dial(t, s, alice)
+	ka := collect(ca)
+	conv, err := ca.REST().CreateDirect(context.Background(), string(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !teststack.Eventually(t, 20*time.Second, func() bool {
+		kb.mu.Lock()
+		defer kb.mu.Unlock()
+		return len(kb.states) > 0 && kb.states[len(kb.states)-1] == parley.Connected
+	}) {
+		t.Fatal("bob never connected")
+	}
+	cb.Close()
+	<-kb.done
+	const n = 60
+	body := strings.Repeat("x", 4<<10)
+	for i := 0; i < n; i++ {
+		if _, err := ca.Send(context.Background(), conv.ID, fmt.Sprintf("%03d%s", i, body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !teststack.Eventually(t, 60*time.Second, func() bool { _, acc := ka.count(); return acc == n }) {
+		t.Fatalf("alice: %v accepted", fmt.Sprint(ka.count()))
+	}
+	cb2 := dial(t, s, bob, parley.WithStore(store))
+	kb2 := collect(cb2)
+	if !teststack.Eventually(t, 60*time.Second, func() bool { got, _ := kb2.count(); return got >= n }) {
+		t.Fatalf("bob after reconnecting: %v of %d", fmt.Sprint(kb2.count()), n)
+	}
+	time.Sleep(500 * time.Millisecond) // a duplicate would arrive by now
+	cb2.Close()
+	ca.Close()
+	<-kb2.done
+	<-ka.done
+	kb2.inOrder(t, conv.ID, n)
+	for i, e := range kb2.messages {
+		if !strings.HasPrefix(e.Message.Body, fmt.Sprintf("%03d", i)) || len(e.Message.Body) != 3+len(body) {
+			t.Fatalf("message %d: seq %d, %d bytes", i, e.Message.Seq, len(e.Message.Body))
 		}
 	}
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,5 +135,106 @@ func TestPresenceAndTyping(t *testing.T) {
 	t.Logf("offline %v after the edge process was killed (TTL %v, heartbeat %v)", took.Round(10*time.Millisecond), ttl, heartbeat)
 	if took > ttl+heartbeat+time.Second {
 		t.Errorf("offline %v after the kill; want within TTL + heartbeat (+ one sweep)", took)
+	}
+}
+
+// A watcher of 1,000 users whose edge process is killed with SIGKILL: their sessions expire
+// together and the 1,000 offline transitions reach the watcher's edge in one burst, far more
+// than its queue's 256 frames (the default). The watcher still ends with every one of them
+// offline, each last seen at the dead edge's last heartbeat (within one heartbeat interval
+// before the kill), not when the sweeper noticed. A presence.resync is answered as the SDK
+// does, with a fresh snapshot.
+func TestPresenceBurstFromKilledEdge(t *testing.T) {
+	id := teststack.ID(t)
+	const ttl, heartbeat, grace = 2 * time.Second, 500 * time.Millisecond, 500 * time.Millisecond
+	const users = 1000
+	vars := map[string]string{
+		"PARLEY_AUTH_HS256_SECRET": testSecret, "PARLEY_LOG_LEVEL": "warn", "PARLEY_EDGE_DRAIN_WINDOW": "200ms",
+		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE",
+		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".",
+		"PARLEY_PRESENCE_TTL": ttl.String(), "PARLEY_PRESENCE_HEARTBEAT": heartbeat.String(), "PARLEY_PRESENCE_GRACE": grace.String(),
+		"PARLEY_PRESENCE_POLICY": "anyone",
+	}
+	_, public := startParleyd(t, vars, nil)
+	child := startProcess(t, vars, "run", "--roles=edge")
+	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
+	names := make([]string, users)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s_u%04d", id, i)
+	}
+	// Every watched user connects to the edge that will be killed (never read again: the
+	// process dies).
+	for _, u := range names {
+		dialEdge(t, a, child.public, chat.UserID(u), "phone")
+	}
+
+	watcher := dialEdge(t, a, public, chat.UserID(id+"_watcher"), "phone")
+	state := map[string]protocol.PresenceState{}
+	subscribe := func() {
+		for i := 0; i < users; i += protocol.MaxUsersPerCall {
+			f := protocol.Frame{Type: protocol.TypePresenceSubscribe, ID: "p" + strconv.Itoa(i), Users: names[i:min(i+protocol.MaxUsersPerCall, users)]}
+			if err := watcher.WriteJSON(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	resyncs := 0
+	// until reads the watcher's frames, applying snapshots and updates, until every user is in
+	// want or the time is up.
+	until := func(want string, within time.Duration) int {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			n := 0
+			for _, u := range names {
+				if state[u].State == want {
+					n++
+				}
+			}
+			if n == users || time.Now().After(deadline) {
+				return n
+			}
+			_ = watcher.SetReadDeadline(deadline)
+			var f protocol.Frame
+			if err := watcher.ReadJSON(&f); err != nil {
+				return n
+			}
+			switch f.Type {
+			case protocol.TypePresence:
+				for _, st := range f.Presence {
+					state[st.User] = st
+				}
+			case protocol.TypePresenceResync:
+				resyncs++
+				subscribe()
+			case protocol.TypeError:
+				t.Fatalf("watcher got %+v", f)
+			}
+		}
+	}
+	subscribe()
+	if n := until(protocol.PresenceOnline, 30*time.Second); n != users {
+		t.Fatalf("%d of %d watched users online before the kill", n, users)
+	}
+
+	child.kill()
+	killed := time.Now()
+	n := until(protocol.PresenceOffline, ttl+heartbeat+15*time.Second)
+	t.Logf("%d of %d offline %v after the kill; %d presence.resync", n, users, time.Since(killed).Round(10*time.Millisecond), resyncs)
+	if n != users {
+		t.Fatalf("the watcher shows %d of %d users of the killed edge offline; the rest stay online on its screen", n, users)
+	}
+	const slack = 100 * time.Millisecond
+	late := 0
+	for _, u := range names {
+		seen := time.UnixMilli(state[u].LastSeen)
+		if seen.Before(killed.Add(-heartbeat-slack)) || seen.After(killed.Add(slack)) {
+			if late++; late <= 3 {
+				t.Errorf("%s last seen %v after the kill; want the dead edge's last heartbeat, within %v before it", u, seen.Sub(killed), heartbeat)
+			}
+		}
+	}
+	if late > 0 {
+		t.Errorf("%d of %d users have a last seen other than the last heartbeat", late, users)
 	}
 }

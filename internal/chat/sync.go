@@ -24,6 +24,13 @@ type SyncRequest struct {
 	Cursors map[ConversationID]int64
 	// Limit bounds the messages returned (default 200, at most 1000).
 	Limit int
+	// MaxBytes, when positive, bounds the page in bytes too: messages are added while their
+	// sizes (as Size measures them) fit in MaxBytes, and a page that stops for it has More
+	// set, like one that reached Limit. A page always holds at least one message when one is
+	// due, so paging makes progress whatever the sizes.
+	MaxBytes int
+	// Size is a message's size on the wire (wire.MessageBytes); required with MaxBytes.
+	Size func(Message) int
 }
 
 // SyncResult is one page of what changed.

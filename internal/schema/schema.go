@@ -297,11 +297,25 @@ func lock(ctx context.Context, s *gocql.Session, ttl time.Duration, logger *slog
 		}
 	}
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// The release is a Paxos round too, and loses to waiting migrators' rounds just as
+		// taking the lock does (a write timeout): retry it, or they wait for the TTL.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := s.Query(`DELETE FROM schema_lock WHERE id = 'migrate' IF owner = ?`, owner).
-			ExecContext(ctx); err != nil {
-			logger.Warn("release migration lock (it expires by itself)", "err", err)
+		for {
+			err := s.Query(`DELETE FROM schema_lock WHERE id = 'migrate' IF owner = ?`, owner).ExecContext(ctx)
+			var timeout *gocql.RequestErrWriteTimeout
+			if errors.As(err, &timeout) && ctx.Err() == nil {
+				logger.Info("release of the migration lock contended; retrying", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+				continue
+			}
+			if err != nil {
+				logger.Warn("release migration lock (it expires by itself)", "err", err)
+			}
+			return
 		}
 	}, nil
 }

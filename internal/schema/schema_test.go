@@ -129,7 +129,7 @@ func exec(t *testing.T, s *gocql.Session, stmt string, args ...any) {
 // serialise on the lock: every migration is applied exactly once and all of them succeed.
 func TestConcurrentMigrators(t *testing.T) {
 	ks := strings.ToLower(teststack.ID(t))
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := teststack.Logger(t) // a failure shows why a migrator waited
 	c, err := backend.NewCassandra(teststack.CassandraConfig(), prometheus.NewRegistry(), logger)
 	if err != nil {
 		t.Fatal(err)

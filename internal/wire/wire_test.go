@@ -2,9 +2,11 @@ package wire
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +91,35 @@ func TestMessageAndSync(t *testing.T) {
 	}
 	if _, perr := SyncRequest(protocol.Frame{Cursors: []protocol.Cursor{{Conversation: "nope"}}}); perr == nil || perr.Code != protocol.CodeBadRequest {
 		t.Errorf("bad cursor: %v; want bad_request", perr)
+	}
+}
+
+// MessageBytes is never below the size of the message's JSON, and close above it, for text
+// that JSON escapes (HTML characters, controls, quotes, U+2028, invalid UTF-8) or not.
+func TestMessageBytesBoundsTheJSON(t *testing.T) {
+	bodies := map[string]string{
+		"empty":   "",
+		"ascii":   "Hello, Bob",
+		"html":    strings.Repeat("<a href=\"x\">&</a>", 100),
+		"control": "\x00\x01\b\f\n\r\t\x1f",
+		"quotes":  `"\"\\`,
+		"unicode": "héllo 👍 世界 \u2028\u2029",
+		"invalid": "a\xffb\xc3(c\xed\xa0\x80",
+	}
+	for name, body := range bodies {
+		m := chat.Message{Conversation: chat.NewConversationID(), Seq: 1 << 40, Kind: chat.MessageText, Sender: "alice<>",
+			SenderDevice: "phone&", ClientMsgID: chat.NewClientMsgID(), Body: body, TargetSeq: 1 << 50, TargetUser: "bob",
+			CreatedAt: time.UnixMilli(1_800_000_000_000), EditedSeq: 1 << 60, Deleted: true,
+			Reactions: []chat.Reaction{{Emoji: "👍", Users: []chat.UserID{"bob", "carol\u2028"}}, {Emoji: "<3", Users: []chat.UserID{"dave"}}}}
+		for _, m := range []chat.Message{m, {Body: body}} {
+			data, err := json.Marshal(Message(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := MessageBytes(m)
+			if got < len(data) || got > len(data)+messageOverhead {
+				t.Errorf("%s: MessageBytes = %d for %d bytes of JSON; want between %d and %d", name, got, len(data), len(data), len(data)+messageOverhead)
+			}
+		}
 	}
 }

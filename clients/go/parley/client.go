@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,17 +149,20 @@ type Client struct {
 	deliverMu sync.Mutex // serializes offers to the tracker and event delivery (order)
 	track     *tracker
 
-	mu       sync.Mutex
-	st       State // the persisted state (cursors are copied from the tracker on save)
-	outSeq   int64
-	ws       *websocket.Conn
-	wmu      sync.Mutex // one writer at a time on ws
-	replies  map[string]chan protocol.Frame
-	nextID   int64
-	sentAt   map[string]time.Time // outbox entries in flight on the current connection
-	retryAt  map[string]time.Time // per conversation: no send before (after a retryable refusal)
-	acks     map[string]int64     // per conversation: the highest seq to acknowledge at the next flush
-	kick     chan struct{}        // wakes the sender
+	mu      sync.Mutex
+	st      State // the persisted state (cursors are copied from the tracker on save)
+	outSeq  int64
+	ws      *websocket.Conn
+	wmu     sync.Mutex // one writer at a time on ws
+	replies map[string]chan protocol.Frame
+	nextID  int64
+	sentAt  map[string]time.Time // outbox entries in flight on the current connection
+	retryAt map[string]time.Time // per conversation: no send before (after a retryable refusal)
+	acks    map[string]int64     // per conversation: the highest seq to acknowledge at the next flush
+	kick    chan struct{}        // wakes the sender
+	// watching is the users subscribed (presence) on the current connection, to subscribe
+	// again for a fresh snapshot when the server says presence.resync.
+	watching map[string]struct{}
 	syncing  bool
 	resyncTo bool // a gap was found while syncing: sync again when done
 	// resyncTimer is a pending sync after one that left a gap open; resyncWait its pause.
@@ -277,16 +281,66 @@ func (c *Client) Typing(ctx context.Context, conversation string) error {
 
 // Subscribe watches users' presence: it returns their current states, and changes arrive as
 // EventPresence. Subscriptions end with the connection: subscribe again after a reconnect
-// (EventState Connected).
+// (EventState Connected). When the server says some updates were lost (presence.resync), the
+// client subscribes again to the users it watches and delivers the fresh snapshot as
+// EventPresence (a Frame with the states of those users).
 func (c *Client) Subscribe(ctx context.Context, users ...string) ([]protocol.PresenceState, error) {
-	f, err := c.request(ctx, protocol.Frame{Type: protocol.TypePresenceSubscribe, Users: users})
+	f, ws, err := c.requestOn(ctx, protocol.Frame{Type: protocol.TypePresenceSubscribe, Users: users})
+	if err == nil {
+		c.mu.Lock()
+		if c.ws == ws { // still the connection the subscription was made on
+			if c.watching == nil {
+				c.watching = map[string]struct{}{}
+			}
+			for _, u := range users {
+				c.watching[u] = struct{}{}
+			}
+		}
+		c.mu.Unlock()
+	}
 	return f.Presence, err
 }
 
 // Unsubscribe stops watching users.
 func (c *Client) Unsubscribe(ctx context.Context, users ...string) error {
-	_, err := c.request(ctx, protocol.Frame{Type: protocol.TypePresenceUnsubscribe, Users: users})
+	_, _, err := c.requestOn(ctx, protocol.Frame{Type: protocol.TypePresenceUnsubscribe, Users: users})
+	if err == nil {
+		c.mu.Lock()
+		for _, u := range users {
+			delete(c.watching, u)
+		}
+		c.mu.Unlock()
+	}
 	return err
+}
+
+// resubscribe answers presence.resync on ws: it subscribes again to the users watched there,
+// in frames of at most protocol.MaxUsersPerCall users, and delivers each fresh snapshot as
+// EventPresence, so the app's picture is right again.
+func (c *Client) resubscribe(ws *websocket.Conn) {
+	c.mu.Lock()
+	if c.ws != ws {
+		c.mu.Unlock()
+		return
+	}
+	users := make([]string, 0, len(c.watching))
+	for u := range c.watching {
+		users = append(users, u)
+	}
+	c.mu.Unlock()
+	sort.Strings(users)
+	for len(users) > 0 {
+		n := min(len(users), protocol.MaxUsersPerCall)
+		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+		f, on, err := c.requestOn(ctx, protocol.Frame{Type: protocol.TypePresenceSubscribe, Users: users[:n]})
+		cancel()
+		if err != nil || on != ws {
+			c.opts.logger.Warn("parley: presence snapshot after presence.resync", "err", err)
+			return // a new connection starts without subscriptions: the app subscribes again
+		}
+		c.emit(Event{Kind: EventPresence, Frame: protocol.Frame{Type: protocol.TypePresence, Presence: f.Presence}})
+		users = users[n:]
+	}
 }
 
 // ServerError is an error frame from the server.
@@ -304,13 +358,19 @@ var ErrNotConnected = errors.New("parley: not connected (reconnecting)")
 
 // request sends f with a fresh id and waits for the frame answering it.
 func (c *Client) request(ctx context.Context, f protocol.Frame) (protocol.Frame, error) {
+	r, _, err := c.requestOn(ctx, f)
+	return r, err
+}
+
+// requestOn is request, also returning the connection the request went out on.
+func (c *Client) requestOn(ctx context.Context, f protocol.Frame) (protocol.Frame, *websocket.Conn, error) {
 	c.mu.Lock()
 	if c.ws == nil {
 		c.mu.Unlock()
 		if c.ctx.Err() != nil {
-			return protocol.Frame{}, ErrClosed
+			return protocol.Frame{}, nil, ErrClosed
 		}
-		return protocol.Frame{}, ErrNotConnected
+		return protocol.Frame{}, nil, ErrNotConnected
 	}
 	c.nextID++
 	f.ID = "c" + strconv.FormatInt(c.nextID, 10)
@@ -324,21 +384,21 @@ func (c *Client) request(ctx context.Context, f protocol.Frame) (protocol.Frame,
 		c.mu.Unlock()
 	}()
 	if err := c.write(ws, f); err != nil {
-		return protocol.Frame{}, err
+		return protocol.Frame{}, ws, err
 	}
 	select {
 	case r, ok := <-ch:
 		if !ok {
-			return protocol.Frame{}, ErrNotConnected // the connection dropped first
+			return protocol.Frame{}, ws, ErrNotConnected // the connection dropped first
 		}
 		if r.Type == protocol.TypeError {
-			return r, &ServerError{Code: r.Code, Message: r.Message, Retryable: r.Retryable}
+			return r, ws, &ServerError{Code: r.Code, Message: r.Message, Retryable: r.Retryable}
 		}
-		return r, nil
+		return r, ws, nil
 	case <-ctx.Done():
-		return protocol.Frame{}, ctx.Err()
+		return protocol.Frame{}, ws, ctx.Err()
 	case <-c.ctx.Done():
-		return protocol.Frame{}, ErrClosed
+		return protocol.Frame{}, ws, ErrClosed
 	}
 }
 
@@ -463,6 +523,7 @@ func (c *Client) backoff(attempt int) time.Duration {
 func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Duration) {
 	c.mu.Lock()
 	c.ws = ws
+	c.watching = nil // subscriptions end with the connection
 	c.sentAt = map[string]time.Time{}
 	c.retryAt = map[string]time.Time{}
 	c.mu.Unlock()
@@ -725,6 +786,12 @@ func (c *Client) handle(ws *websocket.Conn, f protocol.Frame) {
 		if ch != nil {
 			ch <- f
 		}
+	case f.Type == protocol.TypePresenceResync:
+		c.wg.Add(1)
+		go func() { // the snapshot's reply comes through this reader
+			defer c.wg.Done()
+			c.resubscribe(ws)
+		}()
 	case f.Type == protocol.TypeReceipt:
 		c.emit(Event{Kind: EventReceipt, Frame: f})
 	case f.Type == protocol.TypePresence:

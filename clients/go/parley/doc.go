@@ -12,7 +12,9 @@
 //     with the same client_msg_id until the server accepts it: the server keeps one message
 //     per client_msg_id, so retries never duplicate. A message refused for good (not a
 //     member, too large) leaves the outbox with EventSendFailed.
-//   - Presence subscriptions and typing are live only: subscribe again after a reconnect.
+//   - Presence subscriptions and typing are live only: subscribe again after a reconnect. When
+//     the server lost presence updates (presence.resync), the client takes a fresh snapshot of
+//     the users it watches and delivers it as EventPresence.
 //
 // It is in its own module, github.com/parleyhq/parley/clients/go, which requires only the
 // protocol module (github.com/parleyhq/parley/protocol) and gorilla/websocket: an app that
