@@ -69,6 +69,7 @@ type API struct {
 	live     routing.MsgPublisher // nil: no live receipts
 	presence PresenceReader       // nil: GET /v1/presence answers 503
 	policy   WatchPolicy
+	revoked  Revocations // nil: no revocations
 }
 
 // EnableReceipts makes a read that moves the caller's position push a read receipt to the
@@ -188,7 +189,8 @@ const (
 	memberKey
 )
 
-// authed checks the bearer token, bounds the request, and maps the handler's error.
+// authed checks the bearer token and that it is not revoked, bounds the request, and maps the
+// handler's error.
 func (a *API) authed(h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -205,6 +207,11 @@ func (a *API) authed(h handler) http.Handler {
 				code = protocol.CodeTokenExpired
 			}
 			a.writeError(w, r, errorf(http.StatusUnauthorized, code, "invalid or expired token"))
+			return
+		}
+		if a.revoked != nil && a.revoked.Revoked(id, id.Device) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
+			a.writeError(w, r, errorf(http.StatusUnauthorized, protocol.CodeTokenRevoked, "token revoked: sign in again"))
 			return
 		}
 		if !a.limits.allow(id.User, a.now()) {

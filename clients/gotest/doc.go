@@ -1,7 +1,7 @@
 // Package gotest runs the Go SDK (clients/go/parley) against a real parleyd, as an app would
 // use it: two users chatting, an offline catch-up, a server killed mid-burst, a file outbox
-// resent after a restart, a token refreshed over the live connection. It has no code of its
-// own; the tests are in its _test.go files.
+// resent after a restart, a token refreshed over the live connection, a revoked token. It has
+// no code of its own; the tests are in its _test.go files.
 //
 // It lives in the root module, not in the SDK's: these tests build parleyd, mint tokens with
 // internal/auth, use the local stack through internal/teststack and check for leaked

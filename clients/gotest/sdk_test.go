@@ -27,6 +27,9 @@ import (
 
 const secret = "sdk-test-secret-0123456789abcdef0123"
 
+// adminToken is the servers' admin API credential (revocations).
+const adminToken = "sdk-test-admin-token-0123456789abcdef"
+
 var parleydBin string
 
 func TestMain(m *testing.M) {
@@ -59,12 +62,17 @@ func startServerWith(t *testing.T, extra ...string) *server {
 	s.env = append(os.Environ(), "PARLEY_AUTH_HS256_SECRET="+secret, "PARLEY_LOG_LEVEL=warn",
 		"PARLEY_LISTEN_ADDR="+s.public, "PARLEY_ADMIN_ADDR="+s.admin, "PARLEY_EDGE_DRAIN_WINDOW=100ms",
 		"PARLEY_CASSANDRA_KEYSPACE="+teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY=ONE",
-		"PARLEY_DELIVERY_STREAM=T_"+id, "PARLEY_DELIVERY_SUBJECT_PREFIX=test."+id+".")
+		"PARLEY_DELIVERY_STREAM=T_"+id, "PARLEY_DELIVERY_SUBJECT_PREFIX=test."+id+".",
+		"PARLEY_REVOCATION_BUCKET=T_"+id+"_REV", "PARLEY_ADMIN_TOKEN="+adminToken)
 	s.env = append(s.env, extra...)
 	teststack.Cassandra(t) // the test keyspace is migrated
+	n := teststack.NATS(t) // closed after the cleanup below (cleanups run last first)
 	t.Cleanup(func() {
 		s.kill()
 		teststack.DeleteStreams(t, "T_"+id)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.JetStream.DeleteKeyValue(ctx, "T_"+id+"_REV")
 	})
 	s.start()
 	return s
@@ -118,6 +126,7 @@ type collector struct {
 	accepted map[string]int
 	failed   []parley.Event
 	states   []parley.ConnState
+	stateErr []error // the Err of state events that carry one
 	done     chan struct{}
 }
 
@@ -136,6 +145,9 @@ func collect(c *parley.Client) *collector {
 				k.failed = append(k.failed, e)
 			case parley.EventState:
 				k.states = append(k.states, e.State)
+				if e.Err != nil {
+					k.stateErr = append(k.stateErr, e.Err)
+				}
 			}
 			k.mu.Unlock()
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/parleyhq/parley/httpapi"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/teststack"
@@ -248,4 +249,114 @@ func TestAdminRevokeCommand(t *testing.T) {
 			t.Errorf("admin revocations:\n%s\nlacks %q", out.String(), want)
 		}
 	}
+}
+
+// The REST API refuses a revoked token on every authenticated route with 401 token_revoked,
+// on an api-only process (which runs no edge) and on an edge,api process alike, by the same
+// rules as the handshake: a revocation of the phone leaves the tablet's token, and a token
+// without a device claim, working; a revocation by jti refuses that one token.
+func TestRevocationOnREST(t *testing.T) {
+	id := teststack.ID(t)
+	bucket := "T_" + id + "_REV"
+	vars := map[string]string{
+		"PARLEY_AUTH_HS256_SECRET": testSecret, "PARLEY_LOG_LEVEL": "warn", "PARLEY_EDGE_DRAIN_WINDOW": "200ms",
+		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE",
+		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".",
+		"PARLEY_REVOCATION_BUCKET": bucket, "PARLEY_ADMIN_TOKEN": testAdminToken,
+	}
+	t.Cleanup(func() { deleteBucket(t, bucket); teststack.DeleteStreams(t, "T_"+id) })
+	apiOnly := startProcess(t, vars, "run", "--roles=api")
+	both := startProcess(t, vars, "run", "--roles=edge,api")
+
+	a, _ := auth.New(auth.Config{HS256Secret: []byte(testSecret)}, nil)
+	alice := chat.UserID(id + "_alice")
+	phone, _ := a.Mint(alice, "phone", time.Hour)
+	tablet, _ := a.Mint(alice, "tablet", time.Hour)
+	noDevice, _ := a.Mint(alice, "", time.Hour)
+	other, _ := a.Mint(alice, "laptop", time.Hour)
+	get := func(addr, tok, path string) (int, restError) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e restError
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e
+	}
+	procs := map[string]string{"api only": apiOnly.public, "edge,api": both.public}
+	for name, addr := range procs {
+		for _, tok := range []string{phone, tablet, noDevice, other} {
+			if status, e := get(addr, tok, "/v1/conversations"); status != http.StatusOK {
+				t.Fatalf("%s before any revocation: %d %+v; want 200", name, status, e)
+			}
+		}
+	}
+
+	revokedAt := time.Now()
+	if status, data := adminCall(t, apiOnly.admin, testAdminToken, "POST", `{"user":"`+string(alice)+`","device":"phone"}`); status != http.StatusCreated {
+		t.Fatalf("revoke the phone: %d %s", status, data)
+	}
+	rev, _ := a.Verify(other)
+	if status, data := adminCall(t, both.admin, testAdminToken, "POST", `{"jti":"`+rev.TokenID+`"}`); status != http.StatusCreated {
+		t.Fatalf("revoke the laptop's token by jti: %d %s", status, data)
+	}
+	// Every authenticated route refuses the revoked tokens (the revocation reaches each
+	// process's copy through the bucket's watch: within 5 s).
+	for name, addr := range procs {
+		for _, tok := range []string{phone, other} {
+			var (
+				status int
+				e      restError
+			)
+			teststack.Eventually(t, 5*time.Second, func() bool {
+				status, e = get(addr, tok, "/v1/conversations")
+				return status == http.StatusUnauthorized
+			})
+			if status != http.StatusUnauthorized || e.Code != protocol.CodeTokenRevoked || e.Retryable || e.Message == "" {
+				t.Errorf("%s: revoked token on GET /v1/conversations: %d %+v; want 401 token_revoked", name, status, e)
+			}
+		}
+		for _, r := range httpapi.Routes() {
+			path := strings.NewReplacer("{id}", "c1", "{seq}", "1", "{emoji}", "x", "{user}", "u").Replace(r.Pattern)
+			req, _ := http.NewRequest(r.Method, "http://"+addr+path, strings.NewReader("{}"))
+			req.Header.Set("Authorization", "Bearer "+phone)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e restError
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized || e.Code != protocol.CodeTokenRevoked {
+				t.Errorf("%s: revoked token on %s %s: %d %+v; want 401 token_revoked", name, r.Method, r.Pattern, resp.StatusCode, e)
+			}
+		}
+		// The other device, and a token naming no device (REST knows no other device for
+		// it), still work.
+		for tname, tok := range map[string]string{"tablet": tablet, "no device claim": noDevice} {
+			if status, e := get(addr, tok, "/v1/conversations"); status != http.StatusOK {
+				t.Errorf("%s: %s after the phone's revocation: %d %+v; want 200", name, tname, status, e)
+			}
+		}
+	}
+	// Signing in again on the phone (a token issued after the revocation) works.
+	time.Sleep(time.Until(revokedAt.Truncate(time.Second).Add(time.Second)))
+	fresh, _ := a.Mint(alice, "phone", time.Hour)
+	for name, addr := range procs {
+		if status, e := get(addr, fresh, "/v1/conversations"); status != http.StatusOK {
+			t.Errorf("%s: a phone token issued after the revocation: %d %+v; want 200", name, status, e)
+		}
+	}
+}
+
+// restError is the REST API's error body.
+type restError struct {
+	Code      protocol.Code `json:"code"`
+	Message   string        `json:"message"`
+	Retryable bool          `json:"retryable"`
 }

@@ -269,15 +269,6 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			mux.Handle(protocol.Path, edgeSv)
 			g.Go(func() error { return edgeSv.Run(gctx) })
 			g.Go(func() error { return pres.Run(gctx) })
-			sv := edgeSv
-			g.Go(func() error { return revs.Run(gctx, func(r auth.Revocation) { sv.Revoke(r) }) })
-			// No handshake before the whole list of revocations is known.
-			lctx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
-			err = revs.Loaded(lctx)
-			cancel()
-			if err != nil {
-				return abort(d, err)
-			}
 		}
 		if cfg.roles[roleAPI] {
 			openapi, err := yaml.YAMLToJSON(docs.OpenAPIYAML)
@@ -291,11 +282,29 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			}
 			api.EnableReceipts(d.nats.Conn)
 			api.EnablePresence(pres, policy)
+			api.EnableRevocations(revs)
 			api.Register(mux)
 			mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")
 				_, _ = w.Write(openapi)
 			})
+		}
+		// Both roles check tokens against this process's copy of the revocations; the edge also
+		// closes the connections a new revocation names. No handshake and no REST request is
+		// served before the whole list is known.
+		sv := edgeSv
+		g.Go(func() error {
+			return revs.Run(gctx, func(r auth.Revocation) {
+				if sv != nil {
+					sv.Revoke(r)
+				}
+			})
+		})
+		lctx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
+		err = revs.Loaded(lctx)
+		cancel()
+		if err != nil {
+			return abort(d, err)
 		}
 		public = &http.Server{
 			// CORS for the allowed origins, and JSON errors for what no route takes.

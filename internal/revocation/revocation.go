@@ -1,7 +1,8 @@
 // Package revocation stores token revocations (auth.Revocation: a logout, a lost or stolen
-// device) durably in a NATS KV bucket and broadcasts them: every edge watches the bucket, keeps
-// a copy of every revocation in memory, checks each handshake and auth.refresh against the
-// copy (no round trip), and closes the matching live connections when a revocation arrives.
+// device) durably in a NATS KV bucket and broadcasts them: every edge and api process watches
+// the bucket, keeps a copy of every revocation in memory, checks each handshake, auth.refresh
+// and REST request against the copy (no round trip), and the edge closes the matching live
+// connections when a revocation arrives.
 //
 // The bucket keeps each revocation for Config.TTL (the bucket's max age), which must be at
 // least the longest token lifetime: once a revocation is gone, the tokens it named are
@@ -107,7 +108,7 @@ func Open(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg Config
 	s := &Store{cfg: cfg, kv: kv, nc: nc, now: time.Now, logger: logger,
 		known: map[string]auth.Revocation{}, loaded: make(chan struct{})}
 	s.checks = prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_revocation_checks_total",
-		Help: "Tokens checked against the revocations (handshakes and auth.refresh)."})
+		Help: "Tokens checked against the revocations (handshakes, auth.refresh and REST requests)."})
 	s.stale = prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_revocation_stale_checks_total",
 		Help: "Token checks answered from a copy of the revocations that may be stale (NATS unreachable): admitted unless the copy names them."})
 	s.closed = prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_revocation_updates_total",

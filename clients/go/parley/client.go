@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +24,8 @@ import (
 )
 
 // TokenSource returns a JWT for the user. It is called for every (re)connection and token
-// refresh, so it can hand out fresh tokens.
+// refresh, so it can hand out fresh tokens; after the server revoked the token, a source with
+// nothing newer ends the client's reconnecting with ErrTokenRevoked.
 type TokenSource func(ctx context.Context) (string, error)
 
 // StaticToken is a TokenSource that always returns token.
@@ -132,6 +134,15 @@ type Event struct {
 // ErrClosed is returned by calls on a closed client.
 var ErrClosed = errors.New("parley: client closed")
 
+// ErrTokenRevoked says the server refused the client's token as revoked (a logout, a lost
+// device: the connection closed with 4003, or the handshake refused with 401 token_revoked)
+// and the token source had no token the server accepts: it returned the revoked token again,
+// or a new one refused as revoked too. The client then stops reconnecting: the last EventState
+// (Disconnected) carries an error that matches it with errors.Is, and so do Dial, Send and
+// every request from then on. Sign the user in again and Dial a new client; the outbox and
+// cursors stay in the Store. A REST answer 401 token_revoked (an *APIError) matches it too.
+var ErrTokenRevoked = errors.New("parley: token revoked: sign in again")
+
 // Client is a connection to Parley that survives disconnects: it reconnects with backoff,
 // resumes with sync, resends its outbox, and delivers every message to the app once, in seq
 // order per conversation. Methods are safe for concurrent use.
@@ -149,7 +160,12 @@ type Client struct {
 	deliverMu sync.Mutex // serializes offers to the tracker and event delivery (order)
 	track     *tracker
 
+	// tok is the token of the current (or last) connection and revokedTok the last one the
+	// server refused as revoked; both are used by Dial, then by the loop only.
+	tok, revokedTok string
+
 	mu      sync.Mutex
+	stopErr error // why the client stopped reconnecting (ErrTokenRevoked), nil while it tries
 	st      State // the persisted state (cursors are copied from the tracker on save)
 	outSeq  int64
 	ws      *websocket.Conn
@@ -254,6 +270,10 @@ func (c *Client) Send(ctx context.Context, conversation, body string) (string, e
 	}
 	id := newUUID()
 	c.mu.Lock()
+	if c.stopErr != nil {
+		c.mu.Unlock()
+		return "", c.stopErr
+	}
 	c.outSeq++
 	p := Pending{ClientMsgID: id, Conversation: conversation, Body: body, Seq: c.outSeq}
 	c.st.Outbox[id] = p
@@ -366,9 +386,13 @@ func (c *Client) request(ctx context.Context, f protocol.Frame) (protocol.Frame,
 func (c *Client) requestOn(ctx context.Context, f protocol.Frame) (protocol.Frame, *websocket.Conn, error) {
 	c.mu.Lock()
 	if c.ws == nil {
+		stopErr := c.stopErr
 		c.mu.Unlock()
-		if c.ctx.Err() != nil {
+		switch {
+		case c.ctx.Err() != nil:
 			return protocol.Frame{}, nil, ErrClosed
+		case stopErr != nil:
+			return protocol.Frame{}, nil, stopErr
 		}
 		return protocol.Frame{}, nil, ErrNotConnected
 	}
@@ -419,14 +443,26 @@ func (c *Client) emit(e Event) bool {
 	}
 }
 
-// handshakeError is a refused handshake, with the server's Retry-After.
+// handshakeError is a refused handshake, with the server's error code and Retry-After.
 type handshakeError struct {
 	status     int
+	code       protocol.Code // "" when the body named none
 	retryAfter time.Duration
 }
 
 func (e *handshakeError) Error() string {
+	if e.code != "" {
+		return fmt.Sprintf("parley: handshake refused: HTTP %d %s", e.status, e.code)
+	}
 	return fmt.Sprintf("parley: handshake refused: HTTP %d", e.status)
+}
+
+// Unwrap makes a refusal of a revoked token match ErrTokenRevoked.
+func (e *handshakeError) Unwrap() error {
+	if e.code == protocol.CodeTokenRevoked {
+		return ErrTokenRevoked
+	}
+	return nil
 }
 
 // connect dials and reads hello.
@@ -436,6 +472,10 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, protocol.Frame, 
 	if err != nil {
 		return nil, hello, fmt.Errorf("parley: token: %w", err)
 	}
+	if c.revokedTok != "" && tok == c.revokedTok {
+		return nil, hello, fmt.Errorf("%w (the token source returned the revoked token again)", ErrTokenRevoked)
+	}
+	c.tok = tok
 	u := c.url
 	if c.opts.device != "" {
 		sep := "?"
@@ -453,6 +493,17 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, protocol.Frame, 
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
 				he.retryAfter = time.Duration(s) * time.Second
 			}
+			// The body is the server's {"code", "message", "retryable"} (the dialer keeps
+			// its first KiB).
+			var body struct {
+				Code protocol.Code `json:"code"`
+			}
+			if resp.Body != nil && json.NewDecoder(resp.Body).Decode(&body) == nil {
+				he.code = body.Code
+			}
+			if he.code == protocol.CodeTokenRevoked {
+				c.revokedTok = tok
+			}
 			return nil, hello, he
 		}
 		return nil, hello, err
@@ -466,17 +517,28 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, protocol.Frame, 
 	return ws, hello, nil
 }
 
-// loop runs connections one after another until Close.
+// loop runs connections one after another until Close, or until the server has refused two
+// tokens in a row as revoked (the revoked one, then the next one the token source gave).
 func (c *Client) loop(ws *websocket.Conn, hello protocol.Frame) {
 	defer c.wg.Done()
 	attempt := 0
+	revoked := 0 // tokens refused as revoked in a row
 	for {
 		var hint time.Duration
 		if ws != nil {
-			attempt = 0
-			hint = c.session(ws, hello)
+			attempt, revoked = 0, 0
+			var code int
+			hint, code = c.session(ws, hello)
 			if c.ctx.Err() != nil {
 				return
+			}
+			if code == protocol.CloseTokenRevoked {
+				// Ask the token source for another token. Not before a second has passed: a
+				// revocation by user or device also covers tokens issued in its own second
+				// (iat is in whole seconds), so one signed in again at once would be refused.
+				c.opts.logger.Warn("parley: token revoked (close 4003); asking the token source for a new one")
+				revoked, c.revokedTok = 1, c.tok
+				hint = max(hint, time.Second)
 			}
 			c.emit(Event{Kind: EventState, State: Disconnected})
 		}
@@ -495,6 +557,14 @@ func (c *Client) loop(ws *websocket.Conn, hello protocol.Frame) {
 		if err != nil {
 			attempt++
 			c.opts.logger.Warn("parley: connect", "attempt", attempt, "err", err)
+			if errors.Is(err, ErrTokenRevoked) {
+				if revoked++; revoked >= 2 {
+					c.stop(err)
+					return
+				}
+				ws = nil
+				continue // the token source is asked again after the backoff
+			}
 			var he *handshakeError
 			if errors.As(err, &he) && he.retryAfter > 0 {
 				select {
@@ -508,6 +578,16 @@ func (c *Client) loop(ws *websocket.Conn, hello protocol.Frame) {
 	}
 }
 
+// stop ends the reconnecting for good: requests and sends answer err from now on, and the
+// app is told with a last Disconnected state that carries err.
+func (c *Client) stop(err error) {
+	c.mu.Lock()
+	c.stopErr = err
+	c.mu.Unlock()
+	c.opts.logger.Warn("parley: not reconnecting", "err", err)
+	c.emit(Event{Kind: EventState, State: Disconnected, Err: err})
+}
+
 // backoff is exponential from backoffMin, capped at backoffMax, with full jitter.
 func (c *Client) backoff(attempt int) time.Duration {
 	ceil := c.opts.backoffMin << min(attempt, 20)
@@ -519,8 +599,9 @@ func (c *Client) backoff(attempt int) time.Duration {
 }
 
 // session serves one connection: it reads frames, syncs, resends the outbox, and returns
-// when the socket fails (with the server's reconnect delay, if it sent one).
-func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Duration) {
+// when the socket fails (with the server's reconnect delay, if it sent one, and its close
+// code, 0 if none).
+func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Duration, closeCode int) {
 	c.mu.Lock()
 	c.ws = ws
 	c.watching = nil // subscriptions end with the connection
@@ -548,6 +629,12 @@ func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Du
 		for {
 			var f protocol.Frame
 			if err := ws.ReadJSON(&f); err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					hintMu.Lock()
+					closeCode = ce.Code
+					hintMu.Unlock()
+				}
 				return
 			}
 			lastRead.Store(time.Now().UnixNano())
@@ -597,7 +684,7 @@ func (c *Client) session(ws *websocket.Conn, hello protocol.Frame) (hint time.Du
 	c.mu.Unlock()
 	hintMu.Lock()
 	defer hintMu.Unlock()
-	return hint
+	return hint, closeCode
 }
 
 // sender sends the outbox and the acknowledgements on one connection, within the frame rate

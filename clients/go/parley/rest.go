@@ -35,6 +35,11 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("parley api: HTTP %d %s: %s", e.Status, e.Code, e.Message)
 }
 
+// Is makes an answer 401 token_revoked match ErrTokenRevoked.
+func (e *APIError) Is(target error) bool {
+	return target == ErrTokenRevoked && e.Code == protocol.CodeTokenRevoked
+}
+
 // The REST bodies are protocol/rest's, shared with the server.
 type (
 	// Conversation is a conversation with its current members.
