@@ -89,6 +89,9 @@ func TestOutageOfCassandra(t *testing.T) {
 	call := func(method, path, body string) *http.Response {
 		req, _ := http.NewRequest(method, "http://"+public+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tok)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
