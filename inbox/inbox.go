@@ -59,10 +59,12 @@ func (in *Inbox) guard(fn func() error) error { return in.cfg.Breaker.Do(fn) }
 type Entry struct {
 	// Progress is the conversation, its last seq and the user's read seq (and so Unread).
 	chat.Progress
-	Kind       chat.Kind
-	Title      string
-	ReadAt     time.Time
-	LastAt     time.Time // last message, or creation when there is none
+	Kind   chat.Kind
+	Title  string
+	ReadAt time.Time
+	// LastAt is the last activity the user sees: their last visible text message or, once
+	// they left or were removed, the leaving; the time the row was added when there is none.
+	LastAt     time.Time
 	Preview    string
 	LastSender chat.UserID
 	// JoinedSeq and LeftSeq bound what the user may see of the conversation (see
@@ -70,8 +72,9 @@ type Entry struct {
 	// activity fields are cleared: nothing after leaving is shown.
 	JoinedSeq int64
 	LeftSeq   int64
-	// LeftAt is when the user left or was removed (zero while a member): sync returns the
-	// conversation once more if that is after its since-token.
+	// LeftAt is when the user left or was removed (zero while a member): the row's last
+	// activity, which the leaving is (see ApplyMembership). Sync returns the conversation once
+	// more if that is after its since-token.
 	LeftAt time.Time
 }
 
@@ -166,24 +169,25 @@ func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []En
 func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	var entries []Entry
 	err := in.guard(func() error {
-		iter := in.s.Query(`SELECT conversation_id, kind, title, added_at, read_seq, read_at, joined_seq, left_seq,
+		iter := in.s.Query(`SELECT conversation_id, kind, title, peer, added_at, read_seq, read_at, joined_seq, left_seq,
 			last_seq, last_at, last_preview, last_sender FROM user_conversations WHERE user_id = ? LIMIT ?`,
 			string(user), MaxConversations).Idempotent(true).IterContext(ctx)
 		var (
-			cid          gocql.UUID
-			kind, sender string
-			added        time.Time
+			cid                gocql.UUID
+			kind, peer, sender string
+			added              time.Time
 		)
 		for {
 			var e Entry
-			if !iter.Scan(&cid, &kind, &e.Title, &added, &e.ReadSeq, &e.ReadAt, &e.JoinedSeq, &e.LeftSeq,
+			if !iter.Scan(&cid, &kind, &e.Title, &peer, &added, &e.ReadSeq, &e.ReadAt, &e.JoinedSeq, &e.LeftSeq,
 				&e.LastSeq, &e.LastAt, &e.Preview, &sender) {
 				break
 			}
 			e.Conversation, e.Kind, e.LastSender = chat.ConversationID(cid), chat.Kind(kind), chat.UserID(sender)
 			if e.Kind == chat.KindDirect {
-				// A direct conversation's row keeps the other member in title (see Add).
-				e.Peer, e.Title = chat.UserID(e.Title), ""
+				// A direct conversation has no title (rows written before the peer column
+				// kept the peer there); its row names the other member (see Add).
+				e.Peer, e.Title = chat.UserID(peer), ""
 			}
 			if e.LastAt.IsZero() {
 				e.LastAt = added // no message yet: the time it entered the inbox
@@ -206,7 +210,8 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	}
 	for i := range entries {
 		if e := &entries[i]; e.Kind == chat.KindDirect && e.Peer == "" {
-			// A row written before rows kept the peer: ask the member list.
+			// A row written before the peer column: ask the member list, once, and keep the
+			// answer in the row.
 			members, err := in.history.Members(ctx, e.Conversation)
 			if err != nil {
 				return nil, err
@@ -214,6 +219,11 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 			for _, m := range members {
 				if m.User != user {
 					e.Peer = m.User
+				}
+			}
+			if e.Peer != "" {
+				if err := in.guard(func() error { return in.fillPeer(ctx, user, e.Conversation, e.Peer) }); err != nil {
+					return nil, err
 				}
 			}
 		}

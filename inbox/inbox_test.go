@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+
 	"github.com/parleyhq/parley/history"
 	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/chat"
@@ -464,5 +466,86 @@ func TestSyncPagesByBytes(t *testing.T) {
 				t.Errorf("%d pages for 12 messages of 1,100 bytes and 30 small ones in pages of %d bytes; want at least 6", pages, maxBytes)
 			}
 		})
+	}
+}
+
+// A direct conversation's row keeps the other member in its own peer column, and no title.
+// Rows written before the column (the peer in title, or nowhere) still show the peer, from
+// the member list, and the first read fills their column; creating the conversation again
+// fills it too. Every path writes the same value, so repeating any of them changes nothing.
+func TestDirectPeerColumn(t *testing.T) {
+	in, h := setup(t)
+	s := teststack.Cassandra(t)
+	p := teststack.ID(t)
+	alice, bob, carol := chat.UserID(p+"_alice"), chat.UserID(p+"_bob"), chat.UserID(p+"_carol")
+	row := func(u chat.UserID, conv chat.ConversationID) (peer, title string) {
+		t.Helper()
+		var pp, tt *string
+		if err := s.Query(`SELECT peer, title FROM user_conversations WHERE user_id = ? AND conversation_id = ?`,
+			string(u), gocql.UUID(conv)).Scan(&pp, &tt); err != nil {
+			t.Fatalf("read %s's row: %v", u, err)
+		}
+		if pp != nil {
+			peer = *pp
+		}
+		if tt != nil {
+			title = *tt
+		}
+		return peer, title
+	}
+	peerOf := func(u chat.UserID, conv chat.ConversationID) (chat.UserID, string) {
+		t.Helper()
+		list, err := in.List(bg, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range list {
+			if e.Conversation == conv {
+				return e.Peer, e.Title
+			}
+		}
+		t.Fatalf("%s's inbox has no %s: %+v", u, conv, list)
+		return "", ""
+	}
+
+	d := createDirect(t, in, h, alice, bob)
+	for _, c := range [][2]chat.UserID{{alice, bob}, {bob, alice}} {
+		if peer, title := row(c[0], d); peer != string(c[1]) || title != "" {
+			t.Errorf("%s's row: peer %q, title %q; want peer %s and no title", c[0], peer, title, c[1])
+		}
+		if peer, title := peerOf(c[0], d); peer != c[1] || title != "" {
+			t.Errorf("%s's entry: peer %q, title %q; want peer %s and no title", c[0], peer, title, c[1])
+		}
+	}
+
+	// Rows as the code before the column wrote them: alice's with the peer in title, carol's
+	// with nothing.
+	old := createDirect(t, in, h, alice, carol)
+	for _, c := range [][2]chat.UserID{{alice, carol}, {carol, ""}} {
+		if err := s.Query(`UPDATE user_conversations SET peer = null, title = ? WHERE user_id = ? AND conversation_id = ?`,
+			string(c[1]), string(c[0]), gocql.UUID(old)).Exec(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if peer, title := peerOf(alice, old); peer != carol || title != "" {
+		t.Errorf("alice's entry of an old row: peer %q, title %q; want %s and no title", peer, title, carol)
+	}
+	if peer, title := row(alice, old); peer != string(carol) || title != "" {
+		t.Errorf("alice's old row after a read: peer %q, title %q; want the column filled, the title cleared", peer, title)
+	}
+	// Creating it again (either member may) fills carol's.
+	if err := in.Add(bg, history.Conversation{ID: old, Kind: chat.KindDirect}, []chat.UserID{carol, alice}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if peer, _ := row(carol, old); peer != string(alice) {
+		t.Errorf("carol's old row after the conversation was created again: peer %q; want %s", peer, alice)
+	}
+	if peer, _ := peerOf(carol, old); peer != alice {
+		t.Errorf("carol's entry: peer %q; want %s", peer, alice)
+	}
+	// A group has none.
+	g := createGroup(t, in, h, alice, bob)
+	if peer, title := peerOf(alice, g); peer != "" || title != "g" {
+		t.Errorf("group entry: peer %q, title %q; want no peer, title g", peer, title)
 	}
 }

@@ -20,38 +20,59 @@ import (
 // every sequenced entry raises its members' rows (Record), and a membership event changes the
 // member's row (ApplyMembership). All of them may be repeated.
 
-// Add lists a new conversation in users' inboxes with nothing read (a direct conversation's
-// row keeps the other member's id in its title column). A direct conversation may
-// be created again (by either user), so its rows are written IF NOT EXISTS and keep their
-// read positions; a new group has none to keep and skips the Paxos round per member.
+// Add lists a new conversation in users' inboxes with nothing read; a direct conversation's
+// rows name the other member (peer), so the inbox shows who it is with without another read.
+// A direct conversation may be created again (by either user), so its rows are written IF
+// NOT EXISTS and keep their read positions, and a row that exists without its peer (written
+// before the column) gets it now; a new group has none to keep and skips the Paxos round per
+// member.
 func (in *Inbox) Add(ctx context.Context, c history.Conversation, users []chat.UserID, now time.Time) error {
 	return in.guard(func() error {
-		const insert = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq) VALUES (?, ?, 0, ?, ?, ?, ?, 0)`
+		// A group's row has a title and no peer, a direct conversation's the other way round
+		// (a null written would be a tombstone).
+		const (
+			group  = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, title, added_at, joined_seq) VALUES (?, ?, 0, ?, ?, ?, ?, 0)`
+			direct = `INSERT INTO user_conversations (user_id, conversation_id, read_seq, read_at, kind, peer, added_at, joined_seq) VALUES (?, ?, 0, ?, ?, ?, ?, 0) IF NOT EXISTS`
+		)
 		for _, u := range users {
-			title := c.Title
-			if c.Kind == chat.KindDirect {
-				// A direct conversation has no title: its row names the other member instead,
-				// so the inbox shows who it is with without another read.
-				title = ""
-				for _, o := range users {
-					if o != u {
-						title = string(o)
-					}
+			if c.Kind != chat.KindDirect {
+				if err := in.s.Query(group, string(u), gocql.UUID(c.ID), now, string(c.Kind), c.Title, now).ExecContext(ctx); err != nil {
+					return fmt.Errorf("add to inbox: %w", err)
+				}
+				continue
+			}
+			var peer chat.UserID
+			for _, o := range users {
+				if o != u {
+					peer = o
 				}
 			}
-			args := []any{string(u), gocql.UUID(c.ID), now, string(c.Kind), title, now}
-			var err error
-			if c.Kind == chat.KindDirect {
-				_, err = in.s.Query(insert+` IF NOT EXISTS`, args...).MapScanCASContext(ctx, map[string]any{})
-			} else {
-				err = in.s.Query(insert, args...).ExecContext(ctx)
-			}
+			prev := map[string]any{}
+			applied, err := in.s.Query(direct, string(u), gocql.UUID(c.ID), now, string(c.Kind), string(peer), now).
+				MapScanCASContext(ctx, prev)
 			if err != nil {
 				return fmt.Errorf("add to inbox: %w", err)
+			}
+			if had, _ := prev["peer"].(string); !applied && had == "" {
+				if err := in.fillPeer(ctx, u, c.ID, peer); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	})
+}
+
+// fillPeer writes the peer into a direct conversation's row that has none (written before
+// the column, when the peer was kept in the title column or nowhere) and clears its title:
+// a direct conversation has none. The members of a direct conversation never change, so
+// every writer writes the same value and repeating it changes nothing.
+func (in *Inbox) fillPeer(ctx context.Context, user chat.UserID, conv chat.ConversationID, peer chat.UserID) error {
+	if err := in.s.Query(`UPDATE user_conversations SET peer = ?, title = null WHERE user_id = ? AND conversation_id = ?`,
+		string(peer), string(user), gocql.UUID(conv)).Idempotent(true).ExecContext(ctx); err != nil {
+		return fmt.Errorf("fill the peer of an inbox row: %w", err)
+	}
+	return nil
 }
 
 // unloggedBatch is how many rows of different partitions one request writes: an unlogged batch
@@ -176,9 +197,16 @@ func (in *Inbox) applyMembership(ctx context.Context, m chat.Message, mem histor
 			mem.JoinedSeq, mem.LeftSeq, user, conv).Idempotent(true).ExecContext(ctx); err != nil {
 			return fmt.Errorf("apply %s to inbox: %w", m.Kind, err)
 		}
-		// The leaving is the last activity the member sees: sync compares its time with the
-		// device's since-token. Written like Record's cells (USING TIMESTAMP <seq>), so a
-		// later entry after a rejoin wins and a replay changes nothing.
+		// The leaving is the last activity the member sees, so its time is the row's last_at
+		// (the time of the last entry of the conversation the member sees that counts as
+		// activity: text messages, and this), and sync compares it with the device's
+		// since-token (Entry.LeftAt). It needs no column of its own: while the member is out
+		// nothing later is written into their row (Record writes the active members, and an
+		// event's own leaver only for that event, which does not touch last_at), so last_at
+		// stays the leaving's until a rejoin, and then the leaving is still the last thing
+		// they saw. Written like Record's cells (USING TIMESTAMP <seq>), so an earlier text
+		// recorded late cannot overwrite it, a later one after a rejoin does, and a replay
+		// changes nothing.
 		if m.Seq == mem.LeftSeq {
 			if err := in.s.Query(`UPDATE user_conversations USING TIMESTAMP ? SET last_at = ? WHERE user_id = ? AND conversation_id = ?`,
 				m.Seq, m.CreatedAt, user, conv).Idempotent(true).ExecContext(ctx); err != nil {

@@ -30,9 +30,27 @@ import (
 	"github.com/parleyhq/parley/internal/schema"
 )
 
-// Keyspace is the keyspace integration tests share. Tests isolate their data with fresh ids
-// (see ID), not with their own keyspaces: creating tables is slow on Cassandra.
-const Keyspace = "parley_test"
+// Keyspace is the keyspace integration tests share: PARLEY_TEST_KEYSPACE, default
+// parley_test. Tests isolate their data with fresh ids (see ID), not with their own
+// keyspaces: creating tables is slow on Cassandra. A run that migrates the schema further
+// (a branch with a new migration) sets its own keyspace, so parleyd processes of other runs
+// sharing the stack, which refuse a schema newer than theirs, keep working on parley_test.
+var Keyspace = testKeyspace()
+
+// DefaultKeyspace is the test keyspace when PARLEY_TEST_KEYSPACE is unset.
+const DefaultKeyspace = "parley_test"
+
+func testKeyspace() string {
+	ks := os.Getenv("PARLEY_TEST_KEYSPACE")
+	if ks == "" {
+		return DefaultKeyspace
+	}
+	if !backend.ValidKeyspaceName(ks) {
+		// Every test of the package would fail on it: say why once, at start.
+		panic(fmt.Sprintf("PARLEY_TEST_KEYSPACE=%q: want a letter then letters, digits or _, at most 48", ks))
+	}
+	return ks
+}
 
 // connectTimeout bounds how long a test waits for a service that is not there.
 const connectTimeout = 20 * time.Second

@@ -1015,7 +1015,9 @@ func (c *Client) startSync(ws *websocket.Conn) {
 }
 
 // sync pages through sync.result until the server has nothing more, feeding the messages to
-// the tracker, then stores the new since-token.
+// the tracker, then stores the new since-token. A since-token the server refuses
+// (bad_request) is dropped and the sync starts again from an empty since, once; if that is
+// refused too, sync returns the refusal.
 func (c *Client) sync(ws *websocket.Conn) error {
 	c.mu.Lock()
 	if c.syncing {
@@ -1036,6 +1038,7 @@ func (c *Client) sync(ws *websocket.Conn) error {
 		}
 	}()
 	reached := map[string]int64{}
+	refused := false // the server refused the since-token; since then, syncing from ""
 	for round := 0; ; round++ {
 		c.deliverMu.Lock()
 		start := c.track.now()
@@ -1047,7 +1050,28 @@ func (c *Client) sync(ws *websocket.Conn) error {
 		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 		res, err := c.request(ctx, protocol.Frame{Type: protocol.TypeSync, Since: since, Cursors: cursors, Limit: 500})
 		cancel()
+		if se := (*ServerError)(nil); errors.As(err, &se) && se.Code == protocol.CodeBadRequest && since != "" && !refused {
+			// The server refuses the since-token (signed with a key it no longer has, or not
+			// one it issued): asking again with it would be refused forever. Sync from an
+			// empty since instead, once; the cursors keep it incremental. Forgotten in the
+			// store too, so a restart does not send it again.
+			c.opts.logger.Warn("parley: since-token refused; syncing from an empty since", "err", err)
+			refused = true
+			c.mu.Lock()
+			if c.st.Since == since {
+				c.st.Since = ""
+			}
+			serr := c.saveLocked()
+			c.mu.Unlock()
+			if serr != nil {
+				c.opts.logger.Warn("parley: persist since", "err", serr)
+			}
+			continue
+		}
 		if err != nil {
+			if refused {
+				return fmt.Errorf("parley: sync from an empty since after the since-token was refused: %w", err)
+			}
 			return err
 		}
 		for _, p := range res.Conversations {
