@@ -470,3 +470,64 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("another user: %d; want 200", resp.StatusCode)
 	}
 }
+
+// Inbox pages continue after the last entry returned, not at an offset: a conversation that
+// becomes active between two pages moves to the top, and the next page neither repeats an
+// entry of the first nor skips one that did not move.
+func TestInboxPagesAreKeyset(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice"), e.user("bob")
+	post := func(conv string) {
+		t.Helper()
+		k := chat.NewConversationID().String()
+		if resp := e.do("POST", "/v1/conversations/"+conv+"/messages", bob, map[string]any{"body": "hi"},
+			map[string]string{"Idempotency-Key": k}, nil); resp.StatusCode != 202 {
+			t.Fatalf("post: %d", resp.StatusCode)
+		}
+	}
+	inbox := func(query string) rest.Inbox {
+		t.Helper()
+		var in rest.Inbox
+		if resp := e.do("GET", "/v1/conversations"+query, alice, nil, nil, &in); resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/conversations%s: %d", query, resp.StatusCode)
+		}
+		return in
+	}
+	// first returns the id of the inbox's most recently active conversation.
+	first := func() string {
+		if in := inbox("?limit=1"); len(in.Conversations) == 1 {
+			return in.Conversations[0].ID
+		}
+		return ""
+	}
+	// Four groups, each made the most recent in turn: the inbox order is c4 c3 c2 c1.
+	convs := make([]string, 4)
+	for i := range convs {
+		var c rest.Conversation
+		if resp := e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "group", "title": fmt.Sprint("g", i), "members": []string{string(bob)}}, nil, &c); resp.StatusCode != 201 {
+			t.Fatalf("create group: %d", resp.StatusCode)
+		}
+		convs[i] = c.ID
+		post(c.ID)
+		if !teststack.Eventually(t, 30*time.Second, func() bool { return first() == c.ID }) {
+			t.Fatalf("conversation %d never became the most recent", i)
+		}
+	}
+	page1 := inbox("?limit=2")
+	if len(page1.Conversations) != 2 || page1.Conversations[0].ID != convs[3] || page1.Conversations[1].ID != convs[2] || page1.Next == "" {
+		t.Fatalf("page 1 = %+v; want c4, c3 and a next cursor", page1)
+	}
+	// c1, on no page yet, becomes the most recent: the order is now c1 c4 c3 c2.
+	post(convs[0])
+	if !teststack.Eventually(t, 30*time.Second, func() bool { return first() == convs[0] }) {
+		t.Fatal("c1 never became the most recent")
+	}
+	page2 := inbox("?limit=2&cursor=" + url.QueryEscape(page1.Next))
+	var ids []string
+	for _, c := range page2.Conversations {
+		ids = append(ids, c.ID)
+	}
+	if len(ids) != 1 || ids[0] != convs[1] || page2.Next != "" {
+		t.Errorf("page 2 = %v (next %q); want only c2 (c%d, c%d were on page 1; c1 moved above the cursor)", ids, page2.Next, 4, 3)
+	}
+}

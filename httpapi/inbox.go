@@ -2,9 +2,13 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
 
+	"github.com/parleyhq/parley/inbox"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/cursor"
@@ -26,19 +30,17 @@ func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.
 		}
 	}
 	scope := cursor.Scope{Purpose: cursor.PurposeInbox, User: id.User}
-	offset := 0
+	var after inbox.Position
 	if v := r.URL.Query().Get("cursor"); v != "" {
 		b, err := a.cfg.Cursors.Open(scope, v)
 		if err != nil {
 			return err
 		}
-		n, err := strconv.Atoi(string(b))
-		if err != nil || n < 0 {
+		if after, err = parsePosition(string(b)); err != nil {
 			return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "cursor is not one this API returned to you")
 		}
-		offset = n
 	}
-	entries, more, err := a.inbox.Page(r.Context(), id.User, offset, limit)
+	entries, more, err := a.inbox.Page(r.Context(), id.User, after, limit)
 	if err != nil {
 		return err
 	}
@@ -49,10 +51,32 @@ func (a *API) listConversations(w http.ResponseWriter, r *http.Request, id auth.
 			LastSender: string(e.LastSender), LastPreview: e.Preview})
 	}
 	if more {
-		out.Next = a.cfg.Cursors.Seal(scope, strconv.AppendInt(nil, int64(offset+limit), 10))
+		out.Next = a.cfg.Cursors.Seal(scope, []byte(formatPosition(inbox.PositionOf(entries[len(entries)-1]))))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// An inbox cursor's payload is the position of the page's last entry: "<last activity, Unix
+// milliseconds>:<conversation id>" (sealed by internal/cursor, so clients never see it bare).
+func formatPosition(p inbox.Position) string {
+	return strconv.FormatInt(p.At.UnixMilli(), 10) + ":" + p.Conversation.String()
+}
+
+func parsePosition(s string) (inbox.Position, error) {
+	ms, id, ok := strings.Cut(s, ":")
+	if !ok {
+		return inbox.Position{}, errors.New("no separator")
+	}
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return inbox.Position{}, err
+	}
+	conv, err := chat.ParseConversationID(id)
+	if err != nil {
+		return inbox.Position{}, err
+	}
+	return inbox.Position{At: time.UnixMilli(n), Conversation: conv}, nil
 }
 
 type readRequest struct {

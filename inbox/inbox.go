@@ -100,9 +100,34 @@ func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	return out, nil
 }
 
-// Page is List from offset, at most limit entries (counting unread for those only), and
-// whether more follow.
-func (in *Inbox) Page(ctx context.Context, user chat.UserID, offset, limit int) ([]Entry, bool, error) {
+// Position is a place in a user's conversation list, which is ordered by last activity,
+// newest first, then by conversation id: Page continues after it. The zero Position is the
+// start of the list.
+type Position struct {
+	At           time.Time
+	Conversation chat.ConversationID
+}
+
+// IsZero reports whether p is the start of the list.
+func (p Position) IsZero() bool { return p.At.IsZero() && p.Conversation == chat.ConversationID{} }
+
+// PositionOf is where e stands in the list.
+func PositionOf(e Entry) Position { return Position{At: e.LastAt, Conversation: e.Conversation} }
+
+// before reports whether an entry at a comes before one at b in the list's order: the order
+// List sorts by, so that paging by position and listing agree.
+func before(a, b Position) bool {
+	if !a.At.Equal(b.At) {
+		return a.At.After(b.At)
+	}
+	return a.Conversation.String() < b.Conversation.String()
+}
+
+// Page is List after the position (from the start when it is zero), at most limit entries
+// (counting unread for those only), and whether more follow. Paging by position rather than
+// offset means a conversation that becomes active meanwhile moves above the position (it is
+// on the next first page) without making the next page repeat or skip any other entry.
+func (in *Inbox) Page(ctx context.Context, user chat.UserID, after Position, limit int) ([]Entry, bool, error) {
 	all, err := in.list(ctx, user)
 	if err != nil {
 		return nil, false, err
@@ -110,11 +135,7 @@ func (in *Inbox) Page(ctx context.Context, user chat.UserID, offset, limit int) 
 	var page []Entry
 	more := false
 	for _, e := range all {
-		if e.LeftSeq != 0 {
-			continue
-		}
-		if offset > 0 {
-			offset--
+		if e.LeftSeq != 0 || (!after.IsZero() && !before(after, PositionOf(e))) {
 			continue
 		}
 		if len(page) == limit {
@@ -228,12 +249,7 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 			}
 		}
 	}
-	sort.Slice(entries, func(i, j int) bool {
-		if !entries[i].LastAt.Equal(entries[j].LastAt) {
-			return entries[i].LastAt.After(entries[j].LastAt)
-		}
-		return entries[i].Conversation.String() < entries[j].Conversation.String()
-	})
+	sort.Slice(entries, func(i, j int) bool { return before(PositionOf(entries[i]), PositionOf(entries[j])) })
 	return entries, nil
 }
 
