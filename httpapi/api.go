@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -265,7 +264,7 @@ func memberOf(r *http.Request) history.Member {
 
 // decodeJSON reads a JSON body of at most limit bytes into v.
 func decodeJSON(r *http.Request, limit int64, v any) error {
-	if !jsonContentType(r.Header.Get("Content-Type")) {
+	if !protocol.JSONContentType(r.Header.Get("Content-Type")) {
 		return errorf(http.StatusUnsupportedMediaType, protocol.CodeBadRequest,
 			"send Content-Type: application/json (a charset parameter, if any, must be utf-8)")
 	}
@@ -285,20 +284,4 @@ func decodeJSON(r *http.Request, limit int64, v any) error {
 		return errorf(http.StatusBadRequest, protocol.CodeBadRequest, "malformed JSON body: %v", err)
 	}
 	return nil
-}
-
-// jsonContentType reports whether a request's Content-Type is one the API reads:
-// application/json (any case), with no parameter but an optional charset=utf-8. A body
-// without a Content-Type is refused too, rather than guessed at.
-func jsonContentType(ct string) bool {
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/json" {
-		return false
-	}
-	for k, v := range params {
-		if k != "charset" || !strings.EqualFold(v, "utf-8") {
-			return false
-		}
-	}
-	return true
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"reflect"
 	"strings"
 	"unicode/utf8"
@@ -341,4 +342,20 @@ func clientTypeList() string {
 		b = append(b, t...)
 	}
 	return string(b)
+}
+
+// JSONContentType reports whether a request's Content-Type names a JSON body the server takes:
+// application/json, with no parameter but charset=utf-8 (in any case). Every HTTP surface
+// (the REST API, the admin API) answers anything else with 415.
+func JSONContentType(ct string) bool {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return false
+		}
+	}
+	return true
 }

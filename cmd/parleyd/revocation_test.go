@@ -32,6 +32,9 @@ func adminCall(t *testing.T, admin, token, method, body string) (int, []byte) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +110,19 @@ func TestRevocationAcrossEdges(t *testing.T) {
 	}
 	if status, data := adminCall(t, p1.admin, testAdminToken, "POST", `{"device":"phone"}`); status != http.StatusBadRequest {
 		t.Errorf("a revocation naming no user: %d %s; want 400", status, data)
+	}
+	// Bodies are strict JSON, as on the REST API: no duplicate or case-variant keys.
+	for _, bad := range []string{`{"user":"` + string(alice) + `","user":"` + string(alice) + `x"}`, `{"USER":"` + string(alice) + `"}`} {
+		if status, data := adminCall(t, p1.admin, testAdminToken, "POST", bad); status != http.StatusBadRequest {
+			t.Errorf("revocation body %s: %d %s; want 400", bad, status, data)
+		}
+	}
+	req, _ := http.NewRequest("POST", "http://"+p1.admin+"/admin/v1/revocations", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("a revocation without Content-Type: %v %v; want 415", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	// Nothing was revoked by the refused requests.
 	if f := pingPong(t, phone1); f.Type != protocol.TypePong {

@@ -119,7 +119,7 @@ const (
 // "<key id>.<payload>.<mac>", base64url without padding. The payload is not secret (clients
 // must not read it, but can): put no secret in it.
 func (ks *Keys) Seal(s Scope, payload []byte) string {
-	enc := base64.RawURLEncoding
+	enc := base64.RawURLEncoding.Strict()
 	return ks.current.ID + "." + enc.EncodeToString(payload) + "." + enc.EncodeToString(mac(ks.current.Secret, ks.current.ID, s, payload))
 }
 
@@ -139,7 +139,7 @@ func (ks *Keys) Open(s Scope, token string) ([]byte, error) {
 	if !ok {
 		return nil, bad
 	}
-	enc := base64.RawURLEncoding
+	enc := base64.RawURLEncoding.Strict()
 	payload, err1 := enc.DecodeString(p64)
 	got, err2 := enc.DecodeString(m64)
 	if err1 != nil || err2 != nil || !hmac.Equal(got, mac(secret, id, s, payload)) {

@@ -82,3 +82,25 @@ func TestParseKeys(t *testing.T) {
 		t.Errorf("Derive gives an invalid key: %v", d.Validate())
 	}
 }
+
+// A token is one string: changing a part's last character where only its unused trailing
+// bits differ decodes to the same bytes under lenient base64, and must still be refused.
+func TestTrailingBitsAreRefused(t *testing.T) {
+	ks, err := cursor.NewKeys(key("k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cursor.Scope{Purpose: cursor.PurposeInbox, User: "alice"}
+	tok := ks.Seal(s, []byte("12:x")) // 4 bytes: the payload part's last character has 4 unused bits
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	parts := strings.Split(tok, ".")
+	for i := 1; i <= 2; i++ {
+		p := parts[i]
+		last := strings.IndexByte(alphabet, p[len(p)-1])
+		changed := append([]string(nil), parts...)
+		changed[i] = p[:len(p)-1] + string(alphabet[last^1])
+		if _, err := ks.Open(s, strings.Join(changed, ".")); !errors.Is(err, chat.ErrInvalid) {
+			t.Errorf("part %d with its last character's trailing bit changed: %v; want chat.ErrInvalid", i, err)
+		}
+	}
+}

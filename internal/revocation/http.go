@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -30,10 +32,18 @@ type revokeRequest struct {
 // bad_request for a body that names nothing or too much, 503 unavailable when the bucket
 // does not answer. The admin server checks the credential first.
 func (s *Store) ServeRevoke(w http.ResponseWriter, r *http.Request) {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-	dec.DisallowUnknownFields()
+	if !protocol.JSONContentType(r.Header.Get("Content-Type")) {
+		writeError(w, http.StatusUnsupportedMediaType, protocol.CodeBadRequest, "Content-Type must be application/json")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, fmt.Sprintf("body: over %d bytes, or unreadable", maxRequestBytes))
+		return
+	}
 	var req revokeRequest
-	if err := dec.Decode(&req); err != nil {
+	// Strict like every other body: no unknown, duplicate or case-variant keys.
+	if err := protocol.UnmarshalStrict(body, &req); err != nil {
 		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "body: want a JSON object with user, user and device, or jti: "+err.Error())
 		return
 	}
