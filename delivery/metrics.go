@@ -20,7 +20,6 @@ type metrics struct {
 	batchSize         prometheus.Histogram
 	acquireTimeouts   *prometheus.CounterVec
 	projected         *prometheus.CounterVec
-	readOnSendFailed  prometheus.Counter
 	projectionLag     prometheus.Histogram
 	reconcilerRuns    prometheus.Counter
 	reconcilerRepairs *prometheus.CounterVec
@@ -65,10 +64,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.projected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_delivery_projected_total", Help: "Log entries written to Cassandra by the projector, by outcome (projected, retry, undecodable).",
 	}, []string{"outcome"})
-	m.readOnSendFailed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "parley_delivery_read_on_send_failed_total",
-		Help: "Projected runs whose senders' read positions could not be moved (a lightweight transaction timed out); the next send or read moves them.",
-	})
 	m.projectionLag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "parley_delivery_projection_lag_seconds", Help: "From the edge's accept to the entry being in Cassandra.", Buckets: lat,
 	})
@@ -103,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"stage"})
 	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.fanoutSkipped,
 		m.repeats, m.fanoutUnprojected, m.pending, m.projectionPending, m.owned, m.redelivered, m.redeliveredDone, m.batchSize, m.acquireTimeouts,
-		m.projected, m.readOnSendFailed, m.projectionLag, m.reconcilerRuns, m.reconcilerRepairs} {
+		m.projected, m.projectionLag, m.reconcilerRuns, m.reconcilerRepairs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

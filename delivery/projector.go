@@ -104,15 +104,8 @@ func (w *Worker) projectEntries(ctx context.Context, entries []logEntry) error {
 	if err := w.inbox.Record(ctx, last, withLeaver(users, last)); err != nil {
 		return err
 	}
-	// A send moves its sender's read position (honest unread counts). That move is a
-	// lightweight transaction, which times out under contention (the sender's own reads
-	// race it) far more often than plain writes fail; it must not hold up the projection of
-	// the messages, which are what nothing may lose. A move that fails is counted and left:
-	// the sender's next send or read moves the position past it.
 	if err := w.inbox.MarkSent(ctx, msgs); err != nil {
-		w.metrics.readOnSendFailed.Inc()
-		w.logger.Warn("projector: moving senders' read positions failed; left for their next send or read",
-			"conversation", conv.String(), "err", err)
+		return err
 	}
 	now := w.now()
 	for _, e := range entries {

@@ -190,7 +190,7 @@ func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []En
 func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	var entries []Entry
 	err := in.guard(func() error {
-		iter := in.s.Query(`SELECT conversation_id, kind, title, peer, added_at, read_seq, read_at, joined_seq, left_seq,
+		iter := in.s.Query(`SELECT conversation_id, kind, title, peer, added_at, read_seq, sent_seq, read_at, joined_seq, left_seq,
 			last_seq, last_at, last_preview, last_sender FROM user_conversations WHERE user_id = ? LIMIT ?`,
 			string(user), MaxConversations).Idempotent(true).IterContext(ctx)
 		var (
@@ -199,11 +199,17 @@ func (in *Inbox) list(ctx context.Context, user chat.UserID) ([]Entry, error) {
 			added              time.Time
 		)
 		for {
-			var e Entry
-			if !iter.Scan(&cid, &kind, &e.Title, &peer, &added, &e.ReadSeq, &e.ReadAt, &e.JoinedSeq, &e.LeftSeq,
+			var (
+				e    Entry
+				sent int64
+			)
+			if !iter.Scan(&cid, &kind, &e.Title, &peer, &added, &e.ReadSeq, &sent, &e.ReadAt, &e.JoinedSeq, &e.LeftSeq,
 				&e.LastSeq, &e.LastAt, &e.Preview, &sender) {
 				break
 			}
+			// A send counts as reading up to it (MarkSent): the position reported, and counted
+			// from, is the higher of the two.
+			e.ReadSeq = max(e.ReadSeq, sent)
 			e.Conversation, e.Kind, e.LastSender = chat.ConversationID(cid), chat.Kind(kind), chat.UserID(sender)
 			if e.Kind == chat.KindDirect {
 				// A direct conversation has no title (rows written before the peer column

@@ -237,10 +237,11 @@ func (in *Inbox) applyMembership(ctx context.Context, m chat.Message, mem histor
 	return nil
 }
 
-// MarkSent moves each sender's read position up to their latest text message in msgs (a run
-// of one conversation's entries): whoever sends has read the conversation so far. Forward
-// only, so repeating it changes nothing; a sender without an inbox row (not a member any
-// more) is skipped.
+// MarkSent records, in each sender's row, their latest text message in msgs (a run of one
+// conversation's entries) as sent_seq: whoever sends has read the conversation so far, and the
+// read position the inbox reports is the higher of read_seq and sent_seq. The cell is written
+// USING TIMESTAMP <seq>, like Record's, so the highest seq wins whatever order the writes land
+// in and repeating them changes nothing: no lightweight transaction on the projection's path.
 func (in *Inbox) MarkSent(ctx context.Context, msgs []chat.Message) error {
 	latest := map[chat.UserID]chat.Message{}
 	var order []chat.UserID
@@ -253,13 +254,25 @@ func (in *Inbox) MarkSent(ctx context.Context, msgs []chat.Message) error {
 		}
 		latest[m.Sender] = m
 	}
+	if len(order) == 0 {
+		return nil
+	}
+	const stmt = `UPDATE user_conversations USING TIMESTAMP ? SET sent_seq = ? WHERE user_id = ? AND conversation_id = ?`
 	return in.guard(func() error {
-		for _, u := range order {
-			m := latest[u]
-			_, _, err := in.forward(ctx, readPosition, []any{string(u), gocql.UUID(m.Conversation)}, m.Seq, m.CreatedAt)
-			if err != nil && !errors.Is(err, chat.ErrNotFound) {
-				return err
+		var err error
+		if len(order) == 1 {
+			m := latest[order[0]]
+			err = in.s.Query(stmt, m.Seq, m.Seq, string(m.Sender), gocql.UUID(m.Conversation)).Idempotent(true).ExecContext(ctx)
+		} else {
+			b := in.s.Batch(gocql.UnloggedBatch) // one partition per sender, few senders per run
+			for _, u := range order {
+				m := latest[u]
+				b.Query(stmt, m.Seq, m.Seq, string(u), gocql.UUID(m.Conversation))
 			}
+			err = b.ExecContext(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("record senders' sent_seq: %w", err)
 		}
 		return nil
 	})
