@@ -3,9 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	gotoken "go/token"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,8 +28,9 @@ import (
 )
 
 // The catalogue of hostile input, against one real parleyd (all roles, the real stack): each
-// row is one case and names the answer it must get, and docs/protocol.md (WebSocket) and
-// docs/openapi.yaml (REST) name every one of those answers. Add a row for a new case; the
+// row is one case and names the answer it must get, and docs/protocol.md (WebSocket),
+// docs/openapi.yaml (REST) and docs/operations.md (the admin API) name every one of those
+// answers (TestCatalogueIsDocumented, below, checks). Add a row for a new case; the
 // placeholders and token kinds below are shared by all tables.
 //
 // Placeholders in frames, paths and bodies: {conv} is a conversation of alice and bob with
@@ -538,4 +546,150 @@ func scrape(t *testing.T, admin string) []byte {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	return data
+}
+
+// The docs name every answer the catalogue expects, and every error code and close code of
+// package protocol, so that neither can drift from the other: a handshake row's status and
+// code are a row of docs/protocol.md's handshake table, a frame row's code and close code
+// rows of its error and close tables (a flood's close is in its limits too), a request row's
+// status and code a row of docs/openapi.yaml's table, and an admin row's a "status `code`"
+// of docs/operations.md's admin API (or openapi.yaml's for the public port).
+func TestCatalogueIsDocumented(t *testing.T) {
+	read := func(name string) string {
+		data, err := os.ReadFile(filepath.Join("..", "..", "docs", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	proto, openapi, ops := read("protocol.md"), read("openapi.yaml"), read("operations.md")
+	section := func(doc, start, end string) string {
+		i := strings.Index(doc, start)
+		if i < 0 {
+			t.Fatalf("no section %q", start)
+		}
+		rest := doc[i+len(start):]
+		if j := strings.Index(rest, end); j >= 0 {
+			rest = rest[:j]
+		}
+		return rest
+	}
+	// rows returns "first cell|code" for every table row of doc whose first cell matches
+	// first, once for each backquoted code in its second cell (or its first, when first
+	// is itself a code).
+	rows := func(doc, first string) map[string]bool {
+		out := map[string]bool{}
+		re := regexp.MustCompile("(?m)^\\s*\\| (" + first + ") \\|([^|]*)\\|")
+		code := regexp.MustCompile("`([a-z_]+)`")
+		for _, m := range re.FindAllStringSubmatch(doc, -1) {
+			out[m[1]] = true
+			for _, c := range code.FindAllStringSubmatch(m[2], -1) {
+				out[m[1]+"|"+c[1]] = true
+			}
+		}
+		return out
+	}
+	handshakes := rows(section(proto, "## 1. Connecting", "## 2."), "[0-9]{3}")
+	closes := rows(section(proto, "## 4.", "## 5."), "[0-9]{4}")
+	errorCodes := rows(section(proto, "## 5. Errors", "## 6."), "`[a-z_]+`")
+	limits := strings.Join(strings.Fields(section(proto, "## 6. Limits", "\n## ")), " ")
+	rest := rows(section(openapi, "description: |", "servers:"), "[0-9]{3}")
+	adminAPI := strings.Join(strings.Fields(section(ops, "The **admin API**", "How it works")), " ")
+	pair := func(status int, code protocol.Code) string { return strconv.Itoa(status) + "|" + string(code) }
+
+	for _, c := range hostileHandshakes {
+		if !handshakes[pair(c.status, c.code)] {
+			t.Errorf("handshake %q: docs/protocol.md's handshake table has no row %d `%s`", c.name, c.status, c.code)
+		}
+		if c.times > 0 && !strings.Contains(limits, fmt.Sprintf("handshake %d with `Retry-After`", c.status)) {
+			t.Errorf("handshake %q: docs/protocol.md's limits do not say handshake %d with `Retry-After`", c.name, c.status)
+		}
+	}
+	for _, c := range hostileFrames {
+		if c.code != "" && !errorCodes["`"+string(c.code)+"`"] {
+			t.Errorf("frame %q: docs/protocol.md's error table has no `%s`", c.name, c.code)
+		}
+		if c.close != 0 && !closes[strconv.Itoa(c.close)] {
+			t.Errorf("frame %q: docs/protocol.md's close table has no %d", c.name, c.close)
+		}
+		if c.repeat > 0 && !strings.Contains(limits, fmt.Sprintf("close %d", c.close)) {
+			t.Errorf("frame %q: docs/protocol.md's limits do not name close %d", c.name, c.close)
+		}
+	}
+	for _, c := range hostileRequests {
+		if !rest[pair(c.status, c.code)] {
+			t.Errorf("request %q: docs/openapi.yaml's table has no row %d `%s`", c.name, c.status, c.code)
+		}
+	}
+	for _, c := range hostileAdmin {
+		if c.public && !rest[pair(c.status, c.code)] {
+			t.Errorf("admin %q: docs/openapi.yaml's table has no row %d `%s`", c.name, c.status, c.code)
+		}
+		if !c.public && !strings.Contains(adminAPI, fmt.Sprintf("%d `%s`", c.status, c.code)) {
+			t.Errorf("admin %q: docs/operations.md's admin API does not name %d `%s`", c.name, c.status, c.code)
+		}
+	}
+
+	// Every error code of package protocol is in the error table, and the table has no other;
+	// the REST Error schema's codes are among them.
+	known := map[string]bool{}
+	for _, c := range protocol.Codes {
+		known[string(c)] = true
+		if !errorCodes["`"+string(c)+"`"] {
+			t.Errorf("docs/protocol.md's error table has no `%s` (protocol.Codes)", c)
+		}
+	}
+	for k := range errorCodes {
+		if !known[strings.Trim(k, "`")] {
+			t.Errorf("docs/protocol.md's error table names %s, not in protocol.Codes", k)
+		}
+	}
+	enum := regexp.MustCompile(`enum: \[(bad_request[^\]]*)\]`).FindStringSubmatch(openapi)
+	if enum == nil {
+		t.Fatal("docs/openapi.yaml: no enum of error codes")
+	}
+	for _, c := range strings.Split(enum[1], ",") {
+		if !known[strings.TrimSpace(c)] {
+			t.Errorf("docs/openapi.yaml's Error codes name %q, not in protocol.Codes", strings.TrimSpace(c))
+		}
+	}
+
+	// Every close code constant of package protocol is in the close table, and the table has
+	// no other.
+	constants := map[string]string{}
+	fset := gotoken.NewFileSet()
+	files, err := filepath.Glob(filepath.Join("..", "..", "protocol", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			if v, ok := n.(*ast.ValueSpec); ok && len(v.Names) == 1 && len(v.Values) == 1 && strings.HasPrefix(v.Names[0].Name, "Close") {
+				if lit, ok := v.Values[0].(*ast.BasicLit); ok && lit.Kind == gotoken.INT {
+					constants[lit.Value] = v.Names[0].Name
+				}
+			}
+			return true
+		})
+	}
+	if len(constants) < 10 {
+		t.Fatalf("close code constants found in protocol/: %v", constants)
+	}
+	for code, name := range constants {
+		if !closes[code] {
+			t.Errorf("docs/protocol.md's close table has no %s (protocol.%s)", code, name)
+		}
+	}
+	for k := range closes {
+		if !strings.Contains(k, "|") && constants[k] == "" {
+			t.Errorf("docs/protocol.md's close table names %s, not a constant of package protocol", k)
+		}
+	}
 }
