@@ -36,10 +36,10 @@ import (
 // Placeholders in frames, paths and bodies: {conv} is a conversation of alice and bob with
 // two messages, {conv2} one of alice and carol, {missing} a conversation that does not exist,
 // {bob} bob's user id, {uuid} a fresh UUID; {since-bob} is a since-token issued to bob and
-// {since-tampered} alice's with one character of its MAC changed; {inbox-cursor-bob} is bob's next-page
-// cursor of his inbox and {inbox-cursor-tampered} alice's, changed; {page-cursor} is alice's
-// next-page cursor of {conv}'s messages, {page-cursor-bob} bob's, {page-cursor-tampered}
-// alice's, changed.
+// {since-tampered} alice's with one character of its MAC changed; {inbox-cursor} is alice's
+// next-page cursor of her inbox, {inbox-cursor-bob} bob's and {inbox-cursor-tampered} alice's,
+// changed; {page-cursor} is alice's next-page cursor of {conv}'s messages, {page-cursor-bob}
+// bob's, {page-cursor-tampered} alice's, changed (in the MAC too).
 // Token kinds: "alice", "mallory" (a member of neither conversation), "hasty" (a user of the
 // handshake burst only), "revoked" (a token of a user revoked through the admin API after it
 // was issued), "anonymous" (no token), "expired", "wrong-key" (signed with another secret),
@@ -149,7 +149,7 @@ var hostileRequests = []struct {
 	{"admin token", "admin", "GET", "/v1/conversations", "", "", nil, 401, protocol.CodeUnauthorized},
 	{"another user's inbox cursor", "alice", "GET", "/v1/conversations?limit=1&cursor={inbox-cursor-bob}", "", "", nil, 400, protocol.CodeBadRequest},
 	{"tampered inbox cursor", "alice", "GET", "/v1/conversations?limit=1&cursor={inbox-cursor-tampered}", "", "", nil, 400, protocol.CodeBadRequest},
-	{"inbox cursor for messages", "alice", "GET", "/v1/conversations/{conv}/messages?cursor={inbox-cursor-tampered}", "", "", nil, 400, protocol.CodeBadRequest},
+	{"inbox cursor for messages", "alice", "GET", "/v1/conversations/{conv}/messages?cursor={inbox-cursor}", "", "", nil, 400, protocol.CodeBadRequest},
 	{"another user's page cursor", "alice", "GET", "/v1/conversations/{conv}/messages?limit=1&cursor={page-cursor-bob}", "", "", nil, 400, protocol.CodeBadRequest},
 	{"tampered page cursor", "alice", "GET", "/v1/conversations/{conv}/messages?limit=1&cursor={page-cursor-tampered}", "", "", nil, 400, protocol.CodeBadRequest},
 	{"another conversation's page cursor", "alice", "GET", "/v1/conversations/{conv2}/messages?limit=1&cursor={page-cursor}", "", "", nil, 400, protocol.CodeBadRequest},
@@ -218,11 +218,11 @@ func TestHostileInputs(t *testing.T) {
 	ac.post(conv, "two")
 	next := func(c *client, path string) string {
 		var page struct{ Next string }
-		if !teststack.Eventually(t, 30*time.Second, func() bool {
+		if !teststack.Eventually(t, 15*time.Second, func() bool {
 			status, _ := c.rest("GET", path, "", &page)
 			return status == 200 && page.Next != ""
 		}) {
-			t.Fatalf("GET %s as %s: no next cursor", path, c.user)
+			t.Errorf("GET %s as %s: no next cursor", path, c.user) // the rows run, with an empty one
 		}
 		return page.Next
 	}
@@ -243,7 +243,7 @@ func TestHostileInputs(t *testing.T) {
 
 	fill := strings.NewReplacer("{conv}", conv, "{conv2}", conv2, "{missing}", chat.NewConversationID().String(), "{bob}", string(bob),
 		"{since-bob}", sinceBob, "{since-tampered}", tamperMAC(sinceAlice),
-		"{inbox-cursor-bob}", url.QueryEscape(inboxCursorBob), "{inbox-cursor-tampered}", url.QueryEscape(tamperMAC(inboxCursor)),
+		"{inbox-cursor}", url.QueryEscape(inboxCursor), "{inbox-cursor-bob}", url.QueryEscape(inboxCursorBob), "{inbox-cursor-tampered}", url.QueryEscape(tamperMAC(inboxCursor)),
 		"{page-cursor}", url.QueryEscape(pageCursor), "{page-cursor-bob}", url.QueryEscape(pageCursorBob),
 		"{page-cursor-tampered}", url.QueryEscape(tamperMAC(pageCursor)),
 		"{admin}", testAdminToken)
@@ -514,7 +514,7 @@ func TestHostileInputs(t *testing.T) {
 		}
 		// None of them stored anything: the one revocation is the test's own.
 		_, data := adminCall(t, admin, testAdminToken, "GET", "")
-		var list struct{ Revocations []auth.Revocation }
+		var list struct{ Revocations []struct{ User chat.UserID } }
 		if err := json.Unmarshal(data, &list); err != nil || len(list.Revocations) != 1 || list.Revocations[0].User != revoked {
 			t.Errorf("revocations after the hostile admin requests: %s; want only %s's", data, revoked)
 		}
