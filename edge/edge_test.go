@@ -761,3 +761,48 @@ func TestRevokedTokens(t *testing.T) {
 		t.Errorf("the other device's connection: %+v; want pong", f)
 	}
 }
+
+// A jti revocation of the new token that lands while auth.refresh is between its check and
+// installing the token finds the old token in Revoke; the refresh's second look closes the
+// connection instead of letting it run on the revoked token until it expires.
+func TestRefreshRevokedMidway(t *testing.T) {
+	te := newTestEdge(t, Config{}, nil)
+	revs := &fakeRevocations{jtis: map[string]bool{}}
+	te.s.EnableRevocations(revs)
+	fresh := te.token("ida", "phone", time.Hour)
+	var c jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(fresh, &c); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan int, 1)
+	te.s.refreshChecked = func() { // after the check, before the store: the revocation arrives
+		revs.mu.Lock()
+		revs.jtis[c.ID] = true
+		revs.mu.Unlock()
+		closed <- te.s.Revoke(auth.Revocation{TokenID: c.ID, At: time.Now()})
+	}
+	ws := te.connect("ida", "phone")
+	write(t, ws, `{"type":"auth.refresh","id":"r1","token":"`+fresh+`"}`)
+	if n := <-closed; n != 0 {
+		t.Fatalf("Revoke closed %d connections while the old token was in force; the hook is misplaced", n)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != protocol.CloseTokenRevoked {
+				t.Fatalf("connection ended with %v; want close 4003", err)
+			}
+			return
+		}
+		var f protocol.Frame
+		_ = json.Unmarshal(data, &f)
+		if f.Type == protocol.TypeOK && f.ID == "r1" {
+			write(t, ws, `{"type":"ping","id":"p"}`) // still open: show it keeps serving
+		}
+		if f.Type == protocol.TypePong {
+			t.Fatalf("the connection serves frames on a revoked token (got %s after the refresh)", f.Type)
+		}
+	}
+}

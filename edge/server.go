@@ -69,6 +69,9 @@ type Server struct {
 	revoked    Revocations        // nil: no revocations
 	coalesce   *coalescer         // presence events (Run's goroutine only)
 	security   *securityLog       // security event records, rate-limited per kind (security.go)
+	// refreshChecked, if set, runs in auth.refresh between the revocation check and installing
+	// the new token (tests of a revocation landing there).
+	refreshChecked func()
 	// Handshake token buckets, per user and per client address (security.go).
 	userHandshakes *keyedLimiter
 	ipHandshakes   *keyedLimiter
@@ -580,8 +583,18 @@ func (s *Server) handleRefresh(_ context.Context, c *Conn, f protocol.Frame) {
 		c.SendError(f.ID, protocol.Errorf(protocol.CodeTokenRevoked, "the new token is revoked"))
 		return
 	}
+	if s.refreshChecked != nil {
+		s.refreshChecked()
+	}
 	c.ident.Store(&id)
 	c.expires.Store(id.ValidUntil.UnixNano())
+	// A revocation of the new token that arrived between the check and the store was matched
+	// by Revoke against the old token; the new one is in place now, so this second look
+	// catches it (as the handshake's after register).
+	if s.revoked != nil && s.revoked.Revoked(id, c.device) {
+		s.closeRevoked(c, "recheck")
+		return
+	}
 	c.Send(protocol.Frame{Type: protocol.TypeOK, ID: f.ID, ExpiresAt: id.ExpiresAt.UnixMilli()})
 }
 
