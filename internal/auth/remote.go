@@ -20,7 +20,7 @@ import (
 // RemoteJWKSConfig configures a JSON Web Key Set fetched over HTTPS (an identity provider's
 // jwks_uri). Zero values take the defaults.
 type RemoteJWKSConfig struct {
-	// URL of the set; https only.
+	// URL of the set; https only, and redirects are followed only to https URLs.
 	URL string
 	// RefreshInterval is how often the set is fetched again, so rotated keys are picked up
 	// and removed ones dropped. Default 1h.
@@ -35,7 +35,8 @@ type RemoteJWKSConfig struct {
 	// CAFile, when set, is a PEM file of the certificate authorities trusted for the URL
 	// instead of the system's.
 	CAFile string
-	// Client, when set, makes the requests (tests); CAFile is then ignored.
+	// Client, when set, makes the requests (tests); CAFile is then ignored. A copy of it is
+	// used, with the https-only redirect check in front of its own CheckRedirect.
 	Client *http.Client
 	// Logger receives failed refreshes. Default slog.Default().
 	Logger *slog.Logger
@@ -79,8 +80,11 @@ func NewRemoteJWKS(ctx context.Context, cfg RemoteJWKSConfig) (*RemoteJWKS, erro
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	client := cfg.Client
-	if client == nil {
+	var client *http.Client
+	if cfg.Client != nil {
+		c := *cfg.Client // a copy: the caller's client keeps its own redirect policy
+		client = &c
+	} else {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if cfg.CAFile != "" {
 			pem, err := os.ReadFile(cfg.CAFile)
@@ -97,6 +101,7 @@ func NewRemoteJWKS(ctx context.Context, cfg RemoteJWKSConfig) (*RemoteJWKS, erro
 		tr.TLSClientConfig = tc
 		client = &http.Client{Transport: tr, Timeout: cfg.Timeout}
 	}
+	client.CheckRedirect = httpsRedirectsOnly(client.CheckRedirect)
 	firstFails := false
 	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.URL}, keyfunc.Override{
 		Client:                    client,
@@ -115,6 +120,26 @@ func NewRemoteJWKS(ctx context.Context, cfg RemoteJWKSConfig) (*RemoteJWKS, erro
 		return nil, fmt.Errorf("jwks %s: %w", cfg.URL, err)
 	}
 	return &RemoteJWKS{kf: kf}, nil
+}
+
+// maxJWKSRedirects is net/http's default limit, kept when the policy is replaced.
+const maxJWKSRedirects = 10
+
+// httpsRedirectsOnly refuses a redirect to anything but https (an https URL must not hand the
+// key set to a plain-text fetch), then applies next, or net/http's default limit without one.
+func httpsRedirectsOnly(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme != "https" {
+			return fmt.Errorf("jwks: refusing a redirect to %s: https only", req.URL.Redacted())
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= maxJWKSRedirects {
+			return fmt.Errorf("jwks: stopped after %d redirects", maxJWKSRedirects)
+		}
+		return nil
+	}
 }
 
 // keyfunc returns the key for a token; nil r has none.

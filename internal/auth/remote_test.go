@@ -169,3 +169,60 @@ func TestRemoteJWKSNeedsHTTPSAndAnAnswer(t *testing.T) {
 		t.Errorf("token verified through the CA-file client: %v", err)
 	}
 }
+
+// The key set is fetched over HTTPS only, redirects included: an https URL redirecting to a
+// plain http one is refused (with the injected client and the CA-file one alike), while a
+// redirect to another https URL is followed.
+func TestRemoteJWKSRefusesRedirectToHTTP(t *testing.T) {
+	srv := newJWKSServer(t) // serves the set at every path
+	k := srv.rotate(t, "k1")
+	plain := httptest.NewServer(srv.ts.Config.Handler)
+	t.Cleanup(plain.Close)
+	redirect := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		to := srv.ts.URL + "/jwks"
+		if r.URL.Path == "/to-http" {
+			to = plain.URL + "/jwks"
+		}
+		http.Redirect(w, r, to, http.StatusFound)
+	}))
+	t.Cleanup(redirect.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	var certs []byte
+	for _, s := range []*httptest.Server{srv.ts, redirect} {
+		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})...)
+	}
+	if err := os.WriteFile(ca, certs, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// One client trusting both test servers (each has its own certificate).
+	injected := redirect.Client()
+	injected.Transport.(*http.Transport).TLSClientConfig.RootCAs.AppendCertsFromPEM(certs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		cfg  RemoteJWKSConfig
+	}{
+		{"injected client", RemoteJWKSConfig{Client: injected}},
+		{"CA file", RemoteJWKSConfig{CAFile: ca}},
+	} {
+		cfg := tc.cfg
+		cfg.Timeout = 2 * time.Second
+		cfg.URL = redirect.URL + "/to-http"
+		before := srv.fetches.Load()
+		if _, err := NewRemoteJWKS(ctx, cfg); err == nil {
+			t.Errorf("%s: a redirect from https to http was followed (%d fetches over http)", tc.name, srv.fetches.Load()-before)
+		}
+		cfg.URL = redirect.URL + "/to-https"
+		remote, err := NewRemoteJWKS(ctx, cfg)
+		if err != nil {
+			t.Errorf("%s: a redirect to https: %v", tc.name, err)
+			continue
+		}
+		a, _ := New(Config{RemoteKeys: remote}, nil)
+		if _, err := a.Verify(signEd(t, k, "k1")); err != nil {
+			t.Errorf("%s: token verified after an https redirect: %v", tc.name, err)
+		}
+	}
+	cancel()
+}
