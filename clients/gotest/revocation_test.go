@@ -22,6 +22,7 @@ func revoke(t *testing.T, s *server, body string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", "http://"+s.admin+"/admin/v1/revocations", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
