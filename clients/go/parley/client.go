@@ -1014,8 +1014,9 @@ func (c *Client) startSync(ws *websocket.Conn) {
 	}()
 }
 
-// sync pages through sync.result until the server has nothing more, feeding the messages to
-// the tracker, then stores the new since-token.
+// sync pages through sync.result until the server has nothing more (each page asks with the
+// page token of the one before), feeding the messages to the tracker, then stores the new
+// since-token.
 func (c *Client) sync(ws *websocket.Conn) error {
 	c.mu.Lock()
 	if c.syncing {
@@ -1035,7 +1036,10 @@ func (c *Client) sync(ws *websocket.Conn) error {
 			c.startSync(ws)
 		}
 	}()
+	// reached gathers the conversations' last_seq over the pages: each page carries the
+	// conversations it reaches, each once in a catch-up. page is the token of the next page.
 	reached := map[string]int64{}
+	page := ""
 	for round := 0; ; round++ {
 		c.deliverMu.Lock()
 		start := c.track.now()
@@ -1045,7 +1049,7 @@ func (c *Client) sync(ws *websocket.Conn) error {
 		since := c.st.Since
 		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
-		res, err := c.request(ctx, protocol.Frame{Type: protocol.TypeSync, Since: since, Cursors: cursors, Limit: 500})
+		res, err := c.request(ctx, protocol.Frame{Type: protocol.TypeSync, Since: since, Page: page, Cursors: cursors, Limit: 500})
 		cancel()
 		if err != nil {
 			return err
@@ -1061,6 +1065,10 @@ func (c *Client) sync(ws *websocket.Conn) error {
 			c.mu.Unlock()
 			return err
 		}
+		if res.Page == "" {
+			return errors.New("parley: sync.result with more and no page token")
+		}
+		page = res.Page
 		if round > 10000 {
 			return errors.New("parley: sync did not end")
 		}
