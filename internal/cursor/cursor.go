@@ -1,11 +1,11 @@
 // Package cursor signs and checks the opaque tokens Parley hands clients to continue from:
-// sync's since-tokens and page tokens, and the REST API's page cursors. A token is bound to its purpose, to the
-// user it was issued to and, for a page of one conversation, to that conversation, and
-// signed with HMAC-SHA256 under a key set: one current key signs, older keys still verify, so
-// keys can be rotated without refusing the tokens clients hold. Anything else (tampered,
-// another user's, another conversation's, a purpose's token used for another, a key no longer
-// in the set) is refused with chat.ErrInvalid, which the error table answers as 400
-// bad_request.
+// sync's since-tokens and page tokens, and the REST API's page cursors. A token is bound to
+// its purpose, to the user it was issued to and, for a page of one conversation, to that
+// conversation, and signed with HMAC-SHA256 under a key set: one current key signs, older
+// keys still verify, so keys can be rotated without refusing the tokens clients hold.
+// Anything else (tampered, another user's, another conversation's, a purpose's token used for
+// another, a key no longer in the set) is refused with chat.ErrInvalid, which the error table
+// answers as 400 bad_request.
 //
 // The standard library's crypto/hmac is the library here: a cursor needs a MAC over a few
 // fields and nothing of what JWT or PASETO add (claims, algorithms, expiry, encryption), and
