@@ -142,12 +142,11 @@ func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []En
 	)
 	for i := range entries {
 		e := &entries[i]
-		from := max(e.ReadSeq, e.JoinedSeq-1)
+		from, upTo := unreadRange(*e)
 		e.Unread = 0
-		if e.LastSeq <= from {
+		if upTo <= from {
 			continue
 		}
-		upTo := min(e.LastSeq, from+chat.MaxUnreadScan)
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -167,6 +166,13 @@ func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []En
 	}
 	wg.Wait()
 	return first
+}
+
+// unreadRange is the seqs the unread count of e reads: (from, upTo], at most
+// chat.MaxUnreadScan of them, none when e is read to its end.
+func unreadRange(e Entry) (from, upTo int64) {
+	from = max(e.ReadSeq, e.JoinedSeq-1)
+	return from, max(from, min(e.LastSeq, from+chat.MaxUnreadScan))
 }
 
 // list is List including the conversations the user left (sync delivers up to the leaving).
@@ -275,9 +281,9 @@ func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.Conve
 // user's conversations in id order: each changed one is returned once, on the page that
 // reaches it, followed by its messages; the page token (SyncResult.Page, signed for the user)
 // says where the next page starts, so the server keeps nothing between pages. A page holds at
-// most chat.MaxSyncConversations entries, req.Limit messages and, with req.MaxBytes, that
-// many bytes of entries and messages (one larger message goes alone). Unread is counted for
-// the page's entries only.
+// most chat.MaxSyncConversations entries whose unread counts read at most chat.MaxSyncScan
+// rows, req.Limit messages and, with req.MaxBytes, that many bytes of entries and messages
+// (one larger message goes alone). Unread is counted for the page's entries only.
 func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncRequest) (chat.SyncResult, error) {
 	pos, err := in.syncPosition(user, req)
 	if err != nil {
@@ -296,6 +302,7 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 	res := chat.SyncResult{Since: req.Since}
 	var carried []Entry // the entries of this page, in res.Conversations' order
 	used := 0           // the page's bytes, as req.EntrySize and req.Size measure them
+	scan := int64(0)    // the rows the carried entries' unread counts read
 	msgBytes := 0       // the messages' part of used
 	fits := func(n int) bool { return req.MaxBytes <= 0 || used == 0 || used+n <= req.MaxBytes }
 	// next is where the page stopped: the next page resumes there.
@@ -315,11 +322,12 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 			if req.MaxBytes > 0 {
 				n = req.EntrySize(e.Progress)
 			}
-			if len(carried) == chat.MaxSyncConversations || !fits(n) {
+			from, upTo := unreadRange(e)
+			if len(carried) == chat.MaxSyncConversations || (len(carried) > 0 && scan+upTo-from > chat.MaxSyncScan) || !fits(n) {
 				next = &syncPosition{conv: e.Conversation, seq: -1}
 				break
 			}
-			used += n
+			used, scan = used+n, scan+upTo-from
 			carried = append(carried, e)
 		}
 		after := cursor

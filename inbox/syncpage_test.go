@@ -221,12 +221,14 @@ func TestUnreadScanIsBounded(t *testing.T) {
 			}
 		}
 		rows.Store(0)
+		began := time.Now()
 		list, err := counting.List(bg, me)
+		took := time.Since(began)
 		if err != nil || len(list) != 1 {
 			t.Fatalf("%s: List = %d entries, %v", read.name, len(list), err)
 		}
 		got := rows.Load()
-		t.Logf("%s (read at %d, last %d): unread %d, %d rows read", read.name, list[0].ReadSeq, list[0].LastSeq, list[0].Unread, got)
+		t.Logf("%s (read at %d, last %d): unread %d, %d rows read, in %v", read.name, list[0].ReadSeq, list[0].LastSeq, list[0].Unread, got, took)
 		if list[0].Unread != read.wantCount {
 			t.Errorf("%s: unread %d; want %d", read.name, list[0].Unread, read.wantCount)
 		}

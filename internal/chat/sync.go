@@ -23,9 +23,13 @@ const MaxUnread = 1000
 // texts) included. Seqs are contiguous, so it is a bound on the seqs read.
 const MaxUnreadScan = 2 * MaxUnread
 
-// MaxSyncConversations bounds the conversation entries of one sync page, so that a page's
-// unread counts read at most MaxSyncConversations x MaxUnreadScan rows.
-const MaxSyncConversations = 100
+// MaxSyncConversations bounds the conversation entries of one sync page.
+const MaxSyncConversations = 1000
+
+// MaxSyncScan bounds the rows the unread counts of one sync page read (each entry's at most
+// MaxUnreadScan, nothing for one read to its end): a page stops before an entry that would
+// go over it, so a page has at least 100 entries that all need a full count.
+const MaxSyncScan = 100 * MaxUnreadScan
 
 // SyncRequest is what a reconnecting device knows.
 type SyncRequest struct {
@@ -55,7 +59,8 @@ type SyncRequest struct {
 // conversation once, in conversation id order, each followed by its messages.
 type SyncResult struct {
 	// Conversations changed since the token or with messages after the cursor: those of this
-	// page, each returned once in a catch-up (at most MaxSyncConversations a page).
+	// page, each returned once in a catch-up (at most MaxSyncConversations a page, and their
+	// unread counts reading at most MaxSyncScan rows).
 	Conversations []Progress
 	// Messages after the cursors, by conversation, each in seq order.
 	Messages []Message
