@@ -130,6 +130,7 @@ func TestSyncPagesConversationsOnce(t *testing.T) {
 			len(next.Conversations), len(next.Messages), late, want[late]+1)
 	}
 }
+
 // A page token is bound to the user it was issued to; a tampered one is refused.
 func TestSyncPageTokenIsSignedForTheUser(t *testing.T) {
 	in, h := setup(t)

@@ -58,7 +58,9 @@ const conversationOverhead = 2 + len(`"conversation":"",`) + 36 + len(`"last_seq
 
 // ConversationBytes is at least the size of p's JSON in a sync.result, whatever its counts:
 // sync pages count their entries with it (chat.SyncRequest.EntrySize).
-func ConversationBytes(p chat.Progress) int { return conversationOverhead + jsonStringBytes(string(p.Peer)) }
+func ConversationBytes(p chat.Progress) int {
+	return conversationOverhead + jsonStringBytes(string(p.Peer))
+}
 
 // messageOverhead bounds the bytes of a message's JSON that MessageBytes does not count
 // string by string: the braces, every field name and separator, two UUIDs and five
