@@ -108,6 +108,7 @@ func TestSyncManyConversationsInBytePages(t *testing.T) {
 			if len(cs) > 0 {
 				req["cursors"] = cs
 			}
+			time.Sleep(60 * time.Millisecond) // under the edge's 20 frames a second, over many attempts
 			if err := ws.WriteJSON(req); err != nil {
 				t.Fatal(err)
 			}
