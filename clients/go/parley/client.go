@@ -1045,6 +1045,18 @@ func (c *Client) sync(ws *websocket.Conn) error {
 		start := c.track.now()
 		cursors := c.track.cursors()
 		c.deliverMu.Unlock()
+		if page != "" {
+			// The catch-up has passed the conversations it returned (the page token holds the
+			// one in progress): their cursors are not needed, and leaving them out keeps a
+			// device that is catching up on many conversations under the cursor limit.
+			kept := cursors[:0]
+			for _, cur := range cursors {
+				if _, passed := reached[cur.Conversation]; !passed {
+					kept = append(kept, cur)
+				}
+			}
+			cursors = kept
+		}
 		c.mu.Lock()
 		since := c.st.Since
 		c.mu.Unlock()
