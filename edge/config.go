@@ -68,9 +68,10 @@ type Config struct {
 	// it; above it the same overflow policy applies. A frame is always accepted by an empty
 	// queue, so one larger frame still goes out. Default 1 MiB.
 	QueueBytes int
-	// SyncPageBytes bounds the messages of one sync.result page in bytes of JSON; a page that
-	// reaches it ends with more: true, and the client pages on. At most half of QueueBytes.
-	// Default 256 KiB.
+	// SyncPageBytes bounds one sync.result frame in bytes of JSON, its conversation entries
+	// and messages included (a single larger message goes alone); a page that reaches it
+	// ends with more: true, and the client pages on. At most half of QueueBytes. Default
+	// 256 KiB.
 	SyncPageBytes int
 	// ReadBufferSize and WriteBufferSize are the socket buffer sizes; the write buffer is
 	// pooled. Defaults 512 and 4096.

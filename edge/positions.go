@@ -38,9 +38,11 @@ func (s *Server) EnableSync(sy Syncer) {
 			c.SendError(f.ID, perr)
 			return
 		}
-		// A page is bounded in bytes as well as in messages, so that it fits in the
-		// connection's queue (Config.SyncPageBytes is at most half of QueueBytes).
-		req.MaxBytes, req.Size = s.cfg.SyncPageBytes, wire.MessageBytes
+		// The whole sync.result frame, entries included, is bounded in bytes as well as in
+		// messages, so that it fits in the connection's queue beside half a queue of other
+		// frames (Config.SyncPageBytes is at most half of QueueBytes).
+		req.MaxBytes = s.cfg.SyncPageBytes - wire.SyncResultOverhead(f.ID)
+		req.Size, req.EntrySize = wire.MessageBytes, wire.ConversationBytes
 		ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
 		defer cancel()
 		res, err := sy.Sync(ctx, c.user, req)

@@ -583,7 +583,8 @@ func (st *Store) ApplyMembership(ctx context.Context, m chat.Message) (mem Membe
 // at most limit of them (it stops there): the unread count of user's inbox row, derived from
 // the read position and the stored messages, so it cannot drift and replays of the projection
 // do not change it. Events (edits, deletions, reactions, membership) and user's own texts
-// never count.
+// never count. It reads at most upTo - after rows (one per seq): callers bound the scan with
+// the range (inbox reads at most chat.MaxUnreadScan).
 func (st *Store) CountTexts(ctx context.Context, id chat.ConversationID, user chat.UserID, after, upTo int64, limit int) (n int, err error) {
 	err = st.Guard(func() error { n, err = st.countTexts(ctx, id, user, after, upTo, limit); return err })
 	return

@@ -1,7 +1,9 @@
 package inbox
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -151,8 +153,10 @@ func (in *Inbox) Page(ctx context.Context, user chat.UserID, after Position, lim
 }
 
 // countUnread sets each entry's Unread: the other members' text messages after the read
-// position (and inside what the user may see), at most chat.MaxUnread. Entries with nothing
-// after the read position cost nothing; the others one read each, 8 at a time.
+// position (and inside what the user may see), at most chat.MaxUnread. Each count reads at
+// most chat.MaxUnreadScan rows (seqs) after the read position: when more follow, the count is
+// chat.MaxUnread ("that many or more"). Entries with nothing after the read position cost
+// nothing; the others one read each, 8 at a time.
 func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []Entry) error {
 	var (
 		wg    sync.WaitGroup
@@ -162,9 +166,9 @@ func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []En
 	)
 	for i := range entries {
 		e := &entries[i]
-		from := max(e.ReadSeq, e.JoinedSeq-1)
+		from, upTo := unreadRange(*e)
 		e.Unread = 0
-		if e.LastSeq <= from {
+		if upTo <= from {
 			continue
 		}
 		sem <- struct{}{}
@@ -172,7 +176,10 @@ func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []En
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			n, err := in.history.CountTexts(ctx, e.Conversation, user, from, e.LastSeq, chat.MaxUnread)
+			n, err := in.history.CountTexts(ctx, e.Conversation, user, from, upTo, chat.MaxUnread)
+			if upTo < e.LastSeq {
+				n = chat.MaxUnread // more than the scan reads follow: too many to count
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && first == nil {
@@ -183,6 +190,13 @@ func (in *Inbox) countUnread(ctx context.Context, user chat.UserID, entries []En
 	}
 	wg.Wait()
 	return first
+}
+
+// unreadRange is the seqs the unread count of e reads: (from, upTo], at most
+// chat.MaxUnreadScan of them, none when e is read to its end.
+func unreadRange(e Entry) (from, upTo int64) {
+	from = max(e.ReadSeq, e.JoinedSeq-1)
+	return from, max(from, min(e.LastSeq, from+chat.MaxUnreadScan))
 }
 
 // list is List including the conversations the user left (sync delivers up to the leaving).
@@ -295,10 +309,15 @@ func (in *Inbox) MarkRead(ctx context.Context, user chat.UserID, conv chat.Conve
 	return read, moved, err
 }
 
-// Sync returns what user's device missed.
+// Sync returns one page of what user's device missed. The pages of one catch-up visit the
+// user's conversations in id order: each changed one is returned once, on the page that
+// reaches it, followed by its messages; the page token (SyncResult.Page, signed for the user)
+// says where the next page starts, so the server keeps nothing between pages. A page holds at
+// most chat.MaxSyncConversations entries whose unread counts read at most chat.MaxSyncScan
+// rows, req.Limit messages and, with req.MaxBytes, that many bytes of entries and messages
+// (one larger message goes alone). Unread is counted for the page's entries only.
 func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncRequest) (chat.SyncResult, error) {
-	start := in.now()
-	since, err := in.parseSince(user, req.Since)
+	pos, err := in.syncPosition(user, req)
 	if err != nil {
 		return chat.SyncResult{}, err
 	}
@@ -311,37 +330,45 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 	if err != nil {
 		return chat.SyncResult{}, err
 	}
+	slices.SortFunc(entries, func(a, b Entry) int { return bytes.Compare(a.Conversation[:], b.Conversation[:]) })
 	res := chat.SyncResult{Since: req.Since}
-	var changed []Entry
-	pageBytes := 0 // the page's messages, as req.Size measures them
+	var carried []Entry // the entries of this page, in res.Conversations' order
+	used := 0           // the page's bytes, as req.EntrySize and req.Size measure them
+	scan := int64(0)    // the rows the carried entries' unread counts read
+	msgBytes := 0       // the messages' part of used
+	fits := func(n int) bool { return req.MaxBytes <= 0 || used == 0 || used+n <= req.MaxBytes }
+	// next is where the page stopped: the next page resumes there.
+	var next *syncPosition
 	for _, e := range entries {
-		held, hasCursor := req.Cursors[e.Conversation]
-		cursor := max(held, e.JoinedSeq-1)
-		if e.LeftSeq > 0 {
-			// Out of the conversation: returned, up to and including the leaving, to a device
-			// whose cursor is below the leaving and that either holds the conversation (sent
-			// a cursor for it) or has not synced since the leaving; so every device learns of
-			// it once, then never again.
-			if e.LastSeq <= cursor || (!hasCursor && !e.LeftAt.After(since)) {
+		if bytes.Compare(e.Conversation[:], pos.conv[:]) < 0 {
+			continue // before the position: done in an earlier page
+		}
+		cursor := max(req.Cursors[e.Conversation], e.JoinedSeq-1)
+		if pos.resumed && e.Conversation == pos.conv && pos.seq >= 0 {
+			cursor = max(cursor, pos.seq) // in progress: its entry and messages up to seq are sent
+		} else {
+			if !changed(e, req.Cursors, pos.since) {
 				continue
 			}
-		} else if e.LastSeq <= cursor && !e.LastAt.After(since) && !e.ReadAt.After(since) {
-			continue
-		}
-		changed = append(changed, e)
-	}
-	if err := in.countUnread(ctx, user, changed); err != nil {
-		return chat.SyncResult{}, err
-	}
-	for _, e := range changed {
-		cursor := max(req.Cursors[e.Conversation], e.JoinedSeq-1)
-		res.Conversations = append(res.Conversations, e.Progress)
-		for after := cursor; after < e.LastSeq && !res.More; {
-			if len(res.Messages) >= limit {
-				res.More = true
+			n := 0
+			if req.MaxBytes > 0 {
+				n = req.EntrySize(e.Progress)
+			}
+			from, upTo := unreadRange(e)
+			if len(carried) == chat.MaxSyncConversations || (len(carried) > 0 && scan+upTo-from > chat.MaxSyncScan) || !fits(n) {
+				next = &syncPosition{conv: e.Conversation, seq: -1}
 				break
 			}
-			page, err := in.history.After(ctx, e.Conversation, e.Window(), after, readAhead(req, limit-len(res.Messages), len(res.Messages), pageBytes))
+			used, scan = used+n, scan+upTo-from
+			carried = append(carried, e)
+		}
+		after := cursor
+		for after < e.LastSeq && next == nil {
+			if len(res.Messages) >= limit {
+				next = &syncPosition{conv: e.Conversation, seq: after}
+				break
+			}
+			page, err := in.history.After(ctx, e.Conversation, e.Window(), after, readAhead(req, limit-len(res.Messages), len(res.Messages), msgBytes, used))
 			if err != nil {
 				return chat.SyncResult{}, err
 			}
@@ -349,40 +376,118 @@ func (in *Inbox) Sync(ctx context.Context, user chat.UserID, req chat.SyncReques
 				break
 			}
 			for _, m := range page {
+				n := 0
 				if req.MaxBytes > 0 {
-					n := req.Size(m)
-					if len(res.Messages) > 0 && pageBytes+n > req.MaxBytes {
-						res.More = true // the page is full in bytes: the next one starts at m
-						break
-					}
-					pageBytes += n
+					n = req.Size(m)
 				}
+				if !fits(n) {
+					next = &syncPosition{conv: e.Conversation, seq: after} // full in bytes: the next page starts at m
+					break
+				}
+				used, msgBytes = used+n, msgBytes+n
 				res.Messages = append(res.Messages, m)
 				after = m.Seq
 			}
 		}
+		if next != nil {
+			break
+		}
 	}
-	if !res.More {
-		// Everything up to the start of this sync is covered. Activity during it is covered by
-		// the next sync (or arrives live).
-		res.Since = in.formatSince(user, start.Add(-sinceMargin))
+	if err := in.countUnread(ctx, user, carried); err != nil {
+		return chat.SyncResult{}, err
 	}
+	for _, e := range carried {
+		res.Conversations = append(res.Conversations, e.Progress)
+	}
+	if next != nil {
+		next.since, next.start, next.resumed = pos.since, pos.start, true
+		res.More, res.Page = true, in.formatPage(user, *next)
+		return res, nil
+	}
+	// Everything up to the start of the catch-up (its first page) is covered. Activity during
+	// it is covered by the next sync (or arrives live).
+	res.Since = in.formatSince(user, pos.start.Add(-sinceMargin))
 	return res, nil
+}
+
+// changed reports whether sync returns e to a device holding cursors, whose last complete
+// sync stands for since.
+func changed(e Entry, cursors map[chat.ConversationID]int64, since time.Time) bool {
+	held, hasCursor := cursors[e.Conversation]
+	cursor := max(held, e.JoinedSeq-1)
+	if e.LeftSeq > 0 {
+		// Out of the conversation: returned, up to and including the leaving, to a device
+		// whose cursor is below the leaving and that either holds the conversation (sent a
+		// cursor for it) or has not synced since the leaving; so every device learns of it
+		// once, then never again.
+		return e.LastSeq > cursor && (hasCursor || e.LeftAt.After(since))
+	}
+	return e.LastSeq > cursor || e.LastAt.After(since) || e.ReadAt.After(since)
+}
+
+// syncPosition is where a page of a catch-up starts: the catch-up's since and start, and the
+// conversation it resumes at (conversations before it, in id order, are done). seq >= 0: that
+// conversation's entry and its messages up to seq were sent; seq < 0: it is not started.
+type syncPosition struct {
+	since, start time.Time
+	conv         chat.ConversationID
+	seq          int64
+	resumed      bool // from a page token (false for a catch-up's first page)
+}
+
+// syncPosition reads where the requested page starts: from req.Page, or the start of a new
+// catch-up at req.Since.
+func (in *Inbox) syncPosition(user chat.UserID, req chat.SyncRequest) (syncPosition, error) {
+	if req.Page == "" {
+		since, err := in.parseSince(user, req.Since)
+		return syncPosition{since: since, start: in.now()}, err
+	}
+	if in.cfg.Cursors == nil {
+		return syncPosition{}, errors.New("inbox: Config.Cursors is not set: sync cannot sign page tokens")
+	}
+	b, err := in.cfg.Cursors.Open(pageScope(user), req.Page)
+	if err != nil {
+		return syncPosition{}, err
+	}
+	if len(b) != pageTokenLen {
+		return syncPosition{}, fmt.Errorf("%w: page is not a token this server issued to you", chat.ErrInvalid)
+	}
+	p := syncPosition{since: time.UnixMilli(int64(binary.BigEndian.Uint64(b[0:]))),
+		start: time.UnixMilli(int64(binary.BigEndian.Uint64(b[8:]))), seq: int64(binary.BigEndian.Uint64(b[32:])), resumed: true}
+	copy(p.conv[:], b[16:32])
+	return p, nil
+}
+
+// pageTokenLen is the payload of a page token: since and start (Unix ms), the conversation
+// and the seq, big-endian.
+const pageTokenLen = 8 + 8 + 16 + 8
+
+func (in *Inbox) formatPage(user chat.UserID, p syncPosition) string {
+	b := make([]byte, pageTokenLen)
+	binary.BigEndian.PutUint64(b[0:], uint64(p.since.UnixMilli()))
+	binary.BigEndian.PutUint64(b[8:], uint64(p.start.UnixMilli()))
+	copy(b[16:32], p.conv[:])
+	binary.BigEndian.PutUint64(b[32:], uint64(p.seq))
+	return in.cfg.Cursors.Seal(pageScope(user), b)
+}
+
+func pageScope(user chat.UserID) cursor.Scope {
+	return cursor.Scope{Purpose: cursor.PurposeSyncPage, User: user}
 }
 
 // readAhead is how many messages a sync reads from the store at once: what the count limit
 // leaves (at most 200), and, when the page is bounded in bytes, about what fits in the bytes
-// left at the average size so far (20 before the first), so that a page of large messages
-// does not read far more than it returns.
-func readAhead(req chat.SyncRequest, left, got, size int) int {
+// left (of used) at the messages' average size so far (20 before the first), so that a page
+// of large messages does not read far more than it returns.
+func readAhead(req chat.SyncRequest, left, got, msgBytes, used int) int {
 	n := min(left, 200)
 	if req.MaxBytes <= 0 {
 		return n
 	}
-	if got == 0 || size == 0 {
+	if got == 0 || msgBytes == 0 {
 		return min(n, 20)
 	}
-	return max(1, min(n, (req.MaxBytes-size)/max(1, size/got)+1))
+	return max(1, min(n, (req.MaxBytes-used)/max(1, msgBytes/got)+1))
 }
 
 // sinceMargin is subtracted from a token's time: activity is stamped by other processes'

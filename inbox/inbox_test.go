@@ -418,6 +418,7 @@ func TestSyncPagesByBytes(t *testing.T) {
 	touch(t, in, h, ms...)
 
 	size := func(m chat.Message) int { return 100 + len(m.Body) } // a stand-in for wire.MessageBytes
+	entrySize := func(chat.Progress) int { return 150 }           // and for wire.ConversationBytes
 	const maxBytes = 2500
 	for _, tc := range []struct {
 		name     string
@@ -425,16 +426,18 @@ func TestSyncPagesByBytes(t *testing.T) {
 	}{{"bounded", maxBytes}, {"smaller than one message", 10}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cursors := map[chat.ConversationID]int64{}
-			got, pages := 0, 0
+			got, pages, page := 0, 0, ""
 			for {
 				if pages++; pages > 100 {
 					t.Fatal("sync does not converge")
 				}
-				res, err := in.Sync(bg, me, chat.SyncRequest{Cursors: cursors, Limit: 1000, MaxBytes: tc.maxBytes, Size: size})
+				res, err := in.Sync(bg, me, chat.SyncRequest{Cursors: cursors, Page: page, Limit: 1000, MaxBytes: tc.maxBytes,
+					Size: size, EntrySize: entrySize})
 				if err != nil {
 					t.Fatal(err)
 				}
-				bytes := 0
+				page = res.Page
+				bytes := entrySize(chat.Progress{}) * len(res.Conversations)
 				for _, m := range res.Messages {
 					if m.Seq != cursors[m.Conversation]+1 {
 						t.Fatalf("conversation %s: seq %d after cursor %d (gap, duplicate or disorder)", m.Conversation, m.Seq, cursors[m.Conversation])
@@ -443,11 +446,12 @@ func TestSyncPagesByBytes(t *testing.T) {
 					bytes += size(m)
 					got++
 				}
-				if len(res.Messages) == 0 && res.More {
+				if len(res.Messages)+len(res.Conversations) == 0 && res.More {
 					t.Fatal("an empty page with more: paging makes no progress")
 				}
-				if len(res.Messages) > 1 && bytes > tc.maxBytes {
-					t.Errorf("page %d: %d messages of %d bytes; want at most %d bytes", pages, len(res.Messages), bytes, tc.maxBytes)
+				if len(res.Messages)+len(res.Conversations) > 1 && bytes > tc.maxBytes {
+					t.Errorf("page %d: %d entries and %d messages of %d bytes; want at most %d bytes", pages,
+						len(res.Conversations), len(res.Messages), bytes, tc.maxBytes)
 				}
 				if !res.More {
 					if res.Since == "" {

@@ -123,12 +123,16 @@ type Frame struct {
 
 	// Since is the inbox since-token of sync and sync.result ("" for a first sync).
 	Since string `json:"since,omitempty"`
+	// Page is the continuation token of a catch-up: in a sync.result with more, and in the
+	// sync that asks for the next page ("" for a catch-up's first page).
+	Page string `json:"page,omitempty"`
 	// Cursors are a device's last received seq per conversation (sync).
 	Cursors []Cursor `json:"cursors,omitempty"`
 	// Limit bounds the messages of one sync.result page.
 	Limit int `json:"limit,omitempty"`
-	// Messages and Conversations are the contents of a sync.result page; More says another
-	// page follows (send sync again with the returned since and cursors).
+	// Messages and Conversations are the contents of a sync.result page (each changed
+	// conversation once in a catch-up, on one of its pages); More says another page follows
+	// (send sync again with the returned page, the same since and the cursors).
 	Messages      []Message      `json:"messages,omitempty"`
 	Conversations []Conversation `json:"conversations,omitempty"`
 	More          bool           `json:"more,omitempty"`

@@ -416,7 +416,7 @@ func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
 	cli.Int(fs, &c.QueueBytes, "edge-queue-bytes", edge.DefaultQueueBytes, 64<<10, 1<<30,
 		"Bytes queued (and being written) per connection before the same overflow policy applies.")
 	cli.Int(fs, &c.SyncPageBytes, "edge-sync-page-bytes", edge.DefaultSyncPageBytes, 16<<10, 512<<20,
-		"Bytes of messages in one sync.result page (at most half of --edge-queue-bytes); a full page has more: true.")
+		"Bytes of one sync.result page, its conversations and messages included (at most half of --edge-queue-bytes); a full page has more: true.")
 	cli.Duration(fs, &c.DrainWindow, "edge-drain-window", edge.DefaultDrainWindow, 0, 10*time.Minute,
 		"On shutdown, reconnect hints are spread over this long before connections are closed with 1001.")
 	cli.Bool(fs, &c.GoroutineReads, "edge-goroutine-reads", false,

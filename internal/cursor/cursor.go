@@ -1,11 +1,11 @@
 // Package cursor signs and checks the opaque tokens Parley hands clients to continue from:
-// sync's since-tokens and the REST API's page cursors. A token is bound to its purpose, to the
-// user it was issued to and, for a page of one conversation, to that conversation, and
-// signed with HMAC-SHA256 under a key set: one current key signs, older keys still verify, so
-// keys can be rotated without refusing the tokens clients hold. Anything else (tampered,
-// another user's, another conversation's, a purpose's token used for another, a key no longer
-// in the set) is refused with chat.ErrInvalid, which the error table answers as 400
-// bad_request.
+// sync's since-tokens and page tokens, and the REST API's page cursors. A token is bound to
+// its purpose, to the user it was issued to and, for a page of one conversation, to that
+// conversation, and signed with HMAC-SHA256 under a key set: one current key signs, older
+// keys still verify, so keys can be rotated without refusing the tokens clients hold.
+// Anything else (tampered, another user's, another conversation's, a purpose's token used for
+// another, a key no longer in the set) is refused with chat.ErrInvalid, which the error table
+// answers as 400 bad_request.
 //
 // The standard library's crypto/hmac is the library here: a cursor needs a MAC over a few
 // fields and nothing of what JWT or PASETO add (claims, algorithms, expiry, encryption), and
@@ -110,9 +110,10 @@ type Scope struct {
 
 // Purposes of the tokens Parley issues.
 const (
-	PurposeSince    = "since"    // sync's since-token (inbox)
-	PurposeInbox    = "inbox"    // a page of GET /v1/conversations
-	PurposeMessages = "messages" // a page of GET /v1/conversations/{id}/messages
+	PurposeSince    = "since"     // sync's since-token (inbox)
+	PurposeSyncPage = "sync-page" // the continuation of a sync catch-up (inbox)
+	PurposeInbox    = "inbox"     // a page of GET /v1/conversations
+	PurposeMessages = "messages"  // a page of GET /v1/conversations/{id}/messages
 )
 
 // Seal returns the token carrying payload within scope, signed with the current key:
@@ -149,8 +150,11 @@ func (ks *Keys) Open(s Scope, token string) ([]byte, error) {
 }
 
 func what(purpose string) string {
-	if purpose == PurposeSince {
+	switch purpose {
+	case PurposeSince:
 		return "since"
+	case PurposeSyncPage:
+		return "page"
 	}
 	return "cursor"
 }

@@ -9,7 +9,7 @@ import (
 
 // SyncRequest reads a sync frame (already validated by the protocol codec).
 func SyncRequest(f protocol.Frame) (chat.SyncRequest, *protocol.Error) {
-	req := chat.SyncRequest{Since: f.Since, Limit: f.Limit, Cursors: make(map[chat.ConversationID]int64, len(f.Cursors))}
+	req := chat.SyncRequest{Since: f.Since, Page: f.Page, Limit: f.Limit, Cursors: make(map[chat.ConversationID]int64, len(f.Cursors))}
 	for _, c := range f.Cursors {
 		id, err := chat.ParseConversationID(c.Conversation)
 		if err != nil {
@@ -22,7 +22,7 @@ func SyncRequest(f protocol.Frame) (chat.SyncRequest, *protocol.Error) {
 
 // SyncResult is the sync.result frame of one page (the caller sets its id).
 func SyncResult(res chat.SyncResult) protocol.Frame {
-	out := protocol.Frame{Type: protocol.TypeSyncResult, Since: res.Since, More: res.More,
+	out := protocol.Frame{Type: protocol.TypeSyncResult, Since: res.Since, Page: res.Page, More: res.More,
 		Conversations: make([]protocol.Conversation, 0, len(res.Conversations)),
 		Messages:      make([]protocol.Message, 0, len(res.Messages))}
 	for _, p := range res.Conversations {
@@ -33,6 +33,33 @@ func SyncResult(res chat.SyncResult) protocol.Frame {
 		out.Messages = append(out.Messages, Message(m))
 	}
 	return out
+}
+
+// tokenBytes bounds a since or page token the server writes: a key id of at most 32
+// characters, a payload of at most 40 bytes in base64url (54 characters), a 16-byte MAC (22),
+// two dots; none needs escaping in JSON.
+const tokenBytes = 32 + 1 + 54 + 1 + 22
+
+// syncResultOverhead bounds what a sync.result frame has besides its entries, its messages and
+// its id: the braces, the field names, the since and page tokens, the brackets and more.
+const syncResultOverhead = 2 + len(`"type":"sync.result",`) + len(`"id":"",`) + len(`"since":"",`) + tokenBytes +
+	len(`"page":"",`) + tokenBytes + len(`"messages":[],`) + len(`"conversations":[],`) + len(`"more":true`)
+
+// SyncResultOverhead bounds the bytes of a sync.result answering the request id that are
+// neither entries (ConversationBytes) nor messages (MessageBytes): the edge bounds a whole
+// page with it.
+func SyncResultOverhead(id string) int { return syncResultOverhead + jsonStringBytes(id) }
+
+// conversationOverhead bounds the bytes of an entry's JSON besides its peer: the braces, every
+// field name and separator (one more comma, the one between entries), a UUID and three
+// integers of up to 20 characters.
+const conversationOverhead = 2 + len(`"conversation":"",`) + 36 + len(`"last_seq":,`) + 20 + len(`"read_seq":,`) + 20 +
+	len(`"unread":,`) + 20 + len(`"peer":"",`)
+
+// ConversationBytes is at least the size of p's JSON in a sync.result, whatever its counts:
+// sync pages count their entries with it (chat.SyncRequest.EntrySize).
+func ConversationBytes(p chat.Progress) int {
+	return conversationOverhead + jsonStringBytes(string(p.Peer))
 }
 
 // messageOverhead bounds the bytes of a message's JSON that MessageBytes does not count

@@ -123,3 +123,41 @@ func TestMessageBytesBoundsTheJSON(t *testing.T) {
 		}
 	}
 }
+
+// A whole sync.result is within SyncResultOverhead plus its entries' ConversationBytes and
+// its messages' MessageBytes, whatever the counts, peers, tokens and id.
+func TestSyncResultBytesBoundTheFrame(t *testing.T) {
+	keyID := strings.Repeat("k", 32) // the longest key id a token can carry
+	token := func(payload int) string {
+		return keyID + "." + strings.Repeat("A", (payload*8+5)/6) + "." + strings.Repeat("B", 22)
+	}
+	peers := []chat.UserID{"", "bob", "<&>\u2028\"\\", chat.UserID(strings.Repeat("p", 128))}
+	for _, id := range []string{"", "r1", strings.Repeat("<", protocol.MaxIDBytes)} {
+		res := chat.SyncResult{Since: token(8), Page: token(40), More: true}
+		bound := SyncResultOverhead(id)
+		for i, p := range peers {
+			e := chat.Progress{Conversation: chat.NewConversationID(), LastSeq: 1<<63 - 1, ReadSeq: -1 << 63, Unread: -1 << 63, Peer: p}
+			if i == 0 {
+				e = chat.Progress{Conversation: chat.NewConversationID()}
+			}
+			res.Conversations = append(res.Conversations, e)
+			bound += ConversationBytes(e)
+			m := chat.Message{Conversation: e.Conversation, Seq: 1, Kind: chat.MessageText, Sender: "alice", Body: string(p)}
+			res.Messages = append(res.Messages, m)
+			bound += MessageBytes(m)
+		}
+		f := SyncResult(res)
+		f.ID = id
+		data, err := protocol.Encode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) > bound {
+			t.Errorf("id %q: sync.result of %d bytes; the bound says %d", id, len(data), bound)
+		}
+		one, _ := json.Marshal(SyncResult(chat.SyncResult{Conversations: res.Conversations[3:]}).Conversations[0])
+		if got := ConversationBytes(res.Conversations[3]); got < len(one) || got > len(one)+conversationOverhead {
+			t.Errorf("ConversationBytes = %d for %d bytes of JSON", got, len(one))
+		}
+	}
+}

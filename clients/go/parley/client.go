@@ -1014,10 +1014,11 @@ func (c *Client) startSync(ws *websocket.Conn) {
 	}()
 }
 
-// sync pages through sync.result until the server has nothing more, feeding the messages to
-// the tracker, then stores the new since-token. A since-token the server refuses
-// (bad_request) is dropped and the sync starts again from an empty since, once; if that is
-// refused too, sync returns the refusal.
+// sync pages through sync.result until the server has nothing more (each page asks with the
+// page token of the one before), feeding the messages to the tracker, then stores the new
+// since-token. A since-token or page token the server refuses (bad_request) is dropped and
+// the sync starts a new catch-up from an empty since, once; if that is refused too, sync
+// returns the refusal.
 func (c *Client) sync(ws *websocket.Conn) error {
 	c.mu.Lock()
 	if c.syncing {
@@ -1037,26 +1038,41 @@ func (c *Client) sync(ws *websocket.Conn) error {
 			c.startSync(ws)
 		}
 	}()
+	// reached gathers the conversations' last_seq over the pages: each page carries the
+	// conversations it reaches, each once in a catch-up. page is the token of the next page.
 	reached := map[string]int64{}
-	refused := false // the server refused the since-token; since then, syncing from ""
+	refused := false // the server refused the since-token or page token; since then, syncing from ""
+	page := ""
 	for round := 0; ; round++ {
 		c.deliverMu.Lock()
 		start := c.track.now()
 		cursors := c.track.cursors()
 		c.deliverMu.Unlock()
+		if page != "" {
+			// The catch-up has passed the conversations it returned (the page token holds the
+			// one in progress): their cursors are not needed, and leaving them out keeps a
+			// device that is catching up on many conversations under the cursor limit.
+			kept := cursors[:0]
+			for _, cur := range cursors {
+				if _, passed := reached[cur.Conversation]; !passed {
+					kept = append(kept, cur)
+				}
+			}
+			cursors = kept
+		}
 		c.mu.Lock()
 		since := c.st.Since
 		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
-		res, err := c.request(ctx, protocol.Frame{Type: protocol.TypeSync, Since: since, Cursors: cursors, Limit: 500})
+		res, err := c.request(ctx, protocol.Frame{Type: protocol.TypeSync, Since: since, Page: page, Cursors: cursors, Limit: 500})
 		cancel()
-		if se := (*ServerError)(nil); errors.As(err, &se) && se.Code == protocol.CodeBadRequest && since != "" && !refused {
+		if se := (*ServerError)(nil); errors.As(err, &se) && se.Code == protocol.CodeBadRequest && (since != "" || page != "") && !refused {
 			// The server refuses the since-token (signed with a key it no longer has, or not
 			// one it issued): asking again with it would be refused forever. Sync from an
 			// empty since instead, once; the cursors keep it incremental. Forgotten in the
 			// store too, so a restart does not send it again.
-			c.opts.logger.Warn("parley: since-token refused; syncing from an empty since", "err", err)
-			refused = true
+			c.opts.logger.Warn("parley: since-token or page token refused; syncing from an empty since", "err", err)
+			refused, page = true, ""
 			c.mu.Lock()
 			if c.st.Since == since {
 				c.st.Since = ""
@@ -1070,7 +1086,7 @@ func (c *Client) sync(ws *websocket.Conn) error {
 		}
 		if err != nil {
 			if refused {
-				return fmt.Errorf("parley: sync from an empty since after the since-token was refused: %w", err)
+				return fmt.Errorf("parley: sync from an empty since after the since-token or page token was refused: %w", err)
 			}
 			return err
 		}
@@ -1085,6 +1101,10 @@ func (c *Client) sync(ws *websocket.Conn) error {
 			c.mu.Unlock()
 			return err
 		}
+		if res.Page == "" {
+			return errors.New("parley: sync.result with more and no page token")
+		}
+		page = res.Page
 		if round > 10000 {
 			return errors.New("parley: sync did not end")
 		}

@@ -84,7 +84,7 @@ func TestRefusedSinceIsDroppedOnce(t *testing.T) {
 	if st, _ := store.Load(); st.Since != "" || st.Cursors["c"] != 3 {
 		t.Errorf("stored state: %+v; want the since forgotten, the cursors kept", st)
 	}
-	if out := logs.String(); !strings.Contains(out, "after the since-token was refused") || !strings.Contains(out, "bad_request") {
+	if out := logs.String(); !strings.Contains(out, "after the since-token or page token was refused") || !strings.Contains(out, "bad_request") {
 		t.Errorf("logs do not show the refusal of the sync from an empty since:\n%s", out)
 	}
 }
