@@ -148,6 +148,19 @@ func (k *keyedLimiter) take(key string, now time.Time) time.Duration {
 	return time.Duration(math.Ceil(wait * float64(time.Second)))
 }
 
+// prune forgets the keys whose bucket has filled up again: a full bucket decides exactly as
+// a new one does, so forgetting it changes nothing, and the table holds only the keys that
+// made handshakes lately (not one per connected user, which an idle edge would keep).
+func (k *keyedLimiter) prune(now time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, key := range k.keys.Keys() {
+		if lim, ok := k.keys.Peek(key); ok && lim.TokensAt(now) >= float64(k.burst) {
+			k.keys.Remove(key)
+		}
+	}
+}
+
 func (k *keyedLimiter) len() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -170,6 +170,26 @@ func TestKeyedLimiterIsBounded(t *testing.T) {
 	}
 }
 
+// A bucket that has filled up again is forgotten by prune (it decides as a new one would), so
+// an edge full of idle users does not keep a bucket per user; a bucket still refilling stays.
+func TestKeyedLimiterPrunesFullBuckets(t *testing.T) {
+	k := newKeyedLimiter(1, 2, 100)
+	now := time.Unix(1000, 0)
+	k.take("once", now)
+	k.take("twice", now)
+	k.take("twice", now)
+	k.prune(now.Add(1500 * time.Millisecond)) // once: full again; twice: 1.5 of 2 tokens
+	if n := k.len(); n != 1 {
+		t.Errorf("%d keys after prune; want 1 (the one still refilling)", n)
+	}
+	if w := k.take("twice", now.Add(1500*time.Millisecond)); w != 0 {
+		t.Errorf("twice after 1.5 s: wait %v; want a token", w)
+	}
+	if w := k.take("twice", now.Add(1500*time.Millisecond)); w == 0 {
+		t.Error("twice: a second token at once; want its bucket kept, not reset by prune")
+	}
+}
+
 func TestHandshakeIPKey(t *testing.T) {
 	for in, want := range map[string]string{
 		"192.0.2.7":                "192.0.2.7",

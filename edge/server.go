@@ -672,6 +672,10 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-t.C:
 			s.security.flush(s.now())
 			s.sweep(bucket)
+			if bucket == 0 { // once a heartbeat interval
+				s.userHandshakes.prune(s.now())
+				s.ipHandshakes.prune(s.now())
+			}
 			bucket = (bucket + 1) % len(s.buckets)
 		}
 	}
