@@ -92,6 +92,21 @@ func (w *Worker) applyEffects(ctx context.Context, m chat.Message) error {
 
 // withLeaver is users plus, for a removal or leaving, the member who is out (their devices
 // learn it, their inbox row records it).
+// membersAt is the current members who were already members at seq: the inbox rows an entry
+// at seq belongs in. During a live projection they are the current members (entries come in
+// order); during a replay (reproject, the reconciler) a member who left and came back since
+// must not get an entry of the time they were out (their row would preview a message they
+// may not see).
+func membersAt(ms []history.Member, seq int64) []chat.UserID {
+	users := make([]chat.UserID, 0, len(ms))
+	for _, m := range ms {
+		if m.Active() && m.JoinedSeq <= seq {
+			users = append(users, m.User)
+		}
+	}
+	return users
+}
+
 func withLeaver(users []chat.UserID, m chat.Message) []chat.UserID {
 	if (m.Kind == chat.MessageMemberRemoved || m.Kind == chat.MessageMemberLeft) && !slices.Contains(users, m.TargetUser) {
 		return append(slices.Clip(users), m.TargetUser)

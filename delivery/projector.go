@@ -88,20 +88,21 @@ func (w *Worker) projectEntries(ctx context.Context, entries []logEntry) error {
 	}
 	// Every member's inbox row learns the run's last entry (rows keep the highest seq they
 	// were written with), and a membership event's own recipients learn that event (the
-	// member who left is not in the list any more).
-	users, err := w.store.ActiveMembers(ctx, conv)
+	// member who left is not in the list any more). Only members who were members at the
+	// entry's seq (membersAt: a replay must not reach a member's row across a leave and rejoin).
+	members, err := w.store.Members(ctx, conv)
 	if err != nil {
 		return err
 	}
 	last := msgs[len(msgs)-1]
 	for _, m := range msgs[:len(msgs)-1] {
 		if m.Kind.Membership() {
-			if err := w.inbox.Record(ctx, m, withLeaver(users, m)); err != nil {
+			if err := w.inbox.Record(ctx, m, withLeaver(membersAt(members, m.Seq), m)); err != nil {
 				return err
 			}
 		}
 	}
-	if err := w.inbox.Record(ctx, last, withLeaver(users, last)); err != nil {
+	if err := w.inbox.Record(ctx, last, withLeaver(membersAt(members, last.Seq), last)); err != nil {
 		return err
 	}
 	if err := w.inbox.MarkSent(ctx, msgs); err != nil {

@@ -279,11 +279,11 @@ func (w *Worker) reconcileRun(ctx context.Context, run []logEntry, r *Repairs) e
 		}
 	}
 	last := run[len(run)-1].m
-	users, err := w.store.ActiveMembers(ctx, last.Conversation)
+	members, err := w.store.Members(ctx, last.Conversation)
 	if err != nil {
 		return err
 	}
-	behind, err := w.inbox.Behind(ctx, last.Conversation, withLeaver(users, last), last.Seq)
+	behind, err := w.inbox.Behind(ctx, last.Conversation, withLeaver(membersAt(members, last.Seq), last), last.Seq)
 	if err != nil {
 		return err
 	}

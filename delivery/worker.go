@@ -66,6 +66,7 @@ type Store interface {
 	ApplyMembership(ctx context.Context, m chat.Message) (history.Member, error)
 	Member(ctx context.Context, conv chat.ConversationID, user chat.UserID) (history.Member, error)
 	ActiveMembers(ctx context.Context, conv chat.ConversationID) ([]chat.UserID, error)
+	Members(ctx context.Context, conv chat.ConversationID) ([]history.Member, error)
 	MaxMembers() int
 }
 

@@ -42,6 +42,7 @@ type env struct {
 	prefix string
 	reg    *prometheus.Registry
 	nc     *nats.Conn
+	worker *delivery.Worker
 }
 
 // newEnv serves the API as parleyd does (httpapi.Public), granting CORS to origins.
@@ -97,7 +98,7 @@ func newEnv(t *testing.T, origins ...string) *env {
 	api.Register(mux)
 	hs := httptest.NewServer(httpapi.Public(mux, httpapi.CORS{AllowedOrigins: origins}))
 	t.Cleanup(hs.Close)
-	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id, reg: reg, nc: n.Conn}
+	return &env{t: t, url: hs.URL, auth: a, store: store, prefix: id, reg: reg, nc: n.Conn, worker: w}
 }
 
 func (e *env) user(name string) chat.UserID { return chat.UserID(e.prefix + "_" + name) }

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/url"
 	"slices"
@@ -228,6 +229,50 @@ func TestMembershipEvents(t *testing.T) {
 	dm := e.page(g.ID, dave)
 	if last := dm[len(dm)-1]; last.Seq != 6 || last.Kind != "member_left" {
 		t.Errorf("dave's history ends with %+v; want his leaving at 6", last)
+	}
+}
+
+// Replaying the log (parleyd reproject) after a member left and came back writes no entry of
+// the time they were out into their inbox row: the preview stays one they may see.
+func TestReprojectKeepsARejoinedMembersPreview(t *testing.T) {
+	e := newEnv(t)
+	alice, bob, carol := e.user("alice"), e.user("bob"), e.user("carol")
+	var g rest.Conversation
+	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "group", "members": []string{string(bob), string(carol)}}, nil, &g)
+	conv := "/v1/conversations/" + g.ID
+	post := func(u chat.UserID, body string) {
+		e.do("POST", conv+"/messages", u, map[string]any{"body": body}, map[string]string{"Idempotency-Key": chat.NewConversationID().String()}, nil)
+	}
+	post(bob, "for everyone") // seq 1
+	e.waitSeq(g.ID, alice, 1)
+	e.expect("DELETE", conv+"/members/"+string(carol), alice, nil, 202) // seq 2
+	e.waitSeq(g.ID, alice, 2)
+	post(bob, "while carol is out") // seq 3
+	e.waitSeq(g.ID, alice, 3)
+	// An entry of another conversation in the log between seq 3 and 4, so that a replay
+	// projects 3 as the last of a run (the runs are a conversation's consecutive entries).
+	var other rest.Conversation
+	e.do("POST", "/v1/conversations", alice, map[string]any{"kind": "direct", "with": string(bob)}, nil, &other)
+	e.do("POST", "/v1/conversations/"+other.ID+"/messages", alice, map[string]any{"body": "elsewhere"}, map[string]string{"Idempotency-Key": chat.NewConversationID().String()}, nil)
+	e.waitSeq(other.ID, alice, 1)
+	e.expect("POST", conv+"/members", alice, map[string]any{"user": carol}, 202) // seq 4
+	e.waitSeq(g.ID, carol, 4)
+	preview := func() string {
+		var in rest.Inbox
+		e.do("GET", "/v1/conversations", carol, nil, nil, &in)
+		if len(in.Conversations) != 1 {
+			t.Fatalf("carol's inbox = %+v", in)
+		}
+		return in.Conversations[0].LastPreview
+	}
+	if p := preview(); p == "while carol is out" {
+		t.Fatalf("carol's preview before the replay is %q, a message she may not see", p)
+	}
+	if _, err := e.worker.Reproject(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := preview(); p == "while carol is out" {
+		t.Errorf("carol's preview after the replay is %q, a message of the time she was out", p)
 	}
 }
 
