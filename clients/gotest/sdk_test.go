@@ -182,6 +182,32 @@ func (k *collector) inOrder(t *testing.T, conv string, n int) {
 	}
 }
 
+// pair is alice and bob on server s, each with a client and its collector (bob's keeping
+// its state in store), and their direct conversation.
+type pair struct {
+	alice, bob chat.UserID
+	store      *parley.MemoryStore
+	ca, cb     *parley.Client
+	ka, kb     *collector
+	conv       parley.Conversation
+}
+
+func newPair(t *testing.T, s *server) pair {
+	t.Helper()
+	p := pair{store: parley.NewMemoryStore()}
+	p.alice, p.bob = users(t)
+	p.cb = dial(t, s, p.bob, parley.WithStore(p.store))
+	p.kb = collect(p.cb)
+	p.ca = dial(t, s, p.alice)
+	p.ka = collect(p.ca)
+	conv, err := p.ca.REST().CreateDirect(context.Background(), string(p.bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.conv = conv
+	return p
+}
+
 func users(t *testing.T) (chat.UserID, chat.UserID) {
 	id := teststack.ID(t)
 	return chat.UserID(id + "_alice"), chat.UserID(id + "_bob")
@@ -224,16 +250,8 @@ func TestTwoUsersChat(t *testing.T) {
 // once and in order.
 func TestOfflineCatchUp(t *testing.T) {
 	s := startServer(t)
-	alice, bob := users(t)
-	store := parley.NewMemoryStore()
-	cb := dial(t, s, bob, parley.WithStore(store))
-	kb := collect(cb)
-	ca := dial(t, s, alice)
-	ka := collect(ca)
-	conv, err := ca.REST().CreateDirect(context.Background(), string(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPair(t, s)
+	bob, store, cb, kb, ca, ka, conv := p.bob, p.store, p.cb, p.kb, p.ca, p.ka, p.conv
 	ca.Send(context.Background(), conv.ID, "before")
 	if !teststack.Eventually(t, 20*time.Second, func() bool { n, _ := kb.count(); return n == 1 }) {
 		t.Fatal("bob did not get the first message")
@@ -276,16 +294,8 @@ func TestOfflineCatchUp(t *testing.T) {
 // while 60 such messages arrive, pages through them all on reconnecting, once and in order.
 func TestOfflineCatchUpInBytePages(t *testing.T) {
 	s := startServerWith(t, "PARLEY_EDGE_SYNC_PAGE_BYTES=16384")
-	alice, bob := users(t)
-	store := parley.NewMemoryStore()
-	cb := dial(t, s, bob, parley.WithStore(store))
-	kb := collect(cb)
-	ca := dial(t, s, alice)
-	ka := collect(ca)
-	conv, err := ca.REST().CreateDirect(context.Background(), string(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPair(t, s)
+	bob, store, cb, kb, ca, ka, conv := p.bob, p.store, p.cb, p.kb, p.ca, p.ka, p.conv
 	if !teststack.Eventually(t, 20*time.Second, func() bool {
 		kb.mu.Lock()
 		defer kb.mu.Unlock()

@@ -18,16 +18,8 @@ import (
 func TestRefusedSinceTokenResyncs(t *testing.T) {
 	key := func(id string) string { return "PARLEY_CURSOR_KEYS=" + id + "=" + strings.Repeat(id, 32) }
 	s := startServerWith(t, key("k1"))
-	alice, bob := users(t)
-	store := parley.NewMemoryStore()
-	cb := dial(t, s, bob, parley.WithStore(store))
-	kb := collect(cb)
-	ca := dial(t, s, alice)
-	ka := collect(ca)
-	conv, err := ca.REST().CreateDirect(context.Background(), string(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPair(t, s)
+	bob, store, cb, kb, ca, ka, conv := p.bob, p.store, p.cb, p.kb, p.ca, p.ka, p.conv
 	if _, err := ca.Send(context.Background(), conv.ID, "m0"); err != nil {
 		t.Fatal(err)
 	}

@@ -58,11 +58,9 @@ func deleteBucket(t *testing.T, bucket string) {
 	_ = js.DeleteKeyValue(ctx, bucket)
 }
 
-// A revocation through the admin API of one edge process closes the matching connections on
-// every edge process within 5 s (close 4003 after a token_revoked error) and makes both refuse
-// the token at the handshake (401 token_revoked), while the same user's other device keeps
-// working; the admin API refuses requests without the admin token or with a wrong one.
-func TestRevocationAcrossEdges(t *testing.T) {
+// revocationEnv is the environment of parleyd processes that share one test's streams and
+// revocation bucket (deleted when the test ends), with an admin token: the test id and vars.
+func revocationEnv(t *testing.T) (string, map[string]string) {
 	id := teststack.ID(t)
 	bucket := "T_" + id + "_REV"
 	vars := map[string]string{
@@ -72,6 +70,15 @@ func TestRevocationAcrossEdges(t *testing.T) {
 		"PARLEY_REVOCATION_BUCKET": bucket, "PARLEY_ADMIN_TOKEN": testAdminToken,
 	}
 	t.Cleanup(func() { deleteBucket(t, bucket); teststack.DeleteStreams(t, "T_"+id) })
+	return id, vars
+}
+
+// A revocation through the admin API of one edge process closes the matching connections on
+// every edge process within 5 s (close 4003 after a token_revoked error) and makes both refuse
+// the token at the handshake (401 token_revoked), while the same user's other device keeps
+// working; the admin API refuses requests without the admin token or with a wrong one.
+func TestRevocationAcrossEdges(t *testing.T) {
+	id, vars := revocationEnv(t)
 	p1 := startProcess(t, vars, "run", "--roles=edge,api")
 	p2 := startProcess(t, vars, "run", "--roles=edge")
 
@@ -272,15 +279,7 @@ func TestAdminRevokeCommand(t *testing.T) {
 // rules as the handshake: a revocation of the phone leaves the tablet's token, and a token
 // without a device claim, working; a revocation by jti refuses that one token.
 func TestRevocationOnREST(t *testing.T) {
-	id := teststack.ID(t)
-	bucket := "T_" + id + "_REV"
-	vars := map[string]string{
-		"PARLEY_AUTH_HS256_SECRET": testSecret, "PARLEY_LOG_LEVEL": "warn", "PARLEY_EDGE_DRAIN_WINDOW": "200ms",
-		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE",
-		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".",
-		"PARLEY_REVOCATION_BUCKET": bucket, "PARLEY_ADMIN_TOKEN": testAdminToken,
-	}
-	t.Cleanup(func() { deleteBucket(t, bucket); teststack.DeleteStreams(t, "T_"+id) })
+	id, vars := revocationEnv(t)
 	apiOnly := startProcess(t, vars, "run", "--roles=api")
 	both := startProcess(t, vars, "run", "--roles=edge,api")
 
