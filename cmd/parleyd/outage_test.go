@@ -307,6 +307,14 @@ func TestOutageOfRedis(t *testing.T) {
 		return protocol.Frame{}, false
 	}
 	wsAlice := dial(alice)
+	// Alice's session reaches Redis in the edge's next presence batch: wait for it, so that
+	// bob's snapshot is taken after it.
+	if !teststack.Eventually(t, 10*time.Second, func() bool {
+		status, body := rest(bob, "GET", "/v1/presence?user="+string(alice), "")
+		return status == http.StatusOK && strings.Contains(body, `"online"`)
+	}) {
+		t.Fatal("alice never online through the REST API")
+	}
 	if err := wsBob.WriteJSON(protocol.Frame{Type: protocol.TypePresenceSubscribe, ID: "p1", Users: []string{string(alice)}}); err != nil {
 		t.Fatal(err)
 	}
