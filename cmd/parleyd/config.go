@@ -198,6 +198,7 @@ type runConfig struct {
 	presencePolicy  string
 	replication     schema.Replication
 	migrate         bool
+	natsReplicas    int
 	startupTimeout  time.Duration
 	shutdownTimeout time.Duration
 }
@@ -273,6 +274,8 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 		"Pause between reconnect attempts to NATS (reconnects never give up).")
 	cli.Duration(fs, &c.nats.RequestTimeout, "nats-request-timeout", backend.DefaultNATSRequestTimeout, time.Millisecond, time.Minute,
 		"Deadline of JetStream API calls and publish acknowledgements.")
+	cli.Int(fs, &c.natsReplicas, "nats-replicas", 1, 1, 5,
+		"Replicas of every JetStream stream and KV bucket parleyd creates: 1 for one NATS server, 3 for a cluster (at most its servers).")
 
 	cassandraFlags(fs, &c.cassandra)
 	migrationFlags(fs, &c.replication)
@@ -303,6 +306,8 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 // validate is the backstop behind the per-flag checks: each component's own Validate, and
 // the settings that only some roles need. It loads the JWKS file.
 func (c *runConfig) validate() error {
+	// One setting for every stream and bucket: a cluster replicates them all alike.
+	c.delivery.Ingest.Replicas, c.revocation.Replicas = c.natsReplicas, c.natsReplicas
 	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate(), c.edge.Validate(), c.delivery.Validate(), c.presence.Validate()} {
 		if err != nil {
 			return err
@@ -350,8 +355,6 @@ func revocationFlags(fs *flag.FlagSet, c *revocation.Config) {
 	}, "NATS KV bucket of token revocations.")
 	cli.Duration(fs, &c.TTL, "revocation-ttl", revocation.DefaultTTL, time.Minute, 3650*24*time.Hour,
 		"How long a revocation is kept: at least the longest token lifetime (a token outliving it is accepted again).")
-	cli.Int(fs, &c.Replicas, "revocation-replicas", 1, 1, 5,
-		"Replicas of the revocation bucket: 1 for one NATS server, 3 for a cluster.")
 }
 
 // derivedCursorKeyID is the id of the cursor key derived from the HS256 secret.
@@ -439,8 +442,6 @@ func deliveryFlags(fs *flag.FlagSet, c *delivery.Config) {
 	}, "Subject prefix of the ingest stream's partitions (prefix + partition number).")
 	cli.Int(fs, &c.Ingest.Partitions, "delivery-partitions", ingest.DefaultPartitions, 1, 1024,
 		"Partitions of the ingest stream (ordered, one active worker each); fixed once the stream holds messages.")
-	cli.Int(fs, &c.Ingest.Replicas, "delivery-stream-replicas", 1, 1, 5,
-		"Replicas of the ingest stream: 1 for one NATS server, 3 for a cluster.")
 	cli.Duration(fs, &c.Ingest.DuplicateWindow, "delivery-duplicate-window", ingest.DefaultDuplicateWindow, 100*time.Millisecond, 24*time.Hour,
 		"JetStream's dedupe window for resent sends (later resends are caught by the client_msg_id map).")
 	cli.Duration(fs, &c.Ingest.PublishTimeout, "delivery-publish-timeout", ingest.DefaultPublishTimeout, time.Millisecond, time.Minute,

@@ -143,7 +143,20 @@ service_port() {
   esac
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_open PORT [HOST]: something accepts TCP connections there (HOST default 127.0.0.1).
+port_open() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
+
+# service_host is the address a service listens on (deploy/cluster/cluster.sh overrides it, and
+# the other per-service functions, to reuse start_service and stop_service).
+service_host() { echo 127.0.0.1; }
+
+# stop_grace is how long a service may take to stop after SIGTERM before it is killed.
+stop_grace() { case "$1" in cassandra*) echo 60 ;; *) echo 20 ;; esac; }
+
+# LAUNCHER is the script whose launch function start_service runs (launch NAME execs the service
+# in the foreground).
+: "${LAUNCHER:=$HERE/stack.sh}"
+launch() { "launch_$1"; }
 
 ready() {
   case "$1" in
@@ -185,7 +198,16 @@ EOF
 }
 
 launch_cassandra() {
-  local dir="$PARLEY_STATE_DIR/cassandra" lib java jamm
+  cassandra_exec "$PARLEY_STATE_DIR/cassandra" 127.0.0.1 "$PARLEY_CASSANDRA_PORT" "$PARLEY_CASSANDRA_STORAGE_PORT" \
+    "$PARLEY_CASSANDRA_HEAP" "127.0.0.1:$PARLEY_CASSANDRA_STORAGE_PORT" "" SimpleSnitch parley-local false
+}
+
+# cassandra_exec DIR LISTEN NATIVE_PORT STORAGE_PORT HEAP SEEDS INITIAL_TOKEN SNITCH CLUSTER HINTS
+# writes DIR/conf and execs one Cassandra node in the foreground. INITIAL_TOKEN empty: a random
+# token (one node); SNITCH GossipingPropertyFileSnitch reads DIR/conf/cassandra-rackdc.properties.
+cassandra_exec() {
+  local dir=$1 listen=$2 native=$3 storage=$4 heap=$5 seeds=$6 token=$7 snitch=$8 cluster=$9 hints=${10}
+  local lib java jamm
   lib=$(cassandra_lib)
   java=$(find_java) || die "no Java 11 or 17 found for Cassandra"
   jamm=$(ls "$lib"/jamm-*.jar | head -n1)
@@ -197,16 +219,24 @@ launch_cassandra() {
     periodic) sync="commitlog_sync: periodic\ncommitlog_sync_period: 10000ms" ;;
     *) die "PARLEY_CASSANDRA_COMMITLOG_SYNC=$PARLEY_CASSANDRA_COMMITLOG_SYNC: want group, batch or periodic" ;;
   esac
-  sed -e "s|@STORAGE_PORT@|$PARLEY_CASSANDRA_STORAGE_PORT|g" \
-      -e "s|@NATIVE_PORT@|$PARLEY_CASSANDRA_PORT|g" \
+  local tokenline=""
+  [ -n "$token" ] && tokenline="initial_token: $token"
+  sed -e "s|@STORAGE_PORT@|$storage|g" \
+      -e "s|@NATIVE_PORT@|$native|g" \
       -e "s|@DATA_DIR@|$dir/data|g" \
       -e "s|@COMMITLOG_SYNC@|$sync|" \
+      -e "s|@CLUSTER_NAME@|$cluster|" \
+      -e "s|@INITIAL_TOKEN@|$tokenline|" \
+      -e "s|@SNITCH@|$snitch|" \
+      -e "s|@SEEDS@|$seeds|" \
+      -e "s|@LISTEN@|$listen|g" \
+      -e "s|@HINTS@|$hints|" \
       "$HERE/cassandra/cassandra.yaml.in" >"$dir/conf/cassandra.yaml"
   cp "$HERE/cassandra/logback.xml" "$dir/conf/logback.xml"
   local opts=()
   mapfile -t opts < <(grep -v -e '^#' -e '^[[:space:]]*$' "$HERE/cassandra/jvm.options")
   export MALLOC_ARENA_MAX=4
-  exec "$java" -Xms"$PARLEY_CASSANDRA_HEAP" -Xmx"$PARLEY_CASSANDRA_HEAP" "${opts[@]}" \
+  exec "$java" -Xms"$heap" -Xmx"$heap" "${opts[@]}" \
     -javaagent:"$jamm" \
     -Dcassandra.config="file://$dir/conf/cassandra.yaml" \
     -Dcassandra.storagedir="$dir/data" \
@@ -227,21 +257,22 @@ fail_with_log() {
 # start_service starts one service unless it already runs, then waits for readiness.
 # It prints the service's name on stdout when (and only when) it started it.
 start_service() {
-  local name=$1 pid port timeout
+  local name=$1 pid port host timeout
   if pid=$(service_pid "$name"); then
     log "$name already running (pid $pid)"
     return 0
   fi
   port=$(service_port "$name")
-  if port_open "$port"; then
-    die "$name: port 127.0.0.1:$port is already in use by a process this stack did not start; stop it or set the port in deploy/local/env.sh (PARLEY_*_PORT)"
+  host=$(service_host "$name")
+  if port_open "$port" "$host"; then
+    die "$name: port $host:$port is already in use by a process this stack did not start; stop it or change the port (deploy/local/env.sh, deploy/cluster/env.sh)"
   fi
   mkdir -p "$PARLEY_STATE_DIR/$name"
   local lf; lf=$(logfile "$name")
   : >"$lf"
-  log "starting $name on 127.0.0.1:$port (log: ${lf#"$PARLEY_ROOT"/})"
+  log "starting $name on $host:$port (log: ${lf#"$PARLEY_ROOT"/})"
   # setsid: the service outlives the make invocation and its terminal's Ctrl-C.
-  setsid bash -c "source '$HERE/stack.sh' --source-only; launch_$name" >>"$lf" 2>&1 </dev/null &
+  setsid bash -c "source '$LAUNCHER' --source-only; launch '$name'" >>"$lf" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$(pidfile "$name")"
   timeout=$(start_timeout "$name")
@@ -263,8 +294,7 @@ stop_service() {
     rm -f "$(pidfile "$name")"
     return 0
   fi
-  grace=20
-  [ "$name" = cassandra ] && grace=60
+  grace=$(stop_grace "$name")
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   local start=$SECONDS
