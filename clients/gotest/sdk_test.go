@@ -3,7 +3,9 @@ package gotest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -483,5 +485,30 @@ func TestTokenRefresh(t *testing.T) {
 		if st == parley.Disconnected {
 			t.Errorf("the connection dropped (states %v); the refresh should have kept it", k.states)
 		}
+	}
+}
+
+// REST.Presence answers a member's state in the order asked, and refuses a stranger (403
+// under the default policy) with the server's error code.
+func TestRESTPresence(t *testing.T) {
+	s := startServer(t)
+	p := newPair(t, s)
+	defer p.ca.Close()
+	defer p.cb.Close()
+	var got []protocol.PresenceState
+	if !teststack.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		got, err = p.ca.REST().Presence(context.Background(), string(p.bob), string(p.alice))
+		return err == nil && len(got) == 2 && got[0].State == protocol.PresenceOnline && got[1].State == protocol.PresenceOnline
+	}) {
+		t.Fatalf("presence of bob and alice = %+v; want both online, bob first", got)
+	}
+	if got[0].User != string(p.bob) || got[1].User != string(p.alice) {
+		t.Fatalf("presence users = %s, %s; want %s, %s", got[0].User, got[1].User, p.bob, p.alice)
+	}
+	_, err := p.ca.REST().Presence(context.Background(), teststack.ID(t)+"_stranger")
+	var apiErr *parley.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("presence of a stranger: err %v; want a 403 APIError", err)
 	}
 }

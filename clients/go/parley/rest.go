@@ -174,6 +174,17 @@ func (r *REST) MessagesAfter(ctx context.Context, conversation string, after int
 	return out.Messages, err
 }
 
+// Presence returns the states of up to 100 users, in the order asked: online, offline (with
+// LastSeen when known) or unknown while the server's presence store is unavailable.
+func (r *REST) Presence(ctx context.Context, users ...string) ([]protocol.PresenceState, error) {
+	q := url.Values{"user": users}
+	var out struct {
+		Presence []protocol.PresenceState `json:"presence"`
+	}
+	err := r.do(ctx, http.MethodGet, "/v1/presence?"+q.Encode(), nil, nil, &out)
+	return out.Presence, err
+}
+
 func (r *REST) msgPath(conversation string, seq int64) string {
 	return "/v1/conversations/" + url.PathEscape(conversation) + "/messages/" + strconv.FormatInt(seq, 10)
 }
