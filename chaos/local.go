@@ -44,7 +44,7 @@ type LocalConfig struct {
 type LocalTarget struct {
 	cfg      LocalConfig
 	parleyds []*parleydProcess
-	stack    []*stackProcess
+	stack    []*scriptProcess
 	started  string // file listing the stack services StartLocal started
 
 	mu   sync.Mutex
@@ -81,7 +81,9 @@ func StartLocal(ctx context.Context, cfg LocalConfig) (*LocalTarget, error) {
 		kind Kind
 		word string
 	}{{"redis", KindRedis, "redis-server"}, {"nats", KindNATS, "nats-server"}, {"cassandra", KindCassandra, "CassandraDaemon"}} {
-		t.stack = append(t.stack, &stackProcess{name: s.name, kind: s.kind, word: s.word, t: t})
+		t.stack = append(t.stack, &scriptProcess{name: s.name, kind: s.kind, word: s.word,
+			pidFile: filepath.Join(cfg.StateDir, s.name, s.name+".pid"),
+			restart: func(ctx context.Context) error { return t.stackUp(ctx, s.name) }})
 	}
 	add := func(kind Kind, n int) error {
 		for i := 1; i <= n; i++ {
@@ -438,9 +440,15 @@ func (p *parleydProcess) terminate(grace time.Duration) {
 
 // ownedPartitions counts the partitions this delivery worker reports owning.
 func (p *parleydProcess) ownedPartitions(ctx context.Context) int {
+	return ownedPartitions(ctx, "http://"+p.admin+"/metrics")
+}
+
+// ownedPartitions counts the partitions a delivery worker's metrics say it owns
+// (parley_delivery_partition_owned); 0 when they cannot be read.
+func ownedPartitions(ctx context.Context, metricsURL string) int {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
 		return 0
 	}
@@ -461,24 +469,26 @@ func (p *parleydProcess) ownedPartitions(ctx context.Context) int {
 	return n
 }
 
-// stackProcess is a service of deploy/local/stack.sh, found by its PID file.
-type stackProcess struct {
-	name string // redis, nats, cassandra: stack.sh's service name
-	kind Kind
-	word string // must appear in the process's command line (as stack.sh checks)
-	t    *LocalTarget
+// scriptProcess is a process a script started and keeps a PID file of (a service of
+// deploy/local/stack.sh, a node of deploy/cluster/cluster.sh); restart runs the script again.
+type scriptProcess struct {
+	name    string // the script's name for it: redis, nats-2, edge-1
+	kind    Kind
+	word    string // must appear in the process's command line (as the script checks)
+	pidFile string
+	restart func(ctx context.Context) error
 
 	mu      sync.Mutex
 	stopped bool
 }
 
-func (s *stackProcess) Name() string { return s.name }
-func (s *stackProcess) Kind() Kind   { return s.kind }
+func (s *scriptProcess) Name() string { return s.name }
+func (s *scriptProcess) Kind() Kind   { return s.kind }
 
 // PID reads the PID file and checks that the process is alive (not a zombie) and is the
 // service, so a reused PID is never signalled.
-func (s *stackProcess) PID() int {
-	data, err := os.ReadFile(filepath.Join(s.t.cfg.StateDir, s.name, s.name+".pid"))
+func (s *scriptProcess) PID() int {
+	data, err := os.ReadFile(s.pidFile)
 	if err != nil {
 		return 0
 	}
@@ -510,7 +520,7 @@ func alive(pid int) bool {
 	return stat[i+2] != 'Z' && stat[i+2] != 'X'
 }
 
-func (s *stackProcess) signal(sig syscall.Signal) (int, error) {
+func (s *scriptProcess) signal(sig syscall.Signal) (int, error) {
 	pid := s.PID()
 	if pid == 0 {
 		return 0, fmt.Errorf("%s is not running", s.name)
@@ -518,13 +528,13 @@ func (s *stackProcess) signal(sig syscall.Signal) (int, error) {
 	return pid, syscall.Kill(pid, sig)
 }
 
-func (s *stackProcess) isStopped() bool {
+func (s *scriptProcess) isStopped() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stopped
 }
 
-func (s *stackProcess) Kill() error {
+func (s *scriptProcess) Kill() error {
 	pid, err := s.signal(syscall.SIGKILL)
 	if err != nil {
 		return err
@@ -541,7 +551,7 @@ func (s *stackProcess) Kill() error {
 	return nil
 }
 
-func (s *stackProcess) Stop() error {
+func (s *scriptProcess) Stop() error {
 	if _, err := s.signal(syscall.SIGSTOP); err != nil {
 		return err
 	}
@@ -551,7 +561,7 @@ func (s *stackProcess) Stop() error {
 	return nil
 }
 
-func (s *stackProcess) Cont() error {
+func (s *scriptProcess) Cont() error {
 	s.mu.Lock()
 	s.stopped = false
 	s.mu.Unlock()
@@ -559,11 +569,8 @@ func (s *stackProcess) Cont() error {
 	return err
 }
 
-// Restart runs `stack.sh up <service>`, which starts it and waits until it is ready; a
-// failed start is tried again (stackUp says why it may fail).
-func (s *stackProcess) Restart(ctx context.Context) error {
-	return s.t.stackUp(ctx, s.name)
-}
+// Restart runs the script's start of this process, which waits until it is ready.
+func (s *scriptProcess) Restart(ctx context.Context) error { return s.restart(ctx) }
 
 // stackUp runs `stack.sh up args...`, again every 5 s for up to 2 minutes while it fails.
 // The stack's ports may be in the kernel's ephemeral range (32768-60999 by default; the
@@ -571,13 +578,18 @@ func (s *stackProcess) Restart(ctx context.Context) error {
 // may take its port as a source port (a TIME-WAIT of 60 s after it closes), and the start
 // fails with "address in use" until it is free again.
 func (t *LocalTarget) stackUp(ctx context.Context, args ...string) error {
+	return retryUp(ctx, t.cfg.Logger, args, func() error { return t.stackCmd(ctx, append([]string{"up"}, args...)...) })
+}
+
+// retryUp runs up again every 5 s for up to 2 minutes while it fails (see stackUp).
+func retryUp(ctx context.Context, logger *slog.Logger, args []string, up func() error) error {
 	var errs []error
 	deadline := time.Now().Add(2 * time.Minute)
 	for attempt := 1; ; attempt++ {
-		err := t.stackCmd(ctx, append([]string{"up"}, args...)...)
+		err := up()
 		if err == nil {
 			if len(errs) > 0 {
-				t.cfg.Logger.Warn("stack up after failed attempts", "args", args, "failed", len(errs), "err", errors.Join(errs...))
+				logger.Warn("up after failed attempts", "args", args, "failed", len(errs), "err", errors.Join(errs...))
 			}
 			return nil
 		}

@@ -255,6 +255,25 @@ func shortSchedule(rng *rand.Rand, cassandraKills bool) []Fault {
 	return s
 }
 
+// clusterSchedule is the failover suite of the replicated cluster (ClusterTarget): every
+// fault of the cluster issue twice, in order: the NATS stream leader and the meta leader
+// killed (twice each, the target alternates), a Cassandra node killed and one stopped for
+// 60 s, the Redis primary killed, an edge killed behind HAProxy, the delivery owner of the
+// busiest partitions killed and SIGSTOPped, an api killed.
+func clusterSchedule(rng *rand.Rand) []Fault {
+	var s []Fault
+	for range 2 {
+		s = append(s,
+			kill(KindNATS, rng), kill(KindNATS, rng),
+			kill(KindCassandra, rng), Fault{Kind: KindCassandra, Action: Pause, Hold: 60 * time.Second},
+			kill(KindRedis, rng),
+			kill(KindEdge, rng),
+			kill(KindDelivery, rng), Fault{Kind: KindDelivery, Action: Pause, Hold: 15 * time.Second},
+			kill(KindAPI, rng))
+	}
+	return s
+}
+
 // Profiles are the schedules cmd/parley-chaos offers.
 var Profiles = []Profile{
 	{Name: "short", Description: "at most 10 minutes: 6 Cassandra SIGKILLs under load, and one SIGKILL and one SIGSTOP of every other kind (and a Cassandra SIGSTOP)",
@@ -263,6 +282,10 @@ var Profiles = []Profile{
 		Schedule: func(rng *rand.Rand) []Fault {
 			return []Fault{kill(KindDelivery, rng), {Kind: KindEdge, Action: Pause, Hold: 15 * time.Second}}
 		}},
+	{Name: "cluster", Description: "the cluster's failover suite (--cluster): NATS stream and meta leader, a Cassandra node (killed, stopped 60 s), the Redis primary, an edge, the busiest delivery owner (killed, stopped), an api; each twice, 18 faults",
+		Schedule: clusterSchedule},
+	{Name: "cluster-smoke", Description: "the cluster smoke test of make test (--cluster): a NATS stream leader SIGKILL and an edge SIGKILL behind HAProxy",
+		Schedule: func(rng *rand.Rand) []Fault { return []Fault{kill(KindNATS, rng), kill(KindEdge, rng)} }},
 	{Name: "control", Description: "the short profile without its Cassandra SIGKILLs: today's code should pass it (the checker's control run)",
 		Schedule: func(rng *rand.Rand) []Fault { return shortSchedule(rng, false) }},
 	{Name: "long", Description: "66 faults in random order: every kind SIGKILLed and SIGSTOPped 5 times each, and 6 more Cassandra SIGKILLs",

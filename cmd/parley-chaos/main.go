@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,6 +24,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -71,6 +73,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		seed       = fs.Uint64("seed", uint64(time.Now().UnixNano()%1e9), "seed of the schedule's holds and order and of the load's choices")
 		parleyd    = fs.String("parleyd", "", "the parleyd binary to run (required; `make chaos-short` builds bin/parleyd)")
 		stack      = fs.String("stack", "deploy/local/stack.sh", "the local stack's script")
+		cluster    = fs.String("cluster", "", "run against the replicated cluster of this script (deploy/cluster/cluster.sh) instead of the local stack: it starts what is not running, and clients go through its load balancer; --edges, --deliveries, --apis and --keyspace are the cluster's own then")
 		stateDir   = fs.String("state-dir", envOr(getenv, "PARLEY_STATE_DIR", ".parley"), "the stack's state directory (PARLEY_STATE_DIR)")
 		outDir     = fs.String("out", "", "where logs, result.json and history.json go (default STATE_DIR/chaos/<time>)")
 		keyspace   = fs.String("keyspace", "parley_chaos", "Cassandra keyspace of the run (created and migrated by the api process)")
@@ -133,12 +136,31 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	clientLogger := slog.New(slog.NewJSONHandler(clientLog, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	started := time.Now()
-	fmt.Fprintf(stdout, "%s  starting the stack and parleyd (%d edges, %d delivery, %d api); logs in %s\n",
-		started.Format("15:04:05"), *edges, *deliveries, *apis, out)
-	target, err := chaos.StartLocal(ctx, chaos.LocalConfig{Parleyd: bin, Stack: *stack, StateDir: state, LogDir: out, Env: env,
-		Edges: *edges, Deliveries: *deliveries, APIs: *apis, KeepStack: *keepStack, Logger: logger})
-	if err != nil {
-		return err
+	var target interface {
+		chaos.Target
+		Close(context.Context) error
+	}
+	if *cluster != "" {
+		fmt.Fprintf(stdout, "%s  starting the cluster (%s); logs in %s\n", started.Format("15:04:05"), *cluster, out)
+		ct, err := chaos.StartCluster(ctx, chaos.ClusterConfig{Script: *cluster, LogDir: out, Env: environ, KeepCluster: *keepStack, Logger: logger})
+		if err != nil {
+			return err
+		}
+		target = ct
+		// The cluster's parleyd verify tokens with the cluster's secret.
+		if secret, err = clusterSecret(ctx, *cluster, environ); err != nil {
+			_ = ct.Close(context.WithoutCancel(ctx))
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "%s  starting the stack and parleyd (%d edges, %d delivery, %d api); logs in %s\n",
+			started.Format("15:04:05"), *edges, *deliveries, *apis, out)
+		lt, err := chaos.StartLocal(ctx, chaos.LocalConfig{Parleyd: bin, Stack: *stack, StateDir: state, LogDir: out, Env: env,
+			Edges: *edges, Deliveries: *deliveries, APIs: *apis, KeepStack: *keepStack, Logger: logger})
+		if err != nil {
+			return err
+		}
+		target = lt
 	}
 	defer func() {
 		if err := target.Close(context.WithoutCancel(ctx)); err != nil {
@@ -166,6 +188,17 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return errDefects
 	}
 	return nil
+}
+
+// clusterSecret asks the cluster's script for the HS256 secret its parleyd verify tokens with.
+func clusterSecret(ctx context.Context, script string, environ []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, script, "secret")
+	cmd.Env = environ
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s secret: %w", script, err)
+	}
+	return bytes.TrimSpace(out), nil
 }
 
 func profileNames() string {
