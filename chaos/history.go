@@ -85,4 +85,6 @@ type History struct {
 	// it (every device of every member; membership does not change during a run).
 	Members map[string][]string `json:"members"`
 	Reads   []Read              `json:"reads"`
+	// Presence holds the samples of the workload users' presence, in time order.
+	Presence []PresenceSample `json:"presence,omitempty"`
 }

@@ -47,6 +47,8 @@ type FaultRecord struct {
 	// StoredLast is the messages stored in the last 100 ms: for a Cassandra kill, writes
 	// that Cassandra's commit log may not have marked yet (see docs/reliability.md).
 	Invoked, Accepted, Stored, StoredLast int
+	// Timings are what the fault cost the apps (MeasureTimings, after the run).
+	Timings Timings `json:"timings"`
 }
 
 // Outage is how long the deployment did not work end to end: injection to recovery.

@@ -16,6 +16,7 @@ type recorder struct {
 	early   map[string]Send    // outcomes that arrived before their send was registered
 	devices map[string][]Entry // per device, in surfaced order
 	reads   []Read
+	samples []PresenceSample
 	last    time.Time // when anything was last surfaced
 }
 
@@ -137,10 +138,18 @@ func (r *recorder) load(from, to time.Time) (invoked, accepted, sequenced int) {
 }
 
 // history returns a copy of what was recorded.
+// presence records a presence sample.
+func (r *recorder) presence(s PresenceSample) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.samples = append(r.samples, s)
+}
+
 func (r *recorder) history(members map[string][]string) History {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h := History{Sends: slices.Clone(r.sends), Devices: map[string][]Entry{}, Members: members, Reads: slices.Clone(r.reads)}
+	h := History{Sends: slices.Clone(r.sends), Devices: map[string][]Entry{}, Members: members, Reads: slices.Clone(r.reads),
+		Presence: slices.Clone(r.samples)}
 	for d, es := range r.devices {
 		h.Devices[d] = slices.Clone(es)
 	}

@@ -56,6 +56,27 @@ func WriteReport(out io.Writer, res Result, examples int) {
 	}
 	tw.Flush()
 
+	fmt.Fprintf(out, "\nWhat the faults cost the apps, by kind (p50 / max; from the fault to the next one: accepting paused,\n"+
+		"live delivery paused in the worst conversation, every device caught up, presence right again; >: not within the window)\n")
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "fault\tcount\taccept pause\tdelivery pause\tcaught up\tpresence\t")
+	for _, k := range Kinds {
+		for _, a := range []Action{Kill, Pause} {
+			var acc, del, cat, pre []time.Duration
+			for _, r := range res.Faults {
+				if r.Kind == k && r.Action == a && !r.Injected.IsZero() {
+					acc, del = append(acc, r.Timings.AcceptPause), append(del, r.Timings.DeliveryPause)
+					cat, pre = append(cat, r.Timings.CatchUp), append(pre, r.Timings.PresenceConverged)
+				}
+			}
+			if len(acc) == 0 {
+				continue
+			}
+			fmt.Fprintf(tw, "%s %s\t%d\t%s\t%s\t%s\t%s\t\n", k, a, len(acc), p50max(acc), p50max(del), p50max(cat), p50max(pre))
+		}
+	}
+	tw.Flush()
+
 	v := res.Verdict
 	fmt.Fprintf(out, "\nHistory\n")
 	fmt.Fprintf(out, "  %d users, %d devices, %d conversations (the probe pair included)\n", res.Users+2, res.Devices, res.Conversations)
@@ -94,6 +115,25 @@ func WriteReport(out io.Writer, res Result, examples int) {
 	} else {
 		fmt.Fprintf(out, "\nVERDICT: PASS (no defect in %d accepted messages)\n", v.Accepted)
 	}
+}
+
+// p50max prints the median and the maximum of timings; notWithin sorts first, so any one of
+// them makes the maximum ">".
+func p50max(ds []time.Duration) string {
+	show := func(d time.Duration) string {
+		switch {
+		case d < 0:
+			return ">"
+		case d == 0:
+			return "0"
+		}
+		return d.Round(100 * time.Millisecond).String()
+	}
+	mx := pct(ds, 100)
+	if slices.Contains(ds, notWithin) {
+		mx = notWithin
+	}
+	return show(pct(ds, 50)) + " / " + show(mx)
 }
 
 func dur(d time.Duration) string {

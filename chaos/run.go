@@ -119,6 +119,7 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 	}
 	sleep(ctx, n.Settle)
 	w.Stop()
+	loadEnd := time.Now()
 	say("load stopped; waiting for every send to be answered")
 	pending := w.Drain(ctx, 90*time.Second)
 	say("%d sends unanswered; reconnecting every device (it syncs from its cursors and resends its outbox)", pending)
@@ -133,6 +134,7 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 	}
 	res.LiveReadErrors = w.LiveReadErrors()
 	res.History = w.History()
+	MeasureTimings(res.History, res.Faults, loadEnd)
 	res.Verdict = Check(res.History)
 	res.Elapsed = time.Since(res.Started)
 	say("checked in %v total", res.Elapsed.Round(time.Second))

@@ -14,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/clients/go/parley"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // WorkloadConfig is the clients' side of a run.
@@ -86,6 +87,9 @@ func (c WorkloadConfig) Validate() error {
 // sendResendDelay is the SDK's delay before it resends an unanswered message (client.go's
 // nextFrame): a send unanswered for longer has been resent with the same client_msg_id.
 const sendResendDelay = 5 * time.Second
+
+// presenceEvery is how often the workload samples its users' presence (REST, one request).
+const presenceEvery = 500 * time.Millisecond
 
 // device is one SDK client of a user.
 type device struct {
@@ -272,7 +276,7 @@ func (w *Workload) Start(ctx context.Context) {
 	for _, u := range w.users {
 		load = append(load, w.byUser[u]...)
 	}
-	w.wg.Add(3)
+	w.wg.Add(4)
 	go func() { // the sender
 		defer w.wg.Done()
 		t := time.NewTicker(time.Duration(float64(time.Second) / w.cfg.Rate))
@@ -305,6 +309,38 @@ func (w *Workload) Start(ctx context.Context) {
 			case now := <-t.C:
 				w.rec.markUnknown(now, sendResendDelay)
 			}
+		}
+	}()
+	go func() { // presence samples: every workload user has a device connected, so is online
+		defer w.wg.Done()
+		t := time.NewTicker(presenceEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.stop:
+				return
+			case <-t.C:
+			}
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			states, err := load[0].rest().Presence(rctx, w.users...)
+			cancel()
+			s := PresenceSample{At: time.Now()}
+			if err != nil {
+				s.Err = err.Error()
+			}
+			for _, st := range states {
+				switch st.State {
+				case protocol.PresenceOnline:
+					s.Online++
+				case protocol.PresenceOffline:
+					s.Offline++
+				default:
+					s.Unknown++
+				}
+			}
+			w.rec.presence(s)
 		}
 	}()
 	go func() { // live REST reads
