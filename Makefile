@@ -18,10 +18,12 @@ export PARLEY_STATE_DIR := $(STATE_DIR)
 # that mean "all packages" name each module's tree, as ./... ./protocol/... and so on.
 PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell $(GO) list -m -f '{{.Dir}}'))
 
-.PHONY: help deps up down status run build test lint bench loadtest chaos-short chaos clean
+CLUSTER   := deploy/cluster/cluster.sh
+
+.PHONY: help deps up down status run build test lint bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
 
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install what is missing: redis-server, Java 17, Maven (apt), nats-server (go install), Cassandra jars (Maven).
 	@$(STACK) deps
@@ -42,7 +44,7 @@ build: ## Build bin/parleyd.
 run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in the foreground.
 	@deploy/local/run.sh $(BIN)/parleyd
 
-test: deps lint ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra) and the fault-injection suite's short profile, stop what it started.
+test: deps lint ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
 	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
@@ -51,6 +53,31 @@ test: deps lint ## Start the stack if needed, run all tests (-race), the outage 
 	if [ $$rc -eq 0 ]; then \
 	  $(GO) build -o $(BIN)/parleyd ./cmd/parleyd && $(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos && \
 	  $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile short $(CHAOS_FLAGS) || rc=$$?; \
+	fi; \
+	$(STACK) down --from-file "$$started"; : >"$$started"; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory cluster-smoke || rc=$$?; fi; \
+	exit $$rc
+
+cluster-up: build ## Start the replicated cluster on loopback (3 NATS, 3 Cassandra, Redis + Sentinels, 2 edges, 2 delivery, 2 api, HAProxy); print its URL and a demo token.
+	@PARLEY_ROOT=$(CURDIR) $(CLUSTER) up
+
+cluster-down: ## Stop every process of the cluster (its data stays under .parley/cluster).
+	@PARLEY_ROOT=$(CURDIR) $(CLUSTER) down
+
+cluster-status: ## One line per cluster node, the Redis primary, HAProxy's rotation and the NATS meta leader.
+	@PARLEY_ROOT=$(CURDIR) $(CLUSTER) status
+
+cluster-test: build ## The failover suite on the cluster (18 faults, each kind twice; about 15 min): starts what is not running, stops what it started.
+	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
+	@PARLEY_ROOT=$(CURDIR) $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --cluster $(CLUSTER) --profile cluster $(CHAOS_FLAGS)
+
+cluster-smoke: build ## Cluster smoke test (part of make test): cluster up, chat through HAProxy, a NATS stream-leader kill and an edge kill checked by the checker, cluster down, no process left.
+	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
+	@running=$$(PARLEY_ROOT=$(CURDIR) $(CLUSTER) status | grep -c ' running ' || true); \
+	rc=0; PARLEY_ROOT=$(CURDIR) $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --cluster $(CLUSTER) --profile cluster-smoke $(CHAOS_FLAGS) || rc=$$?; \
+	if [ "$$running" = 0 ]; then \
+	  left=$$(PARLEY_ROOT=$(CURDIR) $(CLUSTER) status | grep ' running ' || true); \
+	  if [ -n "$$left" ]; then echo "cluster-smoke: processes left behind after the cluster went down:"; echo "$$left"; rc=1; fi; \
 	fi; \
 	exit $$rc
 
