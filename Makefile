@@ -18,10 +18,10 @@ export PARLEY_STATE_DIR := $(STATE_DIR)
 # that mean "all packages" name each module's tree, as ./... ./protocol/... and so on.
 PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell $(GO) list -m -f '{{.Dir}}'))
 
-.PHONY: help deps up down status run build test lint bench loadtest chaos-short chaos clean
+.PHONY: help deps up down status run build test lint k8s-validate bench loadtest chaos-short chaos clean
 
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install what is missing: redis-server, Java 17, Maven (apt), nats-server (go install), Cassandra jars (Maven).
 	@$(STACK) deps
@@ -42,7 +42,7 @@ build: ## Build bin/parleyd.
 run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in the foreground.
 	@deploy/local/run.sh $(BIN)/parleyd
 
-test: deps lint ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra) and the fault-injection suite's short profile, stop what it started.
+test: deps lint k8s-validate ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra) and the fault-injection suite's short profile, stop what it started.
 	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
@@ -62,6 +62,9 @@ lint: ## gofmt, go vet and staticcheck.
 	@$(GO) vet $(PKGS)
 	@$(GO) vet -tags outage ./cmd/parleyd
 	@$(GO) run $(STATICCHECK) $(PKGS)
+
+k8s-validate: ## Check deploy/k8s with kubeconform -strict and against parleyd's flags (installs its tools into the cache).
+	@deploy/k8s/validate.sh
 
 bench: deps up ## Run the Go benchmarks (figures go to docs/benchmarks.md).
 	@$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
