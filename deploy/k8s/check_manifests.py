@@ -235,7 +235,7 @@ def main():
                 problems.append(f"{cw}: cannot read the shutdown settings: {err}")
                 continue
             roles = setting("PARLEY_ROLES") or "all"
-            edge = "edge" in roles.split(",") or roles == "all"
+            edge = any(r.strip() in ("edge", "all") for r in roles.split(","))
             prestop = ((((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep")) or {}).get("seconds", 0)
             grace = spec.get("terminationGracePeriodSeconds", 30)
             if grace < prestop + shutdown + GRACE_MARGIN:
