@@ -20,10 +20,11 @@ PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell $(GO) list -m -f '{{.Dir}}'))
 
 CLUSTER   := deploy/cluster/cluster.sh
 
-.PHONY: help deps up down status run build test lint bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
+.PHONY: help deps up down status run build test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
 
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-14s %s
+", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install what is missing: redis-server, Java 17, Maven (apt), nats-server (go install), Cassandra jars (Maven).
 	@$(STACK) deps
@@ -44,7 +45,7 @@ build: ## Build bin/parleyd.
 run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in the foreground.
 	@deploy/local/run.sh $(BIN)/parleyd
 
-test: deps lint ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
+test: deps lint k8s-validate ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
 	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
@@ -89,6 +90,9 @@ lint: ## gofmt, go vet and staticcheck.
 	@$(GO) vet $(PKGS)
 	@$(GO) vet -tags outage ./cmd/parleyd
 	@$(GO) run $(STATICCHECK) $(PKGS)
+
+k8s-validate: ## Check deploy/k8s with kubeconform -strict and against parleyd's flags (installs its tools into the cache).
+	@deploy/k8s/validate.sh
 
 bench: deps up ## Run the Go benchmarks (figures go to docs/benchmarks.md).
 	@$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -6,7 +6,7 @@
 # of a node that is down is never taken by an outgoing connection.
 # shellcheck shell=bash
 
-: "${PARLEY_CLUSTER_DIR:=$PARLEY_ROOT/.parley/cluster}"
+: "${PARLEY_CLUSTER_DIR:=${PARLEY_STATE_DIR:-$PARLEY_ROOT/.parley}/cluster}"
 
 # NATS: PARLEY_CLUSTER_NATS nodes; node i listens on BASE+i (clients), ROUTE_BASE+i (cluster
 # routes) and MONITOR_BASE+i (HTTP monitoring).
