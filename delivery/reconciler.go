@@ -198,7 +198,6 @@ func (w *Worker) Reconcile(ctx context.Context, lookback time.Duration) (Repairs
 func (w *Worker) runPass(ctx context.Context, pass *reconcilePass) error {
 	before := pass.r
 	err := w.checkLog(ctx, pass)
-	w.metrics.reconcilerRuns.Inc()
 	for what, n := range map[string]int{"message": pass.r.Messages - before.Messages,
 		"divergent": pass.r.Divergent - before.Divergent, "inbox": pass.r.InboxRows - before.InboxRows} {
 		w.metrics.reconcilerRepairs.WithLabelValues(what).Add(float64(n))
@@ -206,6 +205,7 @@ func (w *Worker) runPass(ctx context.Context, pass *reconcilePass) error {
 	if err != nil {
 		return err
 	}
+	w.metrics.reconcilerRuns.Inc()
 	r := pass.r
 	if r.Total() > 0 {
 		w.logger.Error("reconciler repaired the projection from the log", "entries", r.Entries,
