@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleyhq/parley/internal/chat"
 )
 
 // The reconciler is the backstop of the projection: on a schedule it reads the recent log
@@ -341,16 +343,26 @@ func (w *Worker) readLog(ctx context.Context, start logFrom, end uint64, fn func
 	}
 }
 
-// reconcileRun checks and repairs one run of a conversation's entries, entry by entry, moving
+// reconcileRun checks and repairs one run of a conversation's entries (one read of the run's
+// seqs per bucket), entry by entry, moving
 // pass.next past each entry once it is checked (and repaired): a pass that stops here goes on
 // from the entry it stopped at. The members' inbox rows are checked at the run's last entry,
 // which counts as checked only after them.
 func (w *Worker) reconcileRun(ctx context.Context, run []logEntry, pass *reconcilePass) error {
+	from, to := run[0].m.Seq, run[0].m.Seq
+	for _, e := range run {
+		from, to = min(from, e.m.Seq), max(to, e.m.Seq)
+	}
+	rows, err := w.store.Stored(ctx, run[0].m.Conversation, from, to)
+	if err != nil {
+		return err
+	}
+	bySeq := make(map[int64]chat.Message, len(rows))
+	for _, m := range rows {
+		bySeq[m.Seq] = m
+	}
 	for i, e := range run {
-		stored, ok, err := w.store.MessageAt(ctx, e.m.Conversation, e.m.Seq)
-		if err != nil {
-			return err
-		}
+		stored, ok := bySeq[e.m.Seq]
 		divergent := ok && (stored.Sender != e.m.Sender || stored.ClientMsgID != e.m.ClientMsgID)
 		if !ok || divergent {
 			if err := w.projectEntries(ctx, []logEntry{e}); err != nil {
