@@ -68,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "parley_delivery_projection_lag_seconds", Help: "From the edge's accept to the entry being in Cassandra.", Buckets: lat,
 	})
 	m.reconcilerRuns = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "parley_delivery_reconciler_runs_total", Help: "Reconciler passes run by this process (it holds the lease).",
+		Name: "parley_delivery_reconciler_runs_total", Help: "Reconciler passes this process completed (it holds the lease); a pass that stops is resumed and counted once, at its end.",
 	})
 	m.reconcilerRepairs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_delivery_reconciler_repairs_total",

@@ -63,7 +63,7 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 	}()
 	handle := st.handler(p)
 	pin := ""
-	var done uint64 // the highest stream seq of the batches this worker finished
+	done := newFinished(finishedLimit) // the stream seqs of the messages this worker finished
 	for {
 		batch, ok := w.nextBatch(ctx, in)
 		if !ok {
@@ -95,17 +95,57 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 		for _, msg := range batch {
 			out.remove(msg)
 			if meta, err := msg.Metadata(); err == nil {
-				done = max(done, meta.Sequence.Stream)
+				done.add(meta.Sequence.Stream)
 			}
 		}
 	}
 }
 
+// finishedLimit bounds how many finished stream seqs a partition's stage remembers. A
+// redelivery of a message finished longer ago than that is processed again, which every
+// stage tolerates (the projector's writes are idempotent, the sequencer deduplicates, a
+// repeated push is dropped by the clients).
+const finishedLimit = 4096
+
+// finished is the set of stream seqs a partition's stage has finished, the oldest forgotten
+// past its limit. It is a set, not a high-water mark: a worker does not receive its messages
+// contiguously (nats.go drops messages of a pull subscription whose buffer is full, the
+// server redelivers them after the ack wait; a takeover that gives up waiting goes on
+// without the previous owner's messages), so "finished a later one" never implies "finished
+// this one". Acknowledging an entry for that reason is how the projection lost two entries
+// for good (docs/reliability.md, session 6).
+type finished struct {
+	seqs  map[uint64]struct{}
+	order []uint64 // ring of the remembered seqs, oldest at next
+	next  int
+}
+
+func newFinished(limit int) *finished {
+	return &finished{seqs: make(map[uint64]struct{}, limit), order: make([]uint64, 0, limit)}
+}
+
+func (f *finished) has(seq uint64) bool { _, ok := f.seqs[seq]; return ok }
+
+func (f *finished) add(seq uint64) {
+	if f.has(seq) {
+		return
+	}
+	if len(f.order) < cap(f.order) {
+		f.order = append(f.order, seq)
+	} else {
+		delete(f.seqs, f.order[f.next])
+		f.order[f.next] = seq
+		f.next = (f.next + 1) % len(f.order)
+	}
+	f.seqs[seq] = struct{}{}
+}
+
 // fresh returns the batch in stream order with each stream message once (its latest
 // delivery), without the messages this worker has finished already: a message redelivered
 // while it waited (its ack wait passed) or whose ack was lost is acked again and not
-// processed twice (which would fan it out twice).
-func (w *Worker) fresh(st stage, batch []jetstream.Msg, done uint64, out *outstanding) []jetstream.Msg {
+// processed twice (which would fan it out twice). Only a message this worker finished itself
+// is acked here; any other is processed, however old its stream seq.
+func (w *Worker) fresh(st stage, batch []jetstream.Msg, done *finished, out *outstanding) []jetstream.Msg {
 	bySeq := make(map[uint64]jetstream.Msg, len(batch))
 	var seqs []uint64
 	for _, msg := range batch {
@@ -114,7 +154,7 @@ func (w *Worker) fresh(st stage, batch []jetstream.Msg, done uint64, out *outsta
 			continue
 		}
 		sseq := meta.Sequence.Stream
-		if sseq <= done {
+		if done.has(sseq) {
 			_ = msg.Ack()
 			out.remove(msg)
 			w.metrics.redeliveredDone.WithLabelValues(st.name).Inc()

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleyhq/parley/internal/chat"
 )
 
 // The reconciler is the backstop of the projection: on a schedule it reads the recent log
@@ -96,26 +98,49 @@ func (w *Worker) holdLease(ctx context.Context, node string, ttl time.Duration) 
 }
 
 // RunReconciler runs a reconciler pass every Interval while this node holds the lease, until
-// ctx ends.
+// ctx ends. A pass that stops on an error (Cassandra or NATS away) is resumed where it
+// stopped, after the RetryDelays (at most an Interval), not started again: with Cassandra
+// killed every 20 s, a pass that began from scratch each time never reached the end of the
+// lookback, and nothing was repaired (docs/reliability.md, session 6).
 func (w *Worker) RunReconciler(ctx context.Context, cfg ReconcilerConfig) error {
 	cfg = cfg.withDefaults()
-	t := time.NewTicker(cfg.Interval)
-	defer t.Stop()
+	var (
+		pass     *reconcilePass
+		attempts uint64
+	)
+	wait := time.NewTimer(cfg.Interval)
+	defer wait.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-wait.C:
 		}
+		wait.Reset(cfg.Interval)
 		if err := w.holdLease(ctx, cfg.Node, 3*cfg.Interval); err != nil {
 			if !errors.Is(err, errLeaseHeld) && ctx.Err() == nil {
 				w.logger.Warn("reconciler lease", "err", err)
 			}
+			if errors.Is(err, errLeaseHeld) {
+				pass = nil // another node reconciles now
+			}
 			continue
 		}
-		if _, err := w.Reconcile(ctx, cfg.Lookback); err != nil && ctx.Err() == nil {
-			w.logger.Warn("reconciler pass failed; next one in an interval", "err", err)
+		if pass == nil {
+			pass, attempts = w.newPass(cfg.Lookback), 0
 		}
+		if err := w.runPass(ctx, pass); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			attempts++
+			delay := min(w.cfg.retryDelay(attempts), cfg.Interval)
+			w.logger.Warn("reconciler pass stopped; resuming where it stopped", "entries", pass.r.Entries,
+				"repairs", pass.r.Total(), "next_stream_seq", pass.next, "end_stream_seq", pass.end, "in", delay, "err", err)
+			wait.Reset(delay)
+			continue
+		}
+		pass = nil
 	}
 }
 
@@ -143,38 +168,87 @@ func (w *Worker) releaseLease(ctx context.Context, node string) {
 	}
 }
 
+// reconcilePass is a reconciler pass in progress: it checks the log from the entries of its
+// start time (until it has a position) or from next, to end.
+type reconcilePass struct {
+	from time.Time
+	// next is the stream seq the pass goes on from: every entry before it was checked (and
+	// repaired) and, at the end of a conversation's run, its members' inbox rows too. 0: from
+	// the first entry at or after from.
+	next uint64
+	// end is the log's last stream seq when the pass began (0: not read yet).
+	end uint64
+	r   Repairs
+}
+
+func (w *Worker) newPass(lookback time.Duration) *reconcilePass {
+	return &reconcilePass{from: w.now().Add(-lookback)}
+}
+
 // Reconcile checks the log's entries of the last lookback against Cassandra and repairs what
-// is missing or different. It logs and counts what it repaired.
+// is missing or different, in one go: it returns the first error (RunReconciler resumes a
+// stopped pass instead). It logs and counts what it repaired.
 func (w *Worker) Reconcile(ctx context.Context, lookback time.Duration) (Repairs, error) {
-	var r Repairs
-	start := w.now().Add(-lookback)
-	err := w.readLog(ctx, &start, func(run []logEntry) error { return w.reconcileRun(ctx, run, &r) })
-	w.metrics.reconcilerRuns.Inc()
-	defer func() {
-		if err != nil {
-			w.logger.Warn("reconciler pass stopped", "entries", r.Entries, "repairs", r.Total(), "err", err)
-		}
-	}()
-	for what, n := range map[string]int{"message": r.Messages, "divergent": r.Divergent, "inbox": r.InboxRows} {
+	pass := w.newPass(lookback)
+	err := w.runPass(ctx, pass)
+	return pass.r, err
+}
+
+// runPass checks the pass's entries from where it stands to its end, moving pass.next past
+// each one checked. On an error it returns with the pass where it stopped; run it again to go
+// on. At the end it logs and counts the whole pass.
+func (w *Worker) runPass(ctx context.Context, pass *reconcilePass) error {
+	before := pass.r
+	err := w.checkLog(ctx, pass)
+	for what, n := range map[string]int{"message": pass.r.Messages - before.Messages,
+		"divergent": pass.r.Divergent - before.Divergent, "inbox": pass.r.InboxRows - before.InboxRows} {
 		w.metrics.reconcilerRepairs.WithLabelValues(what).Add(float64(n))
 	}
 	if err != nil {
-		return r, err
+		return err
 	}
+	w.metrics.reconcilerRuns.Inc()
+	r := pass.r
 	if r.Total() > 0 {
 		w.logger.Error("reconciler repaired the projection from the log", "entries", r.Entries,
 			"messages", r.Messages, "divergent", r.Divergent, "inbox_rows", r.InboxRows)
 	} else {
 		w.logger.Info("reconciler pass", "entries", r.Entries, "repairs", 0)
 	}
-	return r, err
+	return nil
+}
+
+// checkLog reads the pass's part of the log and checks it run by run.
+func (w *Worker) checkLog(ctx context.Context, pass *reconcilePass) error {
+	if pass.end == 0 {
+		end, err := w.logEnd(ctx)
+		if err != nil {
+			return err
+		}
+		if end == 0 {
+			return nil
+		}
+		pass.end = end
+	}
+	if pass.next > pass.end {
+		return nil
+	}
+	pos := logFrom{seq: pass.next}
+	if pos.seq == 0 {
+		pos.time = &pass.from
+	}
+	return w.readLog(ctx, pos, pass.end, func(run []logEntry) error { return w.reconcileRun(ctx, run, pass) })
 }
 
 // Reproject writes every log entry (since start, or all when start is nil) into Cassandra
 // again, checking nothing: after restoring Cassandra from a backup, or to rebuild it.
 func (w *Worker) Reproject(ctx context.Context, start *time.Time) (int, error) {
+	end, err := w.logEnd(ctx)
+	if err != nil || end == 0 {
+		return 0, err
+	}
 	n := 0
-	err := w.readLog(ctx, start, func(run []logEntry) error {
+	err = w.readLog(ctx, logFrom{time: start}, end, func(run []logEntry) error {
 		if err := w.projectEntries(ctx, run); err != nil {
 			return err
 		}
@@ -184,27 +258,38 @@ func (w *Worker) Reproject(ctx context.Context, start *time.Time) (int, error) {
 	return n, err
 }
 
-// readLog reads the whole log from start (nil: from the beginning) to where it ended when the
-// read began, handing each conversation's consecutive entries to fn as a run.
-func (w *Worker) readLog(ctx context.Context, start *time.Time, fn func(run []logEntry) error) error {
-	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{logPrefix(w.cfg.Ingest) + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if start != nil {
-		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, start
-	}
+// logFrom is where a read of the log starts: at stream seq seq if it is set, else at the
+// first entry at or after time (nil: the beginning).
+type logFrom struct {
+	seq  uint64
+	time *time.Time
+}
+
+// logEnd is the log's last stream seq (0: empty).
+func (w *Worker) logEnd(ctx context.Context) (uint64, error) {
 	st, err := w.js.Stream(ctx, LogStream(w.cfg.Ingest))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("no log stream %s (has a delivery worker run with this --delivery-stream?): %w", LogStream(w.cfg.Ingest), err)
+		return 0, fmt.Errorf("no log stream %s (has a delivery worker run with this --delivery-stream?): %w", LogStream(w.cfg.Ingest), err)
 	}
 	if err != nil {
-		return fmt.Errorf("log stream %s: %w", LogStream(w.cfg.Ingest), err)
+		return 0, fmt.Errorf("log stream %s: %w", LogStream(w.cfg.Ingest), err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("log stream: %w", err)
+		return 0, fmt.Errorf("log stream: %w", err)
 	}
-	end := info.State.LastSeq
-	if end == 0 {
-		return nil
+	return info.State.LastSeq, nil
+}
+
+// readLog reads the log from start to stream seq end, handing each conversation's
+// consecutive entries to fn as a run.
+func (w *Worker) readLog(ctx context.Context, start logFrom, end uint64, fn func(run []logEntry) error) error {
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{logPrefix(w.cfg.Ingest) + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case start.seq > 0:
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start.seq
+	case start.time != nil:
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, start.time
 	}
 	cons, err := w.js.OrderedConsumer(ctx, LogStream(w.cfg.Ingest), cc)
 	if err != nil {
@@ -231,6 +316,9 @@ func (w *Worker) readLog(ctx context.Context, start *time.Time, fn func(run []lo
 			if err != nil {
 				continue
 			}
+			if meta.Sequence.Stream > end {
+				return flush()
+			}
 			e, err := decodeLogEntry(msg.Data(), meta.Sequence.Stream)
 			if err != nil {
 				w.logger.Error("reconciler: undecodable log entry", "stream_seq", meta.Sequence.Stream, "err", err)
@@ -255,41 +343,58 @@ func (w *Worker) readLog(ctx context.Context, start *time.Time, fn func(run []lo
 	}
 }
 
-// reconcileRun checks and repairs one run of a conversation's entries.
-func (w *Worker) reconcileRun(ctx context.Context, run []logEntry, r *Repairs) error {
-	var repair []logEntry
+// reconcileRun checks and repairs one run of a conversation's entries (one read of the run's
+// seqs per bucket), entry by entry, moving
+// pass.next past each entry once it is checked (and repaired): a pass that stops here goes on
+// from the entry it stopped at. The members' inbox rows are checked at the run's last entry,
+// which counts as checked only after them.
+func (w *Worker) reconcileRun(ctx context.Context, run []logEntry, pass *reconcilePass) error {
+	from, to := run[0].m.Seq, run[0].m.Seq
 	for _, e := range run {
-		r.Entries++
-		stored, ok, err := w.store.MessageAt(ctx, e.m.Conversation, e.m.Seq)
-		if err != nil {
-			return err
-		}
-		switch {
-		case !ok:
-			r.Messages++
-			repair = append(repair, e)
-		case stored.Sender != e.m.Sender || stored.ClientMsgID != e.m.ClientMsgID:
-			r.Divergent++
-			repair = append(repair, e)
-		}
+		from, to = min(from, e.m.Seq), max(to, e.m.Seq)
 	}
-	if len(repair) > 0 {
-		if err := w.projectEntries(ctx, repair); err != nil {
-			return err
-		}
-	}
-	last := run[len(run)-1].m
-	members, err := w.store.Members(ctx, last.Conversation)
+	rows, err := w.store.Stored(ctx, run[0].m.Conversation, from, to)
 	if err != nil {
 		return err
 	}
-	behind, err := w.inbox.Behind(ctx, last.Conversation, withLeaver(membersAt(members, last.Seq), last), last.Seq)
+	bySeq := make(map[int64]chat.Message, len(rows))
+	for _, m := range rows {
+		bySeq[m.Seq] = m
+	}
+	for i, e := range run {
+		stored, ok := bySeq[e.m.Seq]
+		divergent := ok && (stored.Sender != e.m.Sender || stored.ClientMsgID != e.m.ClientMsgID)
+		if !ok || divergent {
+			if err := w.projectEntries(ctx, []logEntry{e}); err != nil {
+				return err
+			}
+			if divergent {
+				pass.r.Divergent++
+			} else {
+				pass.r.Messages++
+			}
+		}
+		if i < len(run)-1 {
+			pass.r.Entries++
+			pass.next = e.streamSeq + 1
+		}
+	}
+	last := run[len(run)-1]
+	members, err := w.store.Members(ctx, last.m.Conversation)
+	if err != nil {
+		return err
+	}
+	behind, err := w.inbox.Behind(ctx, last.m.Conversation, withLeaver(membersAt(members, last.m.Seq), last.m), last.m.Seq)
 	if err != nil {
 		return err
 	}
 	if len(behind) > 0 {
-		r.InboxRows += len(behind)
-		return w.inbox.Record(ctx, last, behind)
+		if err := w.inbox.Record(ctx, last.m, behind); err != nil {
+			return err
+		}
+		pass.r.InboxRows += len(behind)
 	}
+	pass.r.Entries++
+	pass.next = last.streamSeq + 1
 	return nil
 }

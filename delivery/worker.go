@@ -61,7 +61,7 @@ type Store interface {
 	LastSeq(ctx context.Context, conv chat.ConversationID) (int64, error)
 	SeqOf(ctx context.Context, conv chat.ConversationID, sender chat.UserID, id chat.ClientMsgID) (int64, bool, error)
 	Put(ctx context.Context, conv chat.ConversationID, msgs []chat.Message) error
-	MessageAt(ctx context.Context, conv chat.ConversationID, seq int64) (chat.Message, bool, error)
+	Stored(ctx context.Context, conv chat.ConversationID, from, to int64) ([]chat.Message, error)
 	ApplyEvent(ctx context.Context, m chat.Message) error
 	ApplyMembership(ctx context.Context, m chat.Message) (history.Member, error)
 	Member(ctx context.Context, conv chat.ConversationID, user chat.UserID) (history.Member, error)

@@ -527,6 +527,29 @@ func (st *Store) MessageAt(ctx context.Context, id chat.ConversationID, seq int6
 	return
 }
 
+// Stored returns the messages with from <= seq <= to as they are stored (no state folded in),
+// oldest first, in one read per bucket: the reconciler compares them with the log.
+func (st *Store) Stored(ctx context.Context, id chat.ConversationID, from, to int64) (msgs []chat.Message, err error) {
+	err = st.Guard(func() error { msgs, err = st.stored(ctx, id, from, to); return err })
+	return
+}
+
+func (st *Store) stored(ctx context.Context, id chat.ConversationID, from, to int64) ([]chat.Message, error) {
+	if from < 1 || to < from {
+		return nil, fmt.Errorf("%w: seqs %d to %d", chat.ErrInvalid, from, to)
+	}
+	var out []chat.Message
+	for b := st.bucket(from); b <= st.bucket(to); b++ {
+		page, _, err := st.read(ctx, id, `SELECT `+readColumns+` FROM messages WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq ASC`,
+			uuid(id), b, from, to)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+	}
+	return out, nil
+}
+
 // IsActiveMember reports whether user is a current member of the conversation (false, nil
 // for a conversation that does not exist).
 func (st *Store) IsActiveMember(ctx context.Context, id chat.ConversationID, user chat.UserID) (ok bool, err error) {

@@ -298,3 +298,39 @@ func TestMembershipEventsReplay(t *testing.T) {
 		t.Errorf("window %+v", w)
 	}
 }
+
+// Stored returns the rows of a seq range across buckets as stored, holes left out, and
+// refuses a range that is not one.
+func TestStoredRange(t *testing.T) {
+	st, s := newStore(t, history.Config{BucketSize: 10})
+	a, b := user(t, "a"), user(t, "b")
+	id, _, err := st.CreateDirect(ctx(t), a, b, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx(t), id, msgs(id, a, 1, 25)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Query(`DELETE FROM messages WHERE conversation_id = ? AND bucket = 1 AND seq = 12`, gocql.UUID(id)).Exec(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Stored(ctx(t), id, 8, 22)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	for _, m := range got {
+		seqs = append(seqs, m.Seq)
+		if m.Body != fmt.Sprintf("message %d", m.Seq) || m.Sender != a {
+			t.Errorf("seq %d stored as %+v", m.Seq, m)
+		}
+	}
+	if want := "[8 9 10 11 13 14 15 16 17 18 19 20 21 22]"; fmt.Sprint(seqs) != want {
+		t.Errorf("Stored(8, 22) seqs %v; want %s", seqs, want)
+	}
+	for _, r := range [][2]int64{{0, 5}, {6, 5}} {
+		if _, err := st.Stored(ctx(t), id, r[0], r[1]); !errors.Is(err, chat.ErrInvalid) {
+			t.Errorf("Stored(%d, %d) = %v; want ErrInvalid", r[0], r[1], err)
+		}
+	}
+}
