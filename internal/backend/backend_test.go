@@ -197,13 +197,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	g := teststack.StartSentinelGroup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cfg := g.Config()
-	cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
-	c, err := backend.OpenRedis(ctx, cfg, prometheus.NewRegistry(), quiet())
-	if err != nil {
-		t.Fatalf("OpenRedis(sentinels): %v", err)
-	}
-	defer c.Close()
+	c := g.Redis(t) // backend.OpenRedis with g.Config(): Sentinels and MasterName
 	if err := c.Set(ctx, "k", "before", 0).Err(); err != nil {
 		t.Fatalf("SET before the failover: %v", err)
 	}

@@ -3,6 +3,8 @@ package teststack
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/parleyhq/parley/internal/backend"
@@ -64,10 +67,15 @@ func StartSentinelGroup(t testing.TB) *SentinelGroup {
 	}
 	server := func(port int) []string {
 		return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", g.dir, "--dbfilename", "dump-" + strconv.Itoa(port) + ".rdb"}
+			"--repl-diskless-sync-delay", "0", "--dir", g.dir, "--dbfilename", "dump-" + strconv.Itoa(port) + ".rdb"}
 	}
 	g.start(g.Primary, server(ports[0])...)
 	g.start(g.Replica, append(server(ports[1]), "--replicaof", "127.0.0.1", strconv.Itoa(ports[0]))...)
+	// Sentinels learn of replicas from the primary's INFO, which they read every 10 s: start
+	// them once the replica is attached, so that the first INFO lists it.
+	if !Eventually(t, connectTimeout, g.replicaInSync) {
+		t.Fatalf("replica %s not in sync with %s within %v", g.Replica, g.Primary, connectTimeout)
+	}
 	for i, s := range g.Sentinels {
 		conf := filepath.Join(g.dir, fmt.Sprintf("sentinel-%d.conf", i))
 		body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
@@ -90,6 +98,21 @@ func StartSentinelGroup(t testing.TB) *SentinelGroup {
 // Config is the Redis configuration that reaches the group's primary through its Sentinels.
 func (g *SentinelGroup) Config() backend.RedisConfig {
 	return backend.RedisConfig{Sentinels: g.Sentinels, MasterName: SentinelMasterName}
+}
+
+// Redis returns a client of the group's primary opened by backend.OpenRedis through the
+// Sentinels, with half-second timeouts (a dead primary shows quickly), closed when the test
+// ends.
+func (g *SentinelGroup) Redis(t testing.TB) *redis.Client {
+	t.Helper()
+	cfg := g.Config()
+	cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+	c, err := backend.OpenRedis(ctx(t), cfg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("redis through sentinels %v: %v", g.Sentinels, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // Kill sends SIGKILL to the server or Sentinel at addr and waits for it to exit.
@@ -137,15 +160,21 @@ func (g *SentinelGroup) running(addr string) bool {
 	return g.procs[addr] != nil
 }
 
-func (g *SentinelGroup) ready() bool {
+func (g *SentinelGroup) replicaInSync() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	r := redis.NewClient(&redis.Options{Addr: g.Replica, MaxRetries: -1})
 	defer r.Close()
 	info, err := r.Info(ctx, "replication").Result()
-	if err != nil || !strings.Contains(info, "master_link_status:up") {
+	return err == nil && strings.Contains(info, "master_link_status:up")
+}
+
+func (g *SentinelGroup) ready() bool {
+	if !g.replicaInSync() {
 		return false
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
 	for _, s := range g.Sentinels {
 		c := redis.NewSentinelClient(&redis.Options{Addr: s, MaxRetries: -1})
 		replicas, err1 := c.Replicas(ctx, SentinelMasterName).Result()
