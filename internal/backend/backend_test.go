@@ -327,3 +327,17 @@ func infoField(info, name string) string {
 	}
 	return ""
 }
+
+// A master name the Sentinels do not monitor is reported as that, not as unreachable
+// Sentinels.
+func TestRedisSentinelUnknownMasterName(t *testing.T) {
+	g := teststack.StartSentinelGroup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	cfg := g.Config()
+	cfg.MasterName = "nope"
+	_, err := backend.OpenRedis(ctx, cfg, prometheus.NewRegistry(), quiet())
+	if err == nil || !strings.Contains(err.Error(), `sentinels do not know master "nope"`) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("OpenRedis(unknown master name) = %q; want one line saying the sentinels do not know the name", err)
+	}
+}

@@ -185,7 +185,16 @@ func OpenRedis(ctx context.Context, cfg RedisConfig, reg prometheus.Registerer, 
 		return nil, fmt.Errorf("register redis metrics: %w", err)
 	}
 	client.AddHook(m)
-	if err := waitUntil(ctx, logger, "redis", func(ctx context.Context) error { return PingRedis(ctx, client) }); err != nil {
+	ping := func(ctx context.Context) error {
+		err := PingRedis(ctx, client)
+		if len(cfg.Sentinels) > 0 && errors.Is(err, redis.Nil) {
+			// Every Sentinel answered GET-MASTER-ADDR-BY-NAME with nil: go-redis calls that
+			// "all sentinels unreachable", which sends the operator looking in the wrong place.
+			return fmt.Errorf("the sentinels do not know master %q (the name of their 'sentinel monitor' line)", cfg.MasterName)
+		}
+		return err
+	}
+	if err := waitUntil(ctx, logger, "redis", ping); err != nil {
 		_ = client.Close()
 		return nil, err
 	}
