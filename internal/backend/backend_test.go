@@ -332,7 +332,7 @@ func infoField(info, name string) string {
 // Sentinels.
 func TestRedisSentinelUnknownMasterName(t *testing.T) {
 	g := teststack.StartSentinelGroup(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	cfg := g.Config()
 	cfg.MasterName = "nope"
