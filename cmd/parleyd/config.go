@@ -254,7 +254,27 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 	cli.Duration(fs, &c.shutdownTimeout, "shutdown-timeout", 30*time.Second, time.Second, 10*time.Minute,
 		"Deadline of the graceful shutdown after SIGINT or SIGTERM.")
 
-	cli.String(fs, &c.redis.Addr, "redis-addr", backend.DefaultRedisAddr, cli.HostPort, "Redis address.")
+	cli.String(fs, &c.redis.Addr, "redis-addr", "", cli.HostPort,
+		"Redis address (host:port) of a single Redis; empty: "+backend.DefaultRedisAddr+", or none with --redis-sentinels (set one of the two).")
+	cli.Value(fs, &c.redis.Sentinels, "redis-sentinels", nil, func(s string) ([]string, error) {
+		addrs := strings.Split(s, ",")
+		for i, a := range addrs {
+			addrs[i] = strings.TrimSpace(a)
+			if err := cli.HostPort(addrs[i]); err != nil {
+				return nil, fmt.Errorf("sentinel %q: %w", addrs[i], err)
+			}
+		}
+		return addrs, nil
+	}, func(a []string) string { return strings.Join(a, ",") },
+		"Comma-separated host:port addresses of Redis Sentinels: Redis is then the primary they name for --redis-master-name, followed through failovers.")
+	cli.String(fs, &c.redis.MasterName, "redis-master-name", "", func(s string) error {
+		if s == "" || strings.ContainsAny(s, " \t\r\n") {
+			return errors.New("want the name of a 'sentinel monitor' line: not empty, no spaces")
+		}
+		return nil
+	}, "Name the Sentinels monitor Parley's Redis primary under; required with --redis-sentinels.")
+	cli.String(fs, &c.redis.SentinelPassword, "redis-sentinel-password", "", nil,
+		"Password of the Sentinels (their requirepass); empty: none. --redis-password is the servers'.")
 	cli.String(fs, &c.redis.Password, "redis-password", "", nil, "Redis password; empty: none.")
 	cli.Int(fs, &c.redis.DB, "redis-db", 0, 0, 15, "Redis logical database.")
 	cli.Duration(fs, &c.redis.DialTimeout, "redis-dial-timeout", backend.DefaultRedisDialTimeout, time.Millisecond, time.Minute,
@@ -308,6 +328,16 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 func (c *runConfig) validate() error {
 	// One setting for every stream and bucket: a cluster replicates them all alike.
 	c.delivery.Ingest.Replicas, c.revocation.Replicas = c.natsReplicas, c.natsReplicas
+	// The Redis settings that go together, named by their flags (RedisConfig.Validate checks
+	// the same, without knowing the flags).
+	switch r := c.redis; {
+	case len(r.Sentinels) > 0 && r.Addr != "":
+		return errors.New("set one of --redis-addr (PARLEY_REDIS_ADDR) and --redis-sentinels (PARLEY_REDIS_SENTINELS): with sentinels the primary's address comes from them")
+	case len(r.Sentinels) > 0 && r.MasterName == "":
+		return errors.New("--redis-sentinels needs --redis-master-name (PARLEY_REDIS_MASTER_NAME), the name the sentinels monitor the primary under")
+	case len(r.Sentinels) == 0 && (r.MasterName != "" || r.SentinelPassword != ""):
+		return errors.New("--redis-master-name and --redis-sentinel-password need --redis-sentinels (PARLEY_REDIS_SENTINELS)")
+	}
 	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate(), c.edge.Validate(), c.delivery.Validate(), c.presence.Validate()} {
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/backend"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/cli"
 	"github.com/parleyhq/parley/internal/teststack"
@@ -49,6 +51,13 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 		{"not a duration", []string{"run", "--shutdown-timeout=soon"}, nil, []string{"shutdown-timeout", "not a duration"}},
 		{"env var", []string{"run"}, map[string]string{"PARLEY_REDIS_DB": "99"}, []string{"PARLEY_REDIS_DB", "redis-db", "[0, 15]"}},
 		{"bad address", []string{"run", "--admin-addr=localhost"}, nil, []string{"admin-addr", "host:port"}},
+		{"sentinels without master name", []string{"run", "--redis-sentinels=127.0.0.1:26379"}, nil, []string{"--redis-sentinels", "--redis-master-name"}},
+		{"redis addr and sentinels", []string{"run", "--redis-sentinels=127.0.0.1:26379", "--redis-master-name=parley"},
+			map[string]string{"PARLEY_REDIS_ADDR": "127.0.0.1:6379"}, []string{"--redis-addr", "--redis-sentinels", "set one"}},
+		{"bad sentinel", []string{"run", "--redis-sentinels=127.0.0.1:26379,sentinel-b"}, nil, []string{"redis-sentinels", `"sentinel-b"`, "host:port"}},
+		{"duplicate sentinel", []string{"run", "--redis-sentinels=h:26379,h:26379", "--redis-master-name=parley"}, nil, []string{"listed twice"}},
+		{"master name without sentinels", []string{"run", "--redis-master-name=parley"}, nil, []string{"--redis-master-name", "need --redis-sentinels"}},
+		{"master name with a space", []string{"run", "--redis-master-name=my master"}, nil, []string{"redis-master-name", "no spaces"}},
 		{"bad replication", []string{"migrate", "--cassandra-replication=SimpleStrategy:0"}, nil, []string{"cassandra-replication", "SimpleStrategy:N"}},
 		{"bad keyspace", []string{"migrate", "--cassandra-keyspace=a-b"}, nil, []string{"cassandra-keyspace"}},
 		{"bad consistency", []string{"run", "--cassandra-consistency=SOME"}, nil, []string{"cassandra-consistency", "LOCAL_QUORUM"}},
@@ -108,6 +117,35 @@ func TestHelpListsEverySettingWithItsVariable(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("run --help does not contain %q", want)
 		}
+	}
+}
+
+// The Sentinel settings reach the Redis configuration, from flags or from the environment,
+// and without them Redis is the single server at the default address.
+func TestRedisSentinelSettings(t *testing.T) {
+	var cfg runConfig
+	err := cli.Parse(newFlagSetForTest(&cfg), []string{"--redis-master-name=cache"}, env(map[string]string{
+		"PARLEY_REDIS_SENTINELS": "10.0.0.1:26379, 10.0.0.2:26379", "PARLEY_REDIS_SENTINEL_PASSWORD": "pw",
+		"PARLEY_AUTH_HS256_SECRET": testSecret}), io.Discard, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	r := cfg.redis
+	if !slices.Equal(r.Sentinels, []string{"10.0.0.1:26379", "10.0.0.2:26379"}) || r.MasterName != "cache" || r.SentinelPassword != "pw" || r.Addr != "" {
+		t.Errorf("redis config %+v; want the two sentinels, master cache, the sentinel password, no address", r)
+	}
+	if got, want := r.Describe(), `master "cache" of sentinels 10.0.0.1:26379,10.0.0.2:26379`; got != want {
+		t.Errorf("Describe() = %q; want %q", got, want)
+	}
+	var plain runConfig
+	if err := cli.Parse(newFlagSetForTest(&plain), nil, env(nil), io.Discard, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := plain.redis.Describe(); got != backend.DefaultRedisAddr {
+		t.Errorf("without sentinels Redis is %q; want %s", got, backend.DefaultRedisAddr)
 	}
 }
 

@@ -86,7 +86,7 @@ func openDeps(ctx context.Context, cfg runConfig, reg prometheus.Registerer, log
 	}
 	if cfg.roles.needsRedis() {
 		if d.redis, err = backend.OpenRedis(ctx, cfg.redis, reg, logger); err != nil {
-			return nil, unreachable("Redis", cfg.redis.Addr, err)
+			return nil, unreachable("Redis", cfg.redis.Describe(), err)
 		}
 	}
 	if cfg.roles.needsCassandra() {

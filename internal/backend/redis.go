@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,9 +15,26 @@ import (
 )
 
 // RedisConfig configures the Redis client. Zero values take the defaults below.
+//
+// There are two ways to find Redis: one server at Addr, or the primary of a Sentinel-managed
+// group (Sentinels and MasterName), which the client follows through failovers. They are
+// exclusive: a configuration that sets both is refused rather than one silently ignored.
 type RedisConfig struct {
-	// Addr is host:port. Default "127.0.0.1:16379" (the local stack's port).
+	// Addr is host:port of a single Redis. Default "127.0.0.1:16379" (the local stack's port)
+	// when Sentinels is empty; must be empty when Sentinels is set.
 	Addr string
+	// Sentinels are host:port addresses of Redis Sentinels. When set, the client asks them
+	// for the primary of MasterName, dials only that primary, and moves to the new primary
+	// when they announce a failover (+switch-master). The Sentinels tell the client about
+	// each other, so a few seeds are enough.
+	Sentinels []string
+	// MasterName is the name the Sentinels monitor the primary under ("sentinel monitor
+	// <name> ..."). Required with Sentinels; there is no default, because a name that does
+	// not match the Sentinels' configuration fails only later and less clearly.
+	MasterName string
+	// SentinelPassword authenticates to the Sentinels (their requirepass); empty for none.
+	// Password is for the Redis servers themselves.
+	SentinelPassword string
 	// Password for AUTH; empty for none.
 	Password string
 	// DB is the logical database number. Default 0.
@@ -38,7 +57,7 @@ const (
 )
 
 func (c RedisConfig) withDefaults() RedisConfig {
-	if c.Addr == "" {
+	if c.Addr == "" && len(c.Sentinels) == 0 {
 		c.Addr = DefaultRedisAddr
 	}
 	if c.DialTimeout == 0 {
@@ -55,9 +74,31 @@ func (c RedisConfig) withDefaults() RedisConfig {
 
 // Validate reports the first invalid setting.
 func (c RedisConfig) Validate() error {
+	if len(c.Sentinels) > 0 {
+		if c.Addr != "" {
+			return fmt.Errorf("redis address %q and redis sentinels both set: set one (with sentinels the primary's address comes from them)", c.Addr)
+		}
+		if c.MasterName == "" {
+			return errors.New("redis sentinels set without a master name: set the name the sentinels monitor the primary under")
+		}
+		seen := map[string]bool{}
+		for _, a := range c.Sentinels {
+			if err := checkHostPort(a); err != nil {
+				return fmt.Errorf("redis sentinel address %q: %w", a, err)
+			}
+			if seen[a] {
+				return fmt.Errorf("redis sentinel address %q listed twice", a)
+			}
+			seen[a] = true
+		}
+	} else if c.MasterName != "" || c.SentinelPassword != "" {
+		return errors.New("redis master name or sentinel password set without redis sentinels")
+	}
 	c = c.withDefaults()
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("redis address %q: want host:port", c.Addr)
+	if len(c.Sentinels) == 0 {
+		if err := checkHostPort(c.Addr); err != nil {
+			return fmt.Errorf("redis address %q: %w", c.Addr, err)
+		}
 	}
 	if c.DB < 0 || c.DB > 15 {
 		return fmt.Errorf("redis db %d out of range [0, 15]", c.DB)
@@ -71,39 +112,102 @@ func (c RedisConfig) Validate() error {
 	return nil
 }
 
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q out of range [1, 65535]", port)
+	}
+	return nil
+}
+
+// Describe names where the configuration finds Redis, for error messages: the address, or
+// the master name and the sentinels.
+func (c RedisConfig) Describe() string {
+	c = c.withDefaults()
+	if len(c.Sentinels) == 0 {
+		return c.Addr
+	}
+	return fmt.Sprintf("master %q of sentinels %s", c.MasterName, strings.Join(c.Sentinels, ","))
+}
+
 // OpenRedis returns a Redis client and waits until the server answers PING or ctx ends. The
 // client reconnects by itself after a Redis restart; commands fail fast (within the dial and
 // I/O timeouts) while Redis is away.
+//
+// With Sentinels it is go-redis's failover client (a *redis.Client all the same): every new
+// connection is dialled to the primary the Sentinels name, and when they announce a failover
+// the client closes its connections to any other address. A connection that still reaches a
+// demoted primary gets READONLY on writes; go-redis closes such a connection and retries the
+// command once (MaxRetries below) on a fresh one, which dials the new primary. During the
+// failover itself (until the Sentinels agree the primary is down and promote a replica)
+// commands fail, and presence, the only user, answers "unknown" (presence/).
 func OpenRedis(ctx context.Context, cfg RedisConfig, reg prometheus.Registerer, logger *slog.Logger) (*redis.Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	client := redis.NewClient(&redis.Options{
-		Addr:         cfg.Addr,
-		Password:     cfg.Password,
-		DB:           cfg.DB,
-		DialTimeout:  cfg.DialTimeout,
-		ReadTimeout:  cfg.ReadTimeout,
-		WriteTimeout: cfg.WriteTimeout,
-		PoolSize:     cfg.PoolSize,
-		// Presence and rate limits are soft state: one retry is enough, the caller degrades.
-		MaxRetries:      1,
-		MinRetryBackoff: 10 * time.Millisecond,
-		MaxRetryBackoff: 100 * time.Millisecond,
-	})
+	var client *redis.Client
+	if len(cfg.Sentinels) > 0 {
+		client = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:       cfg.MasterName,
+			SentinelAddrs:    cfg.Sentinels,
+			SentinelPassword: cfg.SentinelPassword,
+			Password:         cfg.Password,
+			DB:               cfg.DB,
+			DialTimeout:      cfg.DialTimeout,
+			ReadTimeout:      cfg.ReadTimeout,
+			WriteTimeout:     cfg.WriteTimeout,
+			PoolSize:         cfg.PoolSize,
+			MaxRetries:       redisMaxRetries,
+			MinRetryBackoff:  redisMinRetryBackoff,
+			MaxRetryBackoff:  redisMaxRetryBackoff,
+		})
+	} else {
+		client = redis.NewClient(&redis.Options{
+			Addr:            cfg.Addr,
+			Password:        cfg.Password,
+			DB:              cfg.DB,
+			DialTimeout:     cfg.DialTimeout,
+			ReadTimeout:     cfg.ReadTimeout,
+			WriteTimeout:    cfg.WriteTimeout,
+			PoolSize:        cfg.PoolSize,
+			MaxRetries:      redisMaxRetries,
+			MinRetryBackoff: redisMinRetryBackoff,
+			MaxRetryBackoff: redisMaxRetryBackoff,
+		})
+	}
 	m := newRedisMetrics(client)
 	if err := reg.Register(m); err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("register redis metrics: %w", err)
 	}
 	client.AddHook(m)
-	if err := waitUntil(ctx, logger, "redis", func(ctx context.Context) error { return PingRedis(ctx, client) }); err != nil {
+	ping := func(ctx context.Context) error {
+		err := PingRedis(ctx, client)
+		if len(cfg.Sentinels) > 0 && errors.Is(err, redis.Nil) {
+			// Every Sentinel answered GET-MASTER-ADDR-BY-NAME with nil: go-redis calls that
+			// "all sentinels unreachable", which sends the operator looking in the wrong place.
+			return fmt.Errorf("the sentinels do not know master %q (the name of their 'sentinel monitor' line)", cfg.MasterName)
+		}
+		return err
+	}
+	if err := waitUntil(ctx, logger, "redis", ping); err != nil {
 		_ = client.Close()
 		return nil, err
 	}
 	return client, nil
 }
+
+// Presence and rate limits are soft state: one retry is enough, the caller degrades. The one
+// retry also carries a write across a READONLY reply from a demoted primary (see OpenRedis).
+const (
+	redisMaxRetries      = 1
+	redisMinRetryBackoff = 10 * time.Millisecond
+	redisMaxRetryBackoff = 100 * time.Millisecond
+)
 
 // PingRedis reports whether Redis answers.
 func PingRedis(ctx context.Context, c *redis.Client) error {

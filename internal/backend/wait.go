@@ -14,8 +14,12 @@ func waitUntil(ctx context.Context, logger *slog.Logger, name string, try func(c
 	delay := 100 * time.Millisecond
 	var last error
 	for attempt := 1; ; attempt++ {
-		if last = try(ctx); last == nil {
+		err := try(ctx)
+		if err == nil {
 			return nil
+		}
+		if last == nil || ctx.Err() == nil {
+			last = err // an attempt cut short by ctx says less than the one before it
 		}
 		if attempt == 1 || attempt%10 == 0 {
 			logger.Info("waiting for dependency", "dependency", name, "attempt", attempt, "err", last)
