@@ -28,13 +28,9 @@ import sys
 
 import yaml
 
-# Flags the coordinator is adding on another branch (Redis through Sentinel). They are
-# accepted here although this binary may not have them yet; once `parleyd run --help` lists
-# them the script says so, and they should be removed from this list.
-PENDING_RUN_FLAGS = {
-    "redis-sentinels": "PARLEY_REDIS_SENTINELS",
-    "redis-master-name": "PARLEY_REDIS_MASTER_NAME",
-}
+# Flags accepted although this binary may not have them yet (none now). Once `parleyd run
+# --help` lists one the script says so, and it should be removed from this list.
+PENDING_RUN_FLAGS = {}
 
 # Environment variables of the Go runtime that a parleyd container may set.
 GO_RUNTIME_ENV = {"GOMEMLIMIT", "GOGC", "GOMAXPROCS", "GODEBUG"}
