@@ -81,6 +81,13 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// DrainWindow spreads the reconnect hints of a drain over this long. Default 10s.
 	DrainWindow time.Duration
+	// DrainDelay is the pause at the start of a drain, after the process's /readyz has turned
+	// 503, before the edge refuses handshakes and sends reconnect hints: long enough for the
+	// load balancer's health check to take it out of rotation (HAProxy "inter 1s fall 1":
+	// 1 s plus a check's duration), so that the hinted clients land on other edges and none
+	// is sent here to be refused. Meanwhile the edge serves as usual. Unlike the other
+	// settings, zero means none (a lone edge, tests); parleyd's default is DefaultDrainDelay.
+	DrainDelay time.Duration
 	// GoroutineReads reads every connection with a goroutine of its own instead of the
 	// event-driven reader (epoll, Linux only: an idle connection holds no goroutine). Off by
 	// default; it is the fallback elsewhere and is kept for comparison.
@@ -107,6 +114,7 @@ const (
 	DefaultWriteBufferSize   = 4096
 	DefaultHandshakeTimeout  = 5 * time.Second
 	DefaultDrainWindow       = 10 * time.Second
+	DefaultDrainDelay        = 2 * time.Second
 )
 
 // Defaults of the handshake limits and the security log. The per-IP burst has none of its
@@ -200,7 +208,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("edge %s %g out of range [0.001, 1e+06] per second", r.name, r.v)
 		}
 	}
-	if c.HeartbeatInterval < 100*time.Millisecond || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 || c.DrainWindow < 0 {
+	if c.HeartbeatInterval < 100*time.Millisecond || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 || c.DrainWindow < 0 || c.DrainDelay < 0 {
 		return fmt.Errorf("edge timeouts must be positive (heartbeat at least 100ms)")
 	}
 	if err := origin.Validate(c.AllowedOrigins); err != nil {

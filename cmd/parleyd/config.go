@@ -419,6 +419,8 @@ func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
 		"Bytes of one sync.result page, its conversations and messages included (at most half of --edge-queue-bytes); a full page has more: true.")
 	cli.Duration(fs, &c.DrainWindow, "edge-drain-window", edge.DefaultDrainWindow, 0, 10*time.Minute,
 		"On shutdown, reconnect hints are spread over this long before connections are closed with 1001.")
+	cli.Duration(fs, &c.DrainDelay, "edge-drain-delay", edge.DefaultDrainDelay, 0, 5*time.Minute,
+		"On shutdown, the pause after /readyz turns 503 before handshakes are refused and reconnect hints sent, so the load balancer takes the edge out of rotation first (at least its check interval times fall, plus a check's timeout; 0: none).")
 	cli.Bool(fs, &c.GoroutineReads, "edge-goroutine-reads", false,
 		"Read each connection with a goroutine of its own instead of the event-driven (epoll) reader; always so off Linux.")
 }

@@ -21,9 +21,13 @@ import (
 // stackEnv is the environment of a parleyd run in this process: vars, plus the local stack's
 // addresses from this process's environment (make test exports them from deploy/local/env.sh)
 // unless vars sets them. Without them parleyd would use its defaults, the default ports, and
-// a stack started on other ports would not be the one the test talks to.
+// a stack started on other ports would not be the one the test talks to. The edge's drain
+// delay is 0 unless vars sets it: no load balancer waits for it in a test.
 func stackEnv(vars map[string]string) func(string) string {
 	all := maps.Clone(vars)
+	if _, ok := all["PARLEY_EDGE_DRAIN_DELAY"]; !ok {
+		all["PARLEY_EDGE_DRAIN_DELAY"] = "0"
+	}
 	for _, k := range []string{"PARLEY_REDIS_ADDR", "PARLEY_NATS_URL", "PARLEY_CASSANDRA_HOSTS"} {
 		if v := os.Getenv(k); v != "" && all[k] == "" {
 			all[k] = v
