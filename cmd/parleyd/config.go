@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -185,6 +186,7 @@ type runConfig struct {
 	jwksURL         auth.RemoteJWKSConfig
 	cursorKeys      *cursor.Keys // nil: derived from the HS256 secret (see cursors)
 	edge            edge.Config
+	trustedProxies  []netip.Prefix // the public listener's PROXY protocol peers
 	delivery        delivery.Config
 	reconciler      delivery.ReconcilerConfig
 	admin           admin.Config
@@ -229,6 +231,13 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 			"the first signs, the others still verify (rotation). The same on every process. Empty: one key derived from --auth-hs256-secret (id %q).",
 			cursor.MinSecretLen, derivedCursorKeyID))
 	edgeFlags(fs, &c.edge)
+	cli.Value(fs, &c.trustedProxies, "edge-trusted-proxies", nil, edge.ParseTrustedProxies, func(ps []netip.Prefix) string {
+		out := make([]string, len(ps))
+		for i, p := range ps {
+			out[i] = p.String()
+		}
+		return strings.Join(out, ",")
+	}, "Comma-separated addresses or CIDR prefixes of the proxies in front of the public listener (10.0.0.0/8); each must open every connection with a PROXY protocol v1 or v2 header (HAProxy send-proxy-v2), which gives the client's address to the per-IP limits and logs. Any other peer sending one is refused. Empty: trust nobody, read no header.")
 	deliveryFlags(fs, &c.delivery)
 	cli.Duration(fs, &c.reconciler.Interval, "reconciler-interval", time.Minute, time.Second, 24*time.Hour,
 		"How often the delivery role's reconciler checks the recent log against Cassandra (one node at a time holds its lease).")

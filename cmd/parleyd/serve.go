@@ -320,9 +320,12 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			return abort(d, fmt.Errorf("public listener: %w", err))
 		}
 		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", cfg.roles[roleEdge], "api", cfg.roles[roleAPI],
-			"allowed_origins", origin.Describe(cfg.edge.AllowedOrigins))
+			"allowed_origins", origin.Describe(cfg.edge.AllowedOrigins), "trusted_proxies", len(cfg.trustedProxies))
 		g.Go(func() error {
-			if err := public.Serve(edge.Listener(pln)); !errors.Is(err, http.ErrServerClosed) {
+			ln := edge.Listener(edge.ProxyListener(pln, edge.ProxyConfig{Trusted: cfg.trustedProxies,
+				HeaderTimeout: public.ReadHeaderTimeout, Logger: logger.With("component", "edge"),
+				LogPerSecond: cfg.edge.SecurityLogPerSecond}))
+			if err := public.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
