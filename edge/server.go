@@ -75,6 +75,7 @@ type Server struct {
 	// Handshake token buckets, per user and per client address (security.go).
 	userHandshakes *keyedLimiter
 	ipHandshakes   *keyedLimiter
+	rebal          *rebalancer // nil: not rebalancing (rebalance.go)
 
 	mu       sync.Mutex
 	buckets  []map[*Conn]struct{} // the sweeper visits one bucket per tick
@@ -660,6 +661,16 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
+	if r := s.rebal; r != nil {
+		s.mu.Lock()
+		start := !r.started
+		r.started = true
+		s.mu.Unlock()
+		if start {
+			go s.runRebalance(ctx)
+			defer func() { <-r.done }()
+		}
+	}
 	bucket := 0
 	for {
 		select {
@@ -742,6 +753,7 @@ func (s *Server) sweep(bucket int) {
 // with 1001. It returns when every reader and writer has finished. The pause and the window
 // are shortened to fit ctx's deadline (at most a quarter and half of what is left).
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopRebalance()
 	if delay := s.cfg.DrainDelay; delay > 0 {
 		if d, ok := ctx.Deadline(); ok {
 			delay = min(delay, time.Until(d)/4)

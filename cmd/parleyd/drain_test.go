@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,5 +108,39 @@ func TestDrainLeavesRotationBeforeHints(t *testing.T) {
 		done <- nil
 	case <-time.After(20 * time.Second):
 		t.Fatal("parleyd did not stop")
+	}
+}
+
+// Two edges with --edge-rebalance on a bucket of their own see each other through it.
+func TestRebalanceBucketOfParleyd(t *testing.T) {
+	id := teststack.ID(t)
+	bucket := "T_" + id + "_EDGES"
+	t.Cleanup(func() { deleteBucket(t, bucket) })
+	vars := map[string]string{
+		"PARLEY_AUTH_HS256_SECRET": testSecret, "PARLEY_LOG_LEVEL": "warn", "PARLEY_EDGE_DRAIN_WINDOW": "100ms",
+		"PARLEY_CASSANDRA_KEYSPACE": teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY": "ONE",
+		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".",
+		"PARLEY_EDGE_REBALANCE": "true", "PARLEY_EDGE_REBALANCE_BUCKET": bucket, "PARLEY_EDGE_REBALANCE_INTERVAL": "200ms",
+	}
+	admin1, _ := startParleyd(t, vars, nil)
+	admin2, _ := startParleyd(t, vars, nil)
+	edges := func(admin string) string {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "parley_edge_rebalance_edges ") {
+				return l
+			}
+		}
+		return "(none)"
+	}
+	for _, admin := range []string{admin1, admin2} {
+		if !teststack.Eventually(t, 5*time.Second, func() bool { return edges(admin) == "parley_edge_rebalance_edges 2" }) {
+			t.Errorf("edge at %s: %s; want 2 edges seen", admin, edges(admin))
+		}
 	}
 }

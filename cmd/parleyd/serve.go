@@ -266,6 +266,14 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			edgeSv.EnablePresence(pres, policy)
 			edgeSv.EnableTyping(store)
 			edgeSv.EnableRevocations(revs)
+			if cfg.rebalance.on {
+				rctx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
+				err := edgeSv.EnableRebalance(rctx, d.nats.JetStream, cfg.rebalance.bucket, cfg.rebalance.replicas)
+				cancel()
+				if err != nil {
+					return abort(d, err)
+				}
+			}
 			mux.Handle(protocol.Path, edgeSv)
 			g.Go(func() error { return edgeSv.Run(gctx) })
 			g.Go(func() error { return pres.Run(gctx) })
