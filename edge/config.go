@@ -81,6 +81,23 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// DrainWindow spreads the reconnect hints of a drain over this long. Default 10s.
 	DrainWindow time.Duration
+	// DrainDelay is the pause at the start of a drain, after the process's /readyz has turned
+	// 503, before the edge refuses handshakes and sends reconnect hints: long enough for the
+	// load balancer's health check to take it out of rotation (HAProxy "inter 1s fall 1":
+	// 1 s plus a check's duration), so that the hinted clients land on other edges and none
+	// is sent here to be refused. Meanwhile the edge serves as usual. Unlike the other
+	// settings, zero means none (a lone edge, tests); parleyd's default is DefaultDrainDelay.
+	DrainDelay time.Duration
+	// RebalanceInterval is how often an edge that rebalances (Server.EnableRebalance)
+	// publishes its connection count and sheds its excess. Default 2s.
+	RebalanceInterval time.Duration
+	// RebalanceSlack is how far above the fair share (total / edges) an edge may be before it
+	// sheds: 0.1 sheds above 110%. Default 0.1.
+	RebalanceSlack float64
+	// RebalanceRate bounds the connections an edge sheds a second. Default 100: 9,500 extra
+	// connections (19,000 on one edge of two) move in about two minutes, and each edge's
+	// reconnects stay well within the handshake rates.
+	RebalanceRate float64
 	// GoroutineReads reads every connection with a goroutine of its own instead of the
 	// event-driven reader (epoll, Linux only: an idle connection holds no goroutine). Off by
 	// default; it is the fallback elsewhere and is kept for comparison.
@@ -107,6 +124,7 @@ const (
 	DefaultWriteBufferSize   = 4096
 	DefaultHandshakeTimeout  = 5 * time.Second
 	DefaultDrainWindow       = 10 * time.Second
+	DefaultDrainDelay        = 2 * time.Second
 )
 
 // Defaults of the handshake limits and the security log. The per-IP burst has none of its
@@ -158,6 +176,13 @@ func (c Config) withDefaults() Config {
 	setD(&c.WriteTimeout, DefaultWriteTimeout)
 	setD(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	setD(&c.DrainWindow, DefaultDrainWindow)
+	setD(&c.RebalanceInterval, DefaultRebalanceInterval)
+	if c.RebalanceSlack == 0 {
+		c.RebalanceSlack = DefaultRebalanceSlack
+	}
+	if c.RebalanceRate == 0 {
+		c.RebalanceRate = DefaultRebalanceRate
+	}
 	return c
 }
 
@@ -195,12 +220,18 @@ func (c Config) Validate() error {
 	for _, r := range []struct {
 		name string
 		v    float64
-	}{{"handshake rate per user", c.HandshakeRatePerUser}, {"handshake rate per IP", c.HandshakeRatePerIP}} {
+	}{{"handshake rate per user", c.HandshakeRatePerUser}, {"handshake rate per IP", c.HandshakeRatePerIP}, {"rebalance rate", c.RebalanceRate}} {
 		if !(r.v >= 0.001 && r.v <= 1e6) { // also refuses NaN
 			return fmt.Errorf("edge %s %g out of range [0.001, 1e+06] per second", r.name, r.v)
 		}
 	}
-	if c.HeartbeatInterval < 100*time.Millisecond || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 || c.DrainWindow < 0 {
+	if !(c.RebalanceSlack >= 0.01 && c.RebalanceSlack <= 10) {
+		return fmt.Errorf("edge rebalance slack %g out of range [0.01, 10]", c.RebalanceSlack)
+	}
+	if c.RebalanceInterval < 100*time.Millisecond || c.RebalanceInterval > time.Hour {
+		return fmt.Errorf("edge rebalance interval %v out of range [100ms, 1h]", c.RebalanceInterval)
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 || c.DrainWindow < 0 || c.DrainDelay < 0 {
 		return fmt.Errorf("edge timeouts must be positive (heartbeat at least 100ms)")
 	}
 	if err := origin.Validate(c.AllowedOrigins); err != nil {

@@ -514,7 +514,7 @@ func (c *Conn) abort() {
 	nc := c.ws.NetConn()
 	_ = nc.SetReadDeadline(time.Unix(1, 0)) // a reader inside a read stops now
 	if c.batch != nil {
-		if tc, ok := c.batch.Conn.(interface{ CloseRead() error }); ok {
+		if tc, ok := socketOf(c.batch.Conn).(interface{ CloseRead() error }); ok {
 			_ = tc.CloseRead()
 			return
 		}

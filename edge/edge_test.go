@@ -53,6 +53,13 @@ func newTestEdge(t *testing.T, cfg Config, nc *nats.Conn) *testEdge {
 // newTestEdgeLeeway is newTestEdge with the token verifier's clock-skew leeway.
 func newTestEdgeLeeway(t *testing.T, cfg Config, nc *nats.Conn, leeway time.Duration) *testEdge {
 	t.Helper()
+	return newTestEdgeSetup(t, cfg, nc, leeway, nil)
+}
+
+// newTestEdgeSetup is newTestEdgeLeeway with setup (if not nil) run on the server before it
+// runs and serves.
+func newTestEdgeSetup(t *testing.T, cfg Config, nc *nats.Conn, leeway time.Duration, setup func(*Server)) *testEdge {
+	t.Helper()
 	a, err := auth.New(auth.Config{HS256Secret: testSecret, Leeway: leeway}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +73,9 @@ func newTestEdgeLeeway(t *testing.T, cfg Config, nc *nats.Conn, leeway time.Dura
 	s, err := New(cfg, a, nc, reg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan struct{})

@@ -21,6 +21,9 @@ type metrics struct {
 	batchSize   prometheus.Histogram
 	natsMsgs    prometheus.Counter
 	workers     *prometheus.GaugeVec
+	// Rebalancing (rebalance.go).
+	rebalanceHints prometheus.Counter
+	rebalancePeers prometheus.Gauge
 }
 
 const otherType = protocol.Type("other")
@@ -74,6 +77,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "parley_edge_workers",
 			Help: "Pooled worker goroutines, busy or waiting for work, by pool (read: the event-driven reader; write: connections' writers).",
 		}, []string{"pool"}),
+		rebalanceHints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_edge_rebalance_hints_total",
+			Help: "Connections asked to reconnect elsewhere (reconnect reason rebalance, then close 1001) because this edge held more than its share.",
+		}),
+		rebalancePeers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_edge_rebalance_edges",
+			Help: "Edges with a live connection count in the rebalance bucket, this one included, at the last look (0: not rebalancing).",
+		}),
 	}
 	types := append(append([]protocol.Type{}, protocol.ClientTypes...), otherType)
 	for _, t := range types {
@@ -96,7 +107,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.handshakes.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.handshakes, in, out, m.errors, m.drops,
-		m.closes, m.queueDepth, m.writeTime, m.batchSize, m.natsMsgs, m.workers} {
+		m.closes, m.queueDepth, m.writeTime, m.batchSize, m.natsMsgs, m.workers, m.rebalanceHints, m.rebalancePeers} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -84,7 +84,7 @@ func socketFD(c net.Conn) (int, error) {
 
 // add watches c's socket.
 func (p *poller) add(c *Conn) error {
-	fd, err := socketFD(c.batch.Conn)
+	fd, err := socketFD(socketOf(c.batch.Conn))
 	if err != nil {
 		return err
 	}

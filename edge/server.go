@@ -75,6 +75,7 @@ type Server struct {
 	// Handshake token buckets, per user and per client address (security.go).
 	userHandshakes *keyedLimiter
 	ipHandshakes   *keyedLimiter
+	rebal          *rebalancer // nil: not rebalancing (rebalance.go)
 
 	mu       sync.Mutex
 	buckets  []map[*Conn]struct{} // the sweeper visits one bucket per tick
@@ -660,6 +661,16 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
+	if r := s.rebal; r != nil {
+		s.mu.Lock()
+		start := !r.started
+		r.started = true
+		s.mu.Unlock()
+		if start {
+			go s.runRebalance(ctx)
+			defer func() { <-r.done }()
+		}
+	}
 	bucket := 0
 	for {
 		select {
@@ -735,11 +746,25 @@ func (s *Server) sweep(bucket int) {
 	}
 }
 
-// Shutdown drains the edge: new handshakes get 503, every connection gets a reconnect hint
-// with a delay spread over the drain window (so clients do not all reconnect at once), and
-// connections still open when the window (or ctx) ends are closed with 1001. It returns when
-// every reader and writer has finished.
+// Shutdown drains the edge. For Config.DrainDelay first it serves as before, while the load
+// balancer, told by /readyz, takes it out of rotation; then new handshakes get 503, every
+// connection gets a reconnect hint with a delay spread over the drain window (so clients do not
+// all reconnect at once), and connections still open when the window (or ctx) ends are closed
+// with 1001. It returns when every reader and writer has finished. The pause and the window
+// are shortened to fit ctx's deadline (at most a quarter and half of what is left).
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopRebalance()
+	if delay := s.cfg.DrainDelay; delay > 0 {
+		if d, ok := ctx.Deadline(); ok {
+			delay = min(delay, time.Until(d)/4)
+		}
+		pause := time.NewTimer(delay)
+		select {
+		case <-pause.C:
+		case <-ctx.Done():
+			pause.Stop()
+		}
+	}
 	s.mu.Lock()
 	s.draining = true
 	var conns []*Conn

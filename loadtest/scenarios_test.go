@@ -32,7 +32,7 @@ func startParleyd(t *testing.T, secret string, grace time.Duration) (public, adm
 	teststack.Cassandra(t) // the test keyspace is migrated
 	cmd := exec.Command(parleydBin, "run")
 	cmd.Env = append(os.Environ(), "PARLEY_AUTH_HS256_SECRET="+secret, "PARLEY_LOG_LEVEL=warn",
-		"PARLEY_LISTEN_ADDR="+public, "PARLEY_ADMIN_ADDR="+admin, "PARLEY_EDGE_DRAIN_WINDOW=100ms",
+		"PARLEY_LISTEN_ADDR="+public, "PARLEY_ADMIN_ADDR="+admin, "PARLEY_EDGE_DRAIN_WINDOW=100ms", "PARLEY_EDGE_DRAIN_DELAY=0", "PARLEY_EDGE_REBALANCE=false",
 		"PARLEY_CASSANDRA_KEYSPACE="+teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY=ONE",
 		"PARLEY_PRESENCE_GRACE="+grace.String(),
 		"PARLEY_DELIVERY_STREAM=T_"+id, "PARLEY_DELIVERY_SUBJECT_PREFIX=test."+id+".")

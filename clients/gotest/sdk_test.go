@@ -62,7 +62,7 @@ func startServerWith(t *testing.T, extra ...string) *server {
 	id := teststack.ID(t)
 	s := &server{t: t, public: teststack.FreeAddr(t), admin: teststack.FreeAddr(t)}
 	s.env = append(os.Environ(), "PARLEY_AUTH_HS256_SECRET="+secret, "PARLEY_LOG_LEVEL=warn",
-		"PARLEY_LISTEN_ADDR="+s.public, "PARLEY_ADMIN_ADDR="+s.admin, "PARLEY_EDGE_DRAIN_WINDOW=100ms",
+		"PARLEY_LISTEN_ADDR="+s.public, "PARLEY_ADMIN_ADDR="+s.admin, "PARLEY_EDGE_DRAIN_WINDOW=100ms", "PARLEY_EDGE_DRAIN_DELAY=0", "PARLEY_EDGE_REBALANCE=false",
 		"PARLEY_CASSANDRA_KEYSPACE="+teststack.Keyspace, "PARLEY_CASSANDRA_CONSISTENCY=ONE",
 		"PARLEY_DELIVERY_STREAM=T_"+id, "PARLEY_DELIVERY_SUBJECT_PREFIX=test."+id+".",
 		"PARLEY_REVOCATION_BUCKET=T_"+id+"_REV", "PARLEY_ADMIN_TOKEN="+adminToken)

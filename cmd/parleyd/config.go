@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -185,6 +186,8 @@ type runConfig struct {
 	jwksURL         auth.RemoteJWKSConfig
 	cursorKeys      *cursor.Keys // nil: derived from the HS256 secret (see cursors)
 	edge            edge.Config
+	trustedProxies  []netip.Prefix // the public listener's PROXY protocol peers
+	rebalance       rebalanceConfig
 	delivery        delivery.Config
 	reconciler      delivery.ReconcilerConfig
 	admin           admin.Config
@@ -230,6 +233,23 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 			"the first signs, the others still verify (rotation). The same on every process. Empty: one key derived from --auth-hs256-secret (id %q).",
 			cursor.MinSecretLen, derivedCursorKeyID))
 	edgeFlags(fs, &c.edge)
+	cli.Value(fs, &c.trustedProxies, "edge-trusted-proxies", nil, edge.ParseTrustedProxies, func(ps []netip.Prefix) string {
+		out := make([]string, len(ps))
+		for i, p := range ps {
+			out[i] = p.String()
+		}
+		return strings.Join(out, ",")
+	}, "Comma-separated addresses or CIDR prefixes of the proxies in front of the public listener (10.0.0.0/8); each must open every connection with a PROXY protocol v1 or v2 header (HAProxy send-proxy-v2), which gives the client's address to the per-IP limits and logs. Any other peer sending one is refused. Empty: trust nobody, read no header.")
+	cli.Bool(fs, &c.rebalance.on, "edge-rebalance", true,
+		"Even out the edges' connections: each publishes its count to --edge-rebalance-bucket, and one above its fair share asks some clients to reconnect (through the load balancer) elsewhere. A lone edge never does.")
+	cli.String(fs, &c.rebalance.bucket, "edge-rebalance-bucket", edge.DefaultRebalanceBucket, func(s string) error {
+		if s == "" || strings.ContainsAny(s, " .*>\t/") {
+			return errors.New("want a NATS KV bucket name: letters, digits, - and _")
+		}
+		return nil
+	}, "NATS KV bucket of the edges' connection counts (in memory; keys expire after three --edge-rebalance-interval).")
+	cli.Int(fs, &c.rebalance.replicas, "edge-rebalance-replicas", 1, 1, 5,
+		"Replicas of the rebalance bucket: 1 for one NATS server, 3 for a cluster.")
 	deliveryFlags(fs, &c.delivery)
 	cli.Duration(fs, &c.reconciler.Interval, "reconciler-interval", time.Minute, time.Second, 24*time.Hour,
 		"How often the delivery role's reconciler checks the recent log against Cassandra (one node at a time holds its lease).")
@@ -387,6 +407,13 @@ func revocationFlags(fs *flag.FlagSet, c *revocation.Config) {
 		"How long a revocation is kept: at least the longest token lifetime (a token outliving it is accepted again).")
 }
 
+// rebalanceConfig is the edge's rebalancing: whether, and its bucket.
+type rebalanceConfig struct {
+	on       bool
+	bucket   string
+	replicas int
+}
+
 // derivedCursorKeyID is the id of the cursor key derived from the HS256 secret.
 const derivedCursorKeyID = "hs256"
 
@@ -452,6 +479,14 @@ func edgeFlags(fs *flag.FlagSet, c *edge.Config) {
 		"Bytes of one sync.result page, its conversations and messages included (at most half of --edge-queue-bytes); a full page has more: true.")
 	cli.Duration(fs, &c.DrainWindow, "edge-drain-window", edge.DefaultDrainWindow, 0, 10*time.Minute,
 		"On shutdown, reconnect hints are spread over this long before connections are closed with 1001.")
+	cli.Duration(fs, &c.DrainDelay, "edge-drain-delay", edge.DefaultDrainDelay, 0, 5*time.Minute,
+		"On shutdown, the pause after /readyz turns 503 before handshakes are refused and reconnect hints sent, so the load balancer takes the edge out of rotation first (at least its check interval times fall, plus a check's timeout; 0: none).")
+	cli.Duration(fs, &c.RebalanceInterval, "edge-rebalance-interval", edge.DefaultRebalanceInterval, 100*time.Millisecond, time.Hour,
+		"How often an edge publishes its connection count and, above its fair share, sheds half its excess.")
+	cli.Float(fs, &c.RebalanceSlack, "edge-rebalance-slack", edge.DefaultRebalanceSlack, 0.01, 10,
+		"How far above the fair share (total / edges) an edge may hold before it sheds: 0.1 is 110%.")
+	cli.Float(fs, &c.RebalanceRate, "edge-rebalance-rate", edge.DefaultRebalanceRate, 0.001, 1e6,
+		"Connections an edge asks to move a second at most.")
 	cli.Bool(fs, &c.GoroutineReads, "edge-goroutine-reads", false,
 		"Read each connection with a goroutine of its own instead of the event-driven (epoll) reader; always so off Linux.")
 }

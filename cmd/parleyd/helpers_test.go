@@ -21,9 +21,17 @@ import (
 // stackEnv is the environment of a parleyd run in this process: vars, plus the local stack's
 // addresses from this process's environment (make test exports them from deploy/local/env.sh)
 // unless vars sets them. Without them parleyd would use its defaults, the default ports, and
-// a stack started on other ports would not be the one the test talks to.
+// a stack started on other ports would not be the one the test talks to. Unless vars says
+// otherwise, the edge's drain delay is 0 (no load balancer waits for it in a test) and the
+// edge does not rebalance: the edges of tests running at once on the shared NATS would
+// count each other and move each other's clients.
 func stackEnv(vars map[string]string) func(string) string {
 	all := maps.Clone(vars)
+	for k, v := range map[string]string{"PARLEY_EDGE_DRAIN_DELAY": "0", "PARLEY_EDGE_REBALANCE": "false"} {
+		if _, ok := all[k]; !ok {
+			all[k] = v
+		}
+	}
 	for _, k := range []string{"PARLEY_REDIS_ADDR", "PARLEY_NATS_URL", "PARLEY_CASSANDRA_HOSTS"} {
 		if v := os.Getenv(k); v != "" && all[k] == "" {
 			all[k] = v

@@ -266,6 +266,14 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			edgeSv.EnablePresence(pres, policy)
 			edgeSv.EnableTyping(store)
 			edgeSv.EnableRevocations(revs)
+			if cfg.rebalance.on {
+				rctx, cancel := context.WithTimeout(gctx, cfg.startupTimeout)
+				err := edgeSv.EnableRebalance(rctx, d.nats.JetStream, cfg.rebalance.bucket, cfg.rebalance.replicas)
+				cancel()
+				if err != nil {
+					return abort(d, err)
+				}
+			}
 			mux.Handle(protocol.Path, edgeSv)
 			g.Go(func() error { return edgeSv.Run(gctx) })
 			g.Go(func() error { return pres.Run(gctx) })
@@ -320,9 +328,12 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 			return abort(d, fmt.Errorf("public listener: %w", err))
 		}
 		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", cfg.roles[roleEdge], "api", cfg.roles[roleAPI],
-			"allowed_origins", origin.Describe(cfg.edge.AllowedOrigins))
+			"allowed_origins", origin.Describe(cfg.edge.AllowedOrigins), "trusted_proxies", len(cfg.trustedProxies))
 		g.Go(func() error {
-			if err := public.Serve(edge.Listener(pln)); !errors.Is(err, http.ErrServerClosed) {
+			ln := edge.Listener(edge.ProxyListener(pln, edge.ProxyConfig{Trusted: cfg.trustedProxies,
+				HeaderTimeout: public.ReadHeaderTimeout, Logger: logger.With("component", "edge"),
+				LogPerSecond: cfg.edge.SecurityLogPerSecond}))
+			if err := public.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
