@@ -248,8 +248,6 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 		}
 		return nil
 	}, "NATS KV bucket of the edges' connection counts (in memory; keys expire after three --edge-rebalance-interval).")
-	cli.Int(fs, &c.rebalance.replicas, "edge-rebalance-replicas", 1, 1, 5,
-		"Replicas of the rebalance bucket: 1 for one NATS server, 3 for a cluster.")
 	deliveryFlags(fs, &c.delivery)
 	cli.Duration(fs, &c.reconciler.Interval, "reconciler-interval", time.Minute, time.Second, 24*time.Hour,
 		"How often the delivery role's reconciler checks the recent log against Cassandra (one node at a time holds its lease).")
@@ -347,7 +345,7 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 // the settings that only some roles need. It loads the JWKS file.
 func (c *runConfig) validate() error {
 	// One setting for every stream and bucket: a cluster replicates them all alike.
-	c.delivery.Ingest.Replicas, c.revocation.Replicas = c.natsReplicas, c.natsReplicas
+	c.delivery.Ingest.Replicas, c.revocation.Replicas, c.rebalance.replicas = c.natsReplicas, c.natsReplicas, c.natsReplicas
 	// The Redis settings that go together, named by their flags (RedisConfig.Validate checks
 	// the same, without knowing the flags).
 	switch r := c.redis; {

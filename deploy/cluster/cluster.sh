@@ -192,6 +192,9 @@ parleyd_env() {
   export PARLEY_REDIS_MASTER_NAME=$PARLEY_CLUSTER_REDIS_MASTER
   unset PARLEY_REDIS_ADDR
   export PARLEY_NATS_REPLICAS=$PARLEY_CLUSTER_NATS_REPLICAS
+  # HAProxy sends a PROXY protocol v2 header on every connection to an edge or an api, so
+  # their per-IP limits and security events see the client, not the balancer.
+  export PARLEY_EDGE_TRUSTED_PROXIES=127.0.0.1
   export PARLEY_AUTH_HS256_SECRET; PARLEY_AUTH_HS256_SECRET=$(cat "$(secret_file)")
   export PARLEY_ADMIN_TOKEN_FILE; PARLEY_ADMIN_TOKEN_FILE=$(admin_token_file)
 }
@@ -321,8 +324,10 @@ haproxy_servers() {
   local kind=$1 n
   for n in $(nodes_of "$kind"); do
     # inter 1s fall 1: a node whose /readyz says 503 (a draining edge) leaves rotation within a
-    # second; rise 2: it returns after two good checks.
-    echo "  server $n 127.0.0.1:$(service_port "$n") check port $(admin_port "$n") inter 1s fall 1 rise 2"
+    # second (the edge keeps serving for --edge-drain-delay, 2 s, before it drains); rise 2: it
+    # returns after two good checks. send-proxy-v2: the client's address, in a PROXY header
+    # (the checks, on the admin port, send none).
+    echo "  server $n 127.0.0.1:$(service_port "$n") send-proxy-v2 check port $(admin_port "$n") inter 1s fall 1 rise 2"
   done
 }
 
