@@ -73,6 +73,11 @@ type rebalancer struct {
 	kv  jetstream.KeyValue
 	key string // this edge's key
 
+	// over counts the rounds in a row this edge was above its fair share; it sheds only from
+	// the second (steady), so a burst of connections landing on it between two rounds of
+	// the others' counts (a ramp, a reconnect wave) does not move anyone.
+	over int
+
 	stopOnce sync.Once
 	stop     chan struct{} // closed by stopRebalance
 	done     chan struct{} // closed when the loop has ended (or never started)
@@ -161,12 +166,26 @@ func (s *Server) rebalanceOnce(ctx context.Context) error {
 	}
 	s.metrics.rebalancePeers.Set(float64(len(others) + 1))
 	maxShed := max(1, int(math.Ceil(s.cfg.RebalanceRate*s.cfg.RebalanceInterval.Seconds())))
-	n := shedCount(s.connCount(), others, s.cfg.RebalanceSlack, maxShed)
+	n := r.steady(shedCount(s.connCount(), others, s.cfg.RebalanceSlack, maxShed))
 	if n == 0 {
 		return nil
 	}
 	s.shed(n)
 	return nil
+}
+
+// steady passes n on when this is the second round or later in a row with something to shed,
+// else 0.
+func (r *rebalancer) steady(n int) int {
+	if n == 0 {
+		r.over = 0
+		return 0
+	}
+	r.over++
+	if r.over < 2 {
+		return 0
+	}
+	return n
 }
 
 // peers returns the connection counts of the other edges with a live key.

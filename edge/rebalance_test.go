@@ -44,6 +44,25 @@ func TestShedCount(t *testing.T) {
 	}
 }
 
+// An edge sheds only when it has been above its share two rounds in a row: a burst of
+// connections between two rounds (a ramp, clients arriving through a stale count) moves nobody.
+func TestRebalanceSheddingIsSteady(t *testing.T) {
+	var r rebalancer
+	for i, c := range []struct{ in, want int }{
+		{5, 0}, // first round over: wait
+		{0, 0}, // even again: nothing, and the streak ends
+		{5, 0}, // over again: wait
+		{5, 5}, // still over: shed
+		{3, 3}, // and on while it stays over
+		{0, 0},
+		{4, 0},
+	} {
+		if got := r.steady(c.in); got != c.want {
+			t.Errorf("round %d: steady(%d) = %d; want %d", i+1, c.in, got, c.want)
+		}
+	}
+}
+
 // rebalanceClient is a client that follows the edge's hints: when its connection ends it
 // waits the hinted after_ms and reconnects through dial (the load balancer).
 type rebalanceClient struct {
