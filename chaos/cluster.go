@@ -137,6 +137,15 @@ func (t *ClusterTarget) script(ctx context.Context, args ...string) (string, err
 	return stdout.String(), nil
 }
 
+// DeliveryMetrics implements MetricsTarget.
+func (t *ClusterTarget) DeliveryMetrics() []string {
+	var out []string
+	for _, n := range t.ofRole("delivery") {
+		out = append(out, strings.TrimSuffix(n.health, "/readyz")+"/metrics")
+	}
+	return out
+}
+
 // URL is the load balancer's URL.
 func (t *ClusterTarget) URL() string { return t.url }
 
@@ -443,13 +452,15 @@ func (t *ClusterTarget) outOfRotation(ctx context.Context) []string {
 	return down
 }
 
-// Close resumes anything stopped and, unless KeepCluster, stops the nodes StartCluster started.
+// Close resumes anything stopped, copies the parleyd and HAProxy logs of the run into LogDir
+// and, unless KeepCluster, stops the nodes StartCluster started.
 func (t *ClusterTarget) Close(ctx context.Context) error {
 	for _, n := range t.nodes {
 		if n.PID() != 0 {
 			_ = n.Cont()
 		}
 	}
+	t.copyLogs()
 	if t.cfg.KeepCluster {
 		return nil
 	}
@@ -458,4 +469,30 @@ func (t *ClusterTarget) Close(ctx context.Context) error {
 	}
 	_, err := t.script(ctx, "down", "--from-file", t.started)
 	return err
+}
+
+// copyLogs copies the end (at most 8 MiB) of the log of every parleyd and of HAProxy into
+// LogDir, so a run's directory holds what the run saw; the others stay under the cluster's
+// state directory (cluster.sh status names them).
+func (t *ClusterTarget) copyLogs() {
+	for _, n := range t.nodes {
+		switch n.role {
+		case "edge", "delivery", "api", "haproxy":
+		default:
+			continue
+		}
+		src := filepath.Join(filepath.Dir(n.pidFile), n.name+".log")
+		f, err := os.Open(src)
+		if err != nil {
+			continue
+		}
+		if st, err := f.Stat(); err == nil && st.Size() > 8<<20 {
+			_, _ = f.Seek(st.Size()-8<<20, io.SeekStart)
+		}
+		if dst, err := os.Create(filepath.Join(t.cfg.LogDir, n.name+".log")); err == nil {
+			_, _ = io.Copy(dst, f)
+			_ = dst.Close()
+		}
+		_ = f.Close()
+	}
 }

@@ -260,6 +260,17 @@ func (t *LocalTarget) Close(ctx context.Context) error {
 // Logs says where the logs are.
 func (t *LocalTarget) Logs() string { return t.cfg.LogDir }
 
+// DeliveryMetrics implements MetricsTarget.
+func (t *LocalTarget) DeliveryMetrics() []string {
+	var out []string
+	for _, p := range t.parleyds {
+		if p.kind == KindDelivery {
+			out = append(out, "http://"+p.admin+"/metrics")
+		}
+	}
+	return out
+}
+
 // freeAddr returns a loopback address with a port nobody listens on now.
 func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -441,6 +452,43 @@ func (p *parleydProcess) terminate(grace time.Duration) {
 // ownedPartitions counts the partitions this delivery worker reports owning.
 func (p *parleydProcess) ownedPartitions(ctx context.Context) int {
 	return ownedPartitions(ctx, "http://"+p.admin+"/metrics")
+}
+
+// backlog sums what a delivery worker's metrics say the pipeline still has to do: messages
+// not yet taken by a sequencer (parley_delivery_partition_pending) and log entries not yet
+// in Cassandra (parley_delivery_projection_pending). Every worker reports every partition.
+func backlog(ctx context.Context, metricsURL string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	seen := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "parley_delivery_partition_pending{") && !strings.HasPrefix(line, "parley_delivery_projection_pending{") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				sum += v
+				seen = true
+			}
+		}
+	}
+	if !seen {
+		return 0, errors.New("no backlog gauges yet")
+	}
+	return sum, sc.Err()
 }
 
 // ownedPartitions counts the partitions a delivery worker's metrics say it owns

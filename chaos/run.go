@@ -37,11 +37,14 @@ type Result struct {
 	Faults                        []FaultRecord `json:"faults"`
 	// Pending counts the sends still unanswered once everything healed and every device
 	// reconnected (the SDK keeps resending them; not a defect by itself).
-	Pending        int      `json:"pending"`
-	LiveReadErrors int      `json:"live_read_errors"`
-	Errors         []string `json:"errors,omitempty"`
-	Verdict        Verdict  `json:"verdict"`
-	History        History  `json:"-"`
+	Pending        int `json:"pending"`
+	LiveReadErrors int `json:"live_read_errors"`
+	// BacklogWait is how long the pipeline took, after the load, to work off its backlog
+	// before the final reads (MetricsTarget).
+	BacklogWait time.Duration `json:"backlog_wait_ns"`
+	Errors      []string      `json:"errors,omitempty"`
+	Verdict     Verdict       `json:"verdict"`
+	History     History       `json:"-"`
 }
 
 // Failed reports whether the run found a defect or could not check everything.
@@ -128,6 +131,15 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 	}
 	res.Pending = w.Drain(ctx, 30*time.Second)
 	w.Quiesce(ctx, 5*time.Second, time.Minute)
+	if mt, ok := cfg.Target.(MetricsTarget); ok {
+		took, err := waitBacklog(ctx, mt.DeliveryMetrics(), 3*time.Minute)
+		res.BacklogWait = took
+		if err != nil {
+			say("the pipeline still has a backlog after %v (%v): reading anyway", took.Round(time.Second), err)
+		} else if took > 10*time.Second {
+			say("the pipeline worked off its backlog in %v", took.Round(time.Second))
+		}
+	}
 	say("%d sends unanswered; reading every conversation back (sync and REST, every member)", res.Pending)
 	if err := w.FinalReads(ctx); err != nil {
 		res.Errors = append(res.Errors, err.Error())
@@ -139,6 +151,37 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 	res.Elapsed = time.Since(res.Started)
 	say("checked in %v total", res.Elapsed.Round(time.Second))
 	return res, nil
+}
+
+// waitBacklog waits until a delivery worker reports no backlog twice in a row (the gauges are
+// refreshed every 5 s), or timeout; it returns how long it waited.
+func waitBacklog(ctx context.Context, urls []string, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	zeros := 0
+	var last error
+	for time.Since(start) < timeout && ctx.Err() == nil {
+		for _, u := range urls {
+			n, err := backlog(ctx, u)
+			if err != nil {
+				last = err
+				continue
+			}
+			if n == 0 {
+				zeros++
+			} else {
+				zeros, last = 0, fmt.Errorf("%.0f messages and entries still to do", n)
+			}
+			break
+		}
+		if zeros >= 2 {
+			return time.Since(start), nil
+		}
+		sleep(ctx, 5*time.Second)
+	}
+	if last == nil {
+		last = ctx.Err()
+	}
+	return time.Since(start), last
 }
 
 func waitHealthy(ctx context.Context, t Target, timeout time.Duration) error {

@@ -51,3 +51,12 @@ type Target interface {
 	// Healthy returns nil when every process runs and reports itself ready, else what is not.
 	Healthy(ctx context.Context) error
 }
+
+// MetricsTarget is a Target that can say where its delivery workers' metrics are, so the
+// suite can wait, before the final reads, until the pipeline has worked off its backlog (a
+// projection still behind is late, not lost).
+type MetricsTarget interface {
+	Target
+	// DeliveryMetrics are the /metrics URLs of the delivery workers.
+	DeliveryMetrics() []string
+}
