@@ -58,6 +58,10 @@ test: deps lint k8s-validate ## Start the stack if needed, run all tests (-race)
 	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory cluster-smoke || rc=$$?; fi; \
 	exit $$rc
 
+# The cluster's chaos load: every message is replicated three times over on this one box, so it
+# takes less than the single-node stack (docs/benchmarks.md, "Cost of replication").
+CLUSTER_RATE ?= 20
+
 cluster-up: build ## Start the replicated cluster on loopback (3 NATS, 3 Cassandra, Redis + Sentinels, 2 edges, 2 delivery, 2 api, HAProxy); print its URL and a demo token.
 	@PARLEY_ROOT=$(CURDIR) $(CLUSTER) up
 
@@ -69,12 +73,12 @@ cluster-status: ## One line per cluster node, the Redis primary, HAProxy's rotat
 
 cluster-test: build ## The failover suite on the cluster (18 faults, each kind twice; about 15 min): starts what is not running, stops what it started.
 	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
-	@PARLEY_ROOT=$(CURDIR) $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --cluster $(CLUSTER) --profile cluster $(CHAOS_FLAGS)
+	@PARLEY_ROOT=$(CURDIR) $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --cluster $(CLUSTER) --profile cluster --rate $(CLUSTER_RATE) $(CHAOS_FLAGS)
 
 cluster-smoke: build ## Cluster smoke test (part of make test): cluster up, chat through HAProxy, a NATS stream-leader kill and an edge kill checked by the checker, cluster down, no process left.
 	@$(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos
 	@running=$$(PARLEY_ROOT=$(CURDIR) $(CLUSTER) status | grep -c ' running ' || true); \
-	rc=0; PARLEY_ROOT=$(CURDIR) $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --cluster $(CLUSTER) --profile cluster-smoke $(CHAOS_FLAGS) || rc=$$?; \
+	rc=0; PARLEY_ROOT=$(CURDIR) $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --cluster $(CLUSTER) --profile cluster-smoke --rate $(CLUSTER_RATE) $(CHAOS_FLAGS) || rc=$$?; \
 	if [ "$$running" = 0 ]; then \
 	  left=$$(PARLEY_ROOT=$(CURDIR) $(CLUSTER) status | grep ' running ' || true); \
 	  if [ -n "$$left" ]; then echo "cluster-smoke: processes left behind after the cluster went down:"; echo "$$left"; rc=1; fi; \
