@@ -47,6 +47,10 @@ type Conn struct {
 	strikes int
 	typing  *rate.Limiter // typing frames; nil until the first one
 
+	// acks is the acks waiting to be applied (EnableAck); nil until the first ack. Set by the
+	// reader, then shared with the goroutine that applies them.
+	acks *ackQueue
+
 	// watching is the users this connection watches (presence); guarded by s.mu.
 	watching map[chat.UserID]struct{}
 

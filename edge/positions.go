@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"sync"
 
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/routing"
@@ -59,10 +60,115 @@ func (s *Server) EnableSync(sy Syncer) {
 // EnableAck makes the edge accept ack frames: the device's cursor and the user's delivered
 // position move forward, and the other members get a "delivered" receipt when the position
 // moved. members lists who they are. Call before serving.
+//
+// Acks are applied off the connection's reader (ackQueue): a device in busy conversations acks
+// several times a second, each a write to the inbox store, and the frames behind them (a
+// send) must not wait for those writes. Acks of one conversation are coalesced while they wait
+// (the position only moves forward, so the highest seq is the one that counts); each gets its
+// answer once it is applied.
 func (s *Server) EnableAck(a Acker, members MemberLister) {
-	s.Handle(protocol.TypeAck, s.positionHandler(chat.ReceiptDelivered, members, func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (int64, bool, error) {
+	move := func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (int64, bool, error) {
 		return a.Ack(ctx, c.user, c.device, conv, seq)
-	}))
+	}
+	inline := s.positionHandler(chat.ReceiptDelivered, members, move)
+	s.Handle(protocol.TypeAck, func(ctx context.Context, c *Conn, f protocol.Frame) {
+		conv, err := chat.ParseConversationID(f.Conversation)
+		if err != nil {
+			c.SendError(f.ID, protocol.Errorf(protocol.CodeBadRequest, "conversation is not a UUID"))
+			return
+		}
+		if c.acks == nil {
+			c.acks = &ackQueue{pending: map[chat.ConversationID]*pendingAck{}}
+		}
+		start, ok := c.acks.add(conv, f.Seq, f.ID)
+		if !ok { // too many conversations waiting: this one waits on the reader, as before
+			inline(ctx, c, f)
+			return
+		}
+		if start {
+			go s.drainAcks(c, members, move)
+		}
+	})
+}
+
+// ackQueue is a connection's acks waiting to be applied, one entry per conversation in
+// arrival order. It exists from a connection's first ack on (an idle connection has none).
+type ackQueue struct {
+	mu      sync.Mutex
+	order   []chat.ConversationID
+	pending map[chat.ConversationID]*pendingAck
+	running bool // a drainAcks goroutine works the queue
+}
+
+// pendingAck is the highest seq acked in a conversation and the ids of the frames to answer.
+type pendingAck struct {
+	seq int64
+	ids []string
+}
+
+// maxPendingAcks bounds the conversations a connection's queue holds (a few hundred bytes
+// each); past it an ack is applied on the reader, which holds back the connection's next
+// frames until it is done.
+const maxPendingAcks = 256
+
+// add queues an ack. start says the caller must start a drainAcks; ok false: the queue is full.
+func (q *ackQueue) add(conv chat.ConversationID, seq int64, id string) (start, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	p := q.pending[conv]
+	if p == nil {
+		if len(q.pending) >= maxPendingAcks {
+			return false, false
+		}
+		p = &pendingAck{seq: seq}
+		q.pending[conv] = p
+		q.order = append(q.order, conv)
+	}
+	p.seq = max(p.seq, seq)
+	p.ids = append(p.ids, id)
+	start = !q.running
+	q.running = true
+	return start, true
+}
+
+// next takes the oldest waiting conversation; ok false (and the queue marked idle) when none.
+func (q *ackQueue) next() (chat.ConversationID, pendingAck, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.order) == 0 {
+		q.running = false
+		q.order = nil
+		return chat.ConversationID{}, pendingAck{}, false
+	}
+	conv := q.order[0]
+	q.order = q.order[1:]
+	p := q.pending[conv]
+	delete(q.pending, conv)
+	return conv, *p, true
+}
+
+// drainAcks applies a connection's queued acks until none is left.
+func (s *Server) drainAcks(c *Conn, members MemberLister, move func(ctx context.Context, c *Conn, conv chat.ConversationID, seq int64) (int64, bool, error)) {
+	for {
+		conv, p, ok := c.acks.next()
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, handlerTimeout)
+		seq, moved, err := move(ctx, c, conv, p.seq)
+		for _, id := range p.ids {
+			switch {
+			case err != nil:
+				c.SendError(id, wire.ProtocolError(err))
+			case id != "":
+				c.Send(protocol.Frame{Type: protocol.TypeOK, ID: id, Seq: seq})
+			}
+		}
+		if err == nil && moved {
+			s.publishReceipt(ctx, members, conv, seq, c.user, chat.ReceiptDelivered)
+		}
+		cancel()
+	}
 }
 
 // EnableRead makes the edge accept read frames: the read position moves forward and every
