@@ -16,7 +16,9 @@ type Config struct {
 	// AckWait is how long a message may go without word from its worker before it is
 	// redelivered. A worker reports progress every AckWait/3 while it processes a message, so
 	// this bounds how long a message waits after its worker died, not how long processing may
-	// take. With PinnedTTL it sets the failover time. Default 10s.
+	// take. With PinnedTTL it sets the failover time: a worker that takes over a partition
+	// waits for the dead owner's unfinished messages, which come back AckWait after the owner
+	// last reported progress. Default 3s.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries of one message. Transient failures are retried inside the
 	// worker, so deliveries count only failovers and workers that died holding the message.
@@ -26,8 +28,9 @@ type Config struct {
 	// processing failed for a transient reason (Cassandra unavailable): the n-th failure waits
 	// RetryDelays[n], the last value repeating. Default 100ms, 500ms, 1s, 2s, 5s, 10s, 20s.
 	RetryDelays []time.Duration
-	// PinnedTTL is how long a silent worker keeps its partitions before another takes over.
-	// Default 10s.
+	// PinnedTTL is how long a silent worker keeps its partitions before another takes over
+	// (a live worker renews its pull requests every PinnedTTL/2). A worker that stops
+	// gracefully unpins its partitions at once. Default 3s.
 	PinnedTTL time.Duration
 	// Batch is how many messages of a partition a worker takes at once (the consumer's
 	// MaxAckPending): under load a conversation's waiting messages are stored together. 1
@@ -39,9 +42,9 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultAckWait    = 10 * time.Second
+	DefaultAckWait    = 3 * time.Second
 	DefaultMaxDeliver = 200
-	DefaultPinnedTTL  = 10 * time.Second
+	DefaultPinnedTTL  = 3 * time.Second
 	DefaultBatch      = 32
 )
 

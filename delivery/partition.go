@@ -23,6 +23,7 @@ import (
 // with whatever state it keeps while this worker holds the partition.
 type stage struct {
 	name    string
+	stream  jetstream.Stream // the stream its consumers read (to unpin them)
 	handler func(p int) func(ctx context.Context, batch []jetstream.Msg)
 }
 
@@ -31,10 +32,12 @@ type stage struct {
 // holds because a batch is finished (every message acked or dead-lettered) before the next is
 // taken, the server delivers a partition in stream order, and a worker that takes over a
 // partition first waits until it holds every message still pending from the previous owner
-// (acquire).
+// (acquire). When ctx ends, the partition is given back at once (letGo) rather than after
+// PinnedTTL.
 func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Consumer) error {
 	// The pull asks for a whole batch and stays open across acks, so the next messages follow
-	// an ack without a new pull round trip.
+	// an ack without a new pull round trip. It expires after PinnedTTL/2: a new pull request
+	// is what keeps the pin (the server unpins a worker that sent none for PinnedTTL).
 	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(w.cfg.Batch),
 		jetstream.PullExpiry(w.cfg.PinnedTTL/2))
 	if err != nil {
@@ -42,32 +45,33 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 	}
 	in := make(chan jetstream.Msg, w.cfg.Batch)
 	out := newOutstanding()
-	pulled := make(chan struct{})
-	go func() {
-		defer close(pulled)
-		w.pull(ctx, st, p, it, in, out)
-	}()
+	go w.pull(ctx, st, p, it, in, out) // ends (closing in) when the iterator has
+	actx, stopAlive := context.WithCancel(ctx)
 	alive := make(chan struct{})
 	go func() {
 		defer close(alive)
-		w.keepAlive(ctx, out)
-	}()
-	defer func() {
-		it.Stop()
-		<-pulled
-		<-alive
-	}()
-	go func() {
-		<-ctx.Done()
-		it.Stop()
+		w.keepAlive(actx, out)
 	}()
 	handle := st.handler(p)
 	pin := ""
+	defer func() {
+		// Drain, not Stop: the messages the server sent before it saw this worker's pull
+		// end still arrive and are given back with the rest; dropped, they would hold the
+		// next owner up for AckWait. A drain that cannot finish (NATS away) is cut short.
+		it.Drain()
+		cut := time.AfterFunc(time.Second, it.Stop)
+		for range in {
+		}
+		cut.Stop()
+		stopAlive()
+		<-alive
+		w.letGo(st, p, cons, pin, out)
+	}()
 	var done uint64 // the highest stream seq of the batches this worker finished
 	for {
 		batch, ok := w.nextBatch(ctx, in)
 		if !ok {
-			return nil
+			return pullEnded(ctx, st, p)
 		}
 		acquiring := false
 		for _, msg := range batch {
@@ -84,7 +88,7 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 		}
 		if acquiring {
 			if batch, ok = w.acquire(ctx, st, p, cons, in, out, batch); !ok {
-				return nil
+				return pullEnded(ctx, st, p)
 			}
 		}
 		batch = w.fresh(st, batch, done, out)
@@ -99,6 +103,42 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 			}
 		}
 	}
+}
+
+// letGo gives a partition's consumer back when this worker stops (its pulls have stopped and
+// its handler has returned): the messages it holds unfinished are nak'ed, so they are
+// redelivered at once instead of after AckWait, and its pin is removed, so another worker is
+// pinned at once instead of after PinnedTTL. Redelivered messages are safe to process again
+// (see acquire and fresh). A worker that dies does neither; that is what the timeouts are
+// for. Bounded by a short deadline: a worker whose NATS connection is gone gives up at once.
+func (w *Worker) letGo(st stage, p int, cons jetstream.Consumer, pin string, out *outstanding) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, msg := range out.list() {
+		_ = msg.Nak()
+	}
+	if pin == "" {
+		return // never pinned, or not since it last gave the partition away
+	}
+	if err := w.unpin(ctx, st, p, cons, pin); err != nil {
+		w.logger.Debug("unpin", "stage", st.name, "partition", p, "err", err)
+	}
+}
+
+// unpin removes this worker's pin (pin) from the consumer if it still holds it: the server
+// then pins the next worker waiting in the priority group. Another worker's pin is left
+// alone (this one lost the partition meanwhile).
+func (w *Worker) unpin(ctx context.Context, st stage, p int, cons jetstream.Consumer, pin string) error {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group == priorityGroup && g.PinnedClientID == pin {
+			return st.stream.UnpinConsumer(ctx, info.Name, priorityGroup)
+		}
+	}
+	return nil
 }
 
 // fresh returns the batch in stream order with each stream message once (its latest
@@ -167,43 +207,61 @@ func (o *outstanding) list() []jetstream.Msg {
 	return out
 }
 
-// pull moves messages from the iterator to in until the iterator stops.
+// pull moves messages from the iterator to in until the iterator ends (stopped, drained, or
+// its connection closed), then closes in. Every message it received is in out.
 func (w *Worker) pull(ctx context.Context, st stage, p int, it jetstream.MessagesContext, in chan<- jetstream.Msg, out *outstanding) {
+	defer close(in)
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if ctx.Err() != nil {
+				it.Stop()
 				return
 			}
 			w.logger.Warn("pull", "stage", st.name, "partition", p, "err", err)
 			select { // a persistent error (NATS away) must not spin
 			case <-ctx.Done():
-				return
 			case <-time.After(time.Second):
 			}
 			continue
 		}
 		out.add(msg)
-		select {
-		case in <- msg:
-		case <-ctx.Done():
-			return
-		}
+		in <- msg // the consume loop reads in until it is closed
 	}
 }
 
-// nextBatch waits for a message, then takes what else has arrived, up to Batch.
+// pullEnded is what consume returns when it stopped taking messages: nil when ctx ended,
+// else an error (the pull ended by itself: the connection was closed or the consumer
+// deleted).
+func pullEnded(ctx context.Context, st stage, p int) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("pull of the %s of partition %d ended", st.name, p)
+}
+
+// nextBatch waits for a message, then takes what else has arrived, up to Batch; false when
+// ctx ends or in is closed.
 func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg) ([]jetstream.Msg, bool) {
 	var batch []jetstream.Msg
 	select {
 	case <-ctx.Done():
 		return nil, false
-	case msg := <-in:
+	case msg, ok := <-in:
+		if !ok {
+			return nil, false
+		}
 		batch = append(batch, msg)
 	}
 	for len(batch) < w.cfg.Batch {
 		select {
-		case msg := <-in:
+		case msg, ok := <-in:
+			if !ok {
+				return batch, true // the next call reports the end
+			}
 			batch = append(batch, msg)
 		default:
 			return batch, true
@@ -264,7 +322,10 @@ func (w *Worker) acquire(ctx context.Context, st stage, p int, cons jetstream.Co
 		select {
 		case <-ctx.Done():
 			return nil, false
-		case msg := <-in:
+		case msg, ok := <-in:
+			if !ok {
+				return nil, false
+			}
 			add(msg)
 		case <-time.After(100 * time.Millisecond):
 		}

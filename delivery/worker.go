@@ -151,7 +151,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	consumers := map[string][]jetstream.Consumer{}
 	// Every consumer is set up before any runs: the sequencer reads the projectors' progress.
-	for _, st := range stages {
+	for i, st := range stages {
+		name, _ := w.consumerConfig(st.name, 0)
+		stream, err := w.js.Stream(ctx, name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("stream %s of the %s: %w", name, st.name, err)
+		}
+		stages[i].stream = stream
 		for p := 0; p < w.cfg.Ingest.Partitions; p++ {
 			stream, cc := w.consumerConfig(st.name, p)
 			cons, err := w.js.CreateOrUpdateConsumer(ctx, stream, cc)
