@@ -30,8 +30,15 @@ type Config struct {
 	RetryDelays []time.Duration
 	// PinnedTTL is how long a silent worker keeps its partitions before another takes over
 	// (a live worker renews its pull requests every PinnedTTL/2). A worker that stops
-	// gracefully unpins its partitions at once. Default 3s.
+	// gracefully unpins its partitions at once. It is also how long a worker counts as alive
+	// without a heartbeat (it writes one every PinnedTTL/3 and is gone after two missed).
+	// Default 3s.
 	PinnedTTL time.Duration
+	// HandoverSpacing is the time between two partitions handed over by a worker that holds
+	// more of a stage's partitions than its fair share, ceil(partitions / live workers), as
+	// when a worker joins: one partition at a time, so the joining worker takes its share
+	// without a stall and without churn. Default 250ms.
+	HandoverSpacing time.Duration
 	// Batch is how many messages of a partition a worker takes at once (the consumer's
 	// MaxAckPending): under load a conversation's waiting messages are stored together. 1
 	// sequences strictly one message at a time. Default 32.
@@ -42,10 +49,11 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultAckWait    = 3 * time.Second
-	DefaultMaxDeliver = 200
-	DefaultPinnedTTL  = 3 * time.Second
-	DefaultBatch      = 32
+	DefaultAckWait         = 3 * time.Second
+	DefaultMaxDeliver      = 200
+	DefaultPinnedTTL       = 3 * time.Second
+	DefaultHandoverSpacing = 250 * time.Millisecond
+	DefaultBatch           = 32
 )
 
 func (c Config) withDefaults() Config {
@@ -63,6 +71,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PinnedTTL == 0 {
 		c.PinnedTTL = DefaultPinnedTTL
+	}
+	if c.HandoverSpacing == 0 {
+		c.HandoverSpacing = DefaultHandoverSpacing
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -89,6 +100,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("delivery max deliver %d: at least 2", c.MaxDeliver)
 	case c.PinnedTTL < time.Second:
 		return fmt.Errorf("delivery pinned TTL %v: at least 1s", c.PinnedTTL)
+	case c.HandoverSpacing < 10*time.Millisecond:
+		return fmt.Errorf("delivery handover spacing %v: at least 10ms", c.HandoverSpacing)
 	case c.Batch < 1 || c.Batch > 1000:
 		return fmt.Errorf("delivery batch %d: 1 to 1000", c.Batch)
 	}

@@ -227,6 +227,23 @@ func (tr *traffic) behind(before map[chat.ConversationID]int) string {
 	return strings.Join(out, "; ")
 }
 
+// repeats counts the live frames of a seq the feed had already shown.
+func (tr *traffic) repeats() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, conv := range tr.convs {
+		var cursor int64
+		for _, a := range tr.frames[conv] {
+			if a.seq <= cursor {
+				n++
+			}
+			cursor = max(cursor, a.seq)
+		}
+	}
+	return n
+}
+
 // gaps returns, per conversation, the longest time between two frames of new messages
 // (a repeated frame of a seq already seen does not count) among those from since on, and
 // checks that each feed, repeats dropped as a client drops them, is 1, 2, 3, ... in order.
@@ -297,7 +314,7 @@ func TestOwnerKilledPartitionsMoveOn(t *testing.T) {
 	if !teststack.Eventually(t, 20*time.Second, func() bool { return tr.delivered(nil) }) {
 		t.Fatal("no live delivery with one worker")
 	}
-	b := p.startProcess() // a holds every partition; b waits in every priority group
+	b := p.startProcess() // b takes half of a's partitions (rebalance) and waits in the others' priority groups
 	time.Sleep(3 * time.Second)
 	before := tr.sentNow()
 	killed := time.Now()
@@ -345,4 +362,77 @@ func TestStoppedOwnerHandsOverAtOnce(t *testing.T) {
 	t.Logf("owner stopped: every conversation delivered live again after %v; longest live gap %v; longest sequencing gap %v",
 		resumed.Round(time.Millisecond), liveGap.Round(time.Millisecond), seqGap.Round(time.Millisecond))
 	b.stop()
+}
+
+// gauge sums a metric of a worker's registry (every label), counters and gauges alike.
+func (pw *procWorker) gauge(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := pw.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// A worker that joins takes over a fair share of the partitions from the one that held them
+// all, one at a time and gracefully: the giver finishes what it has and unpins, so no
+// partition waits for a timeout (both are 30 s here), nothing is redelivered, doubled,
+// lost or reordered, and the joining worker gives nothing back.
+func TestJoiningWorkerTakesFairShare(t *testing.T) {
+	const parts = 8
+	p := newPipeline(t, delivery.Config{PinnedTTL: 30 * time.Second, AckWait: 30 * time.Second, Ingest: ingest.Config{Partitions: parts}})
+	tr := newTraffic(p, 1)
+	a := p.startProcess()
+	tr.start(50 * time.Millisecond)
+	if !teststack.Eventually(t, 20*time.Second, func() bool { return tr.delivered(nil) && a.gauge(t, "parley_delivery_partition_owned") == parts }) {
+		t.Fatalf("worker A owns %v of %d partitions alone", a.gauge(t, "parley_delivery_partition_owned"), parts)
+	}
+	joined := time.Now()
+	b := p.startProcess()
+	fair := func() bool {
+		nb, na := b.gauge(t, "parley_delivery_partition_owned"), a.gauge(t, "parley_delivery_partition_owned")
+		return nb >= parts/2-1 && na <= parts/2+1
+	}
+	if !teststack.Eventually(t, 30*time.Second, fair) {
+		t.Fatalf("30s after B joined: A owns %v, B owns %v of %d partitions; want about half each",
+			a.gauge(t, "parley_delivery_partition_owned"), b.gauge(t, "parley_delivery_partition_owned"), parts)
+	}
+	toFair := time.Since(joined)
+	time.Sleep(2 * time.Second) // it must stay so: no churn
+	na, nb := a.gauge(t, "parley_delivery_partition_owned"), b.gauge(t, "parley_delivery_partition_owned")
+	if nb < parts/2-1 || nb > parts/2+1 || na+nb != parts {
+		t.Errorf("after settling: A owns %v, B owns %v of %d partitions", na, nb, parts)
+	}
+	tr.stop()
+	seqGap := tr.checkStored(t, joined)
+	gaps := tr.gaps(t, joined)
+	liveGap := longestOf(gaps)
+	if liveGap > 10*time.Second {
+		t.Errorf("a partition went %v without live delivery during the handover (it waited for a timeout)", liveGap)
+	}
+	if n := tr.repeats(); n != 0 {
+		t.Errorf("%d live frames pushed twice: a handover was not graceful", n)
+	}
+	for name, w := range map[string]*procWorker{"A": a, "B": b} {
+		if d := w.gauge(t, "parley_delivery_redeliveries_total"); d != 0 {
+			t.Errorf("worker %s got %v redeliveries", name, d)
+		}
+	}
+	if h := b.gauge(t, "parley_delivery_handovers_total"); h != 0 {
+		t.Errorf("the joining worker handed %v stages back", h)
+	}
+	t.Logf("B joined: fair share (A %v, B %v of %d) after %v; A handed over %v stages; longest live gap of a partition %v; longest sequencing gap %v",
+		na, nb, parts, toFair.Round(time.Millisecond), a.gauge(t, "parley_delivery_handovers_total"),
+		liveGap.Round(time.Millisecond), seqGap.Round(time.Millisecond))
+	b.stop()
+	a.stop()
 }

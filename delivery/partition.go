@@ -22,6 +22,7 @@ import (
 // projector and the fan-out on the log. handler returns the batch handler of partition p,
 // with whatever state it keeps while this worker holds the partition.
 type stage struct {
+	i       int // index in stageNames
 	name    string
 	stream  jetstream.Stream // the stream its consumers read (to unpin them)
 	handler func(p int) func(ctx context.Context, batch []jetstream.Msg)
@@ -33,15 +34,31 @@ type stage struct {
 // taken, the server delivers a partition in stream order, and a worker that takes over a
 // partition first waits until it holds every message still pending from the previous owner
 // (acquire). When ctx ends, the partition is given back at once (letGo) rather than after
-// PinnedTTL.
-func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Consumer) error {
+// PinnedTTL; when the rebalancer asks (this worker holds more than its share), it is handed
+// over gracefully and this worker goes on pulling it as a standby.
+func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Consumer, ready func()) error {
+	var done uint64 // the highest stream seq of the batches this worker finished
+	for {
+		handedOver, err := w.hold(ctx, st, p, cons, &done, ready)
+		ready = func() {}
+		if err != nil || !handedOver {
+			return err
+		}
+	}
+}
+
+// hold is one pull of a partition's consumer, from its start until ctx ends (false), the
+// partition was handed over on the rebalancer's request (true), or the pull ended by itself
+// (an error). done is kept across pulls: what this worker finished stays finished.
+func (w *Worker) hold(ctx context.Context, st stage, p int, cons jetstream.Consumer, done *uint64, ready func()) (bool, error) {
 	// The pull asks for a whole batch and stays open across acks, so the next messages follow
 	// an ack without a new pull round trip. It expires after PinnedTTL/2: a new pull request
 	// is what keeps the pin (the server unpins a worker that sent none for PinnedTTL).
 	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(w.cfg.Batch),
 		jetstream.PullExpiry(w.cfg.PinnedTTL/2))
+	ready()
 	if err != nil {
-		return fmt.Errorf("pull %s of partition %d: %w", st.name, p, err)
+		return false, fmt.Errorf("pull %s of partition %d: %w", st.name, p, err)
 	}
 	in := make(chan jetstream.Msg, w.cfg.Batch)
 	out := newOutstanding()
@@ -54,7 +71,9 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 	}()
 	handle := st.handler(p)
 	pin := ""
-	defer func() {
+	var handover chan<- bool // the rebalancer's request being served
+	release := w.release[st.i][p]
+	end := func() bool {
 		// Drain, not Stop: the messages the server sent before it saw this worker's pull
 		// end still arrive and are given back with the rest; dropped, they would hold the
 		// next owner up for AckWait. A drain that cannot finish (NATS away) is cut short.
@@ -65,21 +84,42 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 		cut.Stop()
 		stopAlive()
 		<-alive
-		w.letGo(st, p, cons, pin, out)
-	}()
-	var done uint64 // the highest stream seq of the batches this worker finished
+		unpinned := w.letGo(st, p, cons, pin, out)
+		w.setPin(st, p, "")
+		return unpinned
+	}
 	for {
-		batch, ok := w.nextBatch(ctx, in)
+		batch, req, ok := w.nextBatch(ctx, in, release)
+		if req != nil {
+			if pin == "" {
+				req <- false // not pinned here: nothing to hand over
+				continue
+			}
+			// Stop pulling, finish what has arrived, then unpin (end): the next owner finds
+			// nothing of this worker's pending, so it starts at once.
+			handover, release = req, nil
+			it.Drain()
+			continue
+		}
 		if !ok {
-			return pullEnded(ctx, st, p)
+			unpinned := end()
+			if handover != nil && ctx.Err() == nil {
+				if unpinned {
+					w.metrics.handovers.WithLabelValues(st.name).Inc()
+				}
+				handover <- unpinned
+				return true, nil
+			}
+			if handover != nil {
+				handover <- false
+			}
+			return false, pullEnded(ctx, st, p)
 		}
 		acquiring := false
 		for _, msg := range batch {
 			if id := msg.Headers().Get("Nats-Pin-Id"); id != "" && id != pin {
 				pin, acquiring = id, true
-				if st.name == stageSequencer {
-					w.pins[p].Store(id)
-				}
+				w.setPin(st, p, id)
 			}
 			if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
 				w.metrics.redelivered.WithLabelValues(st.name).Inc()
@@ -88,57 +128,77 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 		}
 		if acquiring {
 			if batch, ok = w.acquire(ctx, st, p, cons, in, out, batch); !ok {
-				return pullEnded(ctx, st, p)
+				continue // in is closed or ctx ended: the next nextBatch says so
 			}
 		}
-		batch = w.fresh(st, batch, done, out)
+		batch = w.fresh(st, batch, *done, out)
 		handle(ctx, batch)
 		if ctx.Err() != nil {
-			return nil
+			continue
 		}
 		for _, msg := range batch {
 			out.remove(msg)
 			if meta, err := msg.Metadata(); err == nil {
-				done = max(done, meta.Sequence.Stream)
+				*done = max(*done, meta.Sequence.Stream)
 			}
 		}
 	}
 }
 
-// letGo gives a partition's consumer back when this worker stops (its pulls have stopped and
-// its handler has returned): the messages it holds unfinished are nak'ed, so they are
-// redelivered at once instead of after AckWait, and its pin is removed, so another worker is
-// pinned at once instead of after PinnedTTL. Redelivered messages are safe to process again
-// (see acquire and fresh). A worker that dies does neither; that is what the timeouts are
-// for. Bounded by a short deadline: a worker whose NATS connection is gone gives up at once.
-func (w *Worker) letGo(st stage, p int, cons jetstream.Consumer, pin string, out *outstanding) {
+// setPin records the pin id this worker holds partition p's stage with ("": none) and, for
+// the sequencer, the ownership gauge.
+func (w *Worker) setPin(st stage, p int, id string) {
+	w.pins[st.i][p].Store(id)
+	if st.name == stageSequencer {
+		owned := 0.0
+		if id != "" {
+			owned = 1
+		}
+		w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(owned)
+	}
+}
+
+// letGo gives a partition's consumer back when this worker stops pulling it (its pull has
+// ended and its handler has returned): the messages it holds unfinished (none after a
+// handover, which finishes them first) are nak'ed, so they are redelivered at once instead
+// of after AckWait, and its pin is removed, so another worker is pinned with the next
+// message instead of after PinnedTTL. Redelivered messages are safe to process again (see
+// acquire and fresh). A worker that dies does neither; that is what the timeouts are for.
+// Bounded by a short deadline: a worker whose NATS connection is gone gives up at once. It
+// reports whether it removed the pin.
+func (w *Worker) letGo(st stage, p int, cons jetstream.Consumer, pin string, out *outstanding) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, msg := range out.list() {
 		_ = msg.Nak()
 	}
 	if pin == "" {
-		return // never pinned, or not since it last gave the partition away
+		return false // never pinned in this pull
 	}
-	if err := w.unpin(ctx, st, p, cons, pin); err != nil {
+	unpinned, err := w.unpin(ctx, st, cons, pin)
+	if err != nil {
 		w.logger.Debug("unpin", "stage", st.name, "partition", p, "err", err)
 	}
+	return unpinned
 }
 
 // unpin removes this worker's pin (pin) from the consumer if it still holds it: the server
 // then pins the next worker waiting in the priority group. Another worker's pin is left
 // alone (this one lost the partition meanwhile).
-func (w *Worker) unpin(ctx context.Context, st stage, p int, cons jetstream.Consumer, pin string) error {
+func (w *Worker) unpin(ctx context.Context, st stage, cons jetstream.Consumer, pin string) (bool, error) {
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, g := range info.PriorityGroups {
 		if g.Group == priorityGroup && g.PinnedClientID == pin {
-			return st.stream.UnpinConsumer(ctx, info.Name, priorityGroup)
+			if err := st.stream.UnpinConsumer(ctx, info.Name, priorityGroup); err != nil {
+				return false, err
+			}
+			return true, nil
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // fresh returns the batch in stream order with each stream message once (its latest
@@ -244,15 +304,18 @@ func pullEnded(ctx context.Context, st stage, p int) error {
 }
 
 // nextBatch waits for a message, then takes what else has arrived, up to Batch; false when
-// ctx ends or in is closed.
-func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg) ([]jetstream.Msg, bool) {
+// ctx ends or in is closed. A request of the rebalancer (on release) is returned instead,
+// when one comes first.
+func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg, release <-chan chan<- bool) ([]jetstream.Msg, chan<- bool, bool) {
 	var batch []jetstream.Msg
 	select {
 	case <-ctx.Done():
-		return nil, false
+		return nil, nil, false
+	case req := <-release:
+		return nil, req, true
 	case msg, ok := <-in:
 		if !ok {
-			return nil, false
+			return nil, nil, false
 		}
 		batch = append(batch, msg)
 	}
@@ -260,14 +323,14 @@ func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg) ([]jets
 		select {
 		case msg, ok := <-in:
 			if !ok {
-				return batch, true // the next call reports the end
+				return batch, nil, true // the next call reports the end
 			}
 			batch = append(batch, msg)
 		default:
-			return batch, true
+			return batch, nil, true
 		}
 	}
-	return batch, true
+	return batch, nil, true
 }
 
 // acquire is called when this worker has just been pinned to the partition (or sees a
@@ -351,7 +414,7 @@ func (w *Worker) keepAlive(ctx context.Context, out *outstanding) {
 }
 
 // watchLag refreshes the lag gauges every 5 seconds: each partition's ingest backlog and
-// ownership (from its sequencer consumer) and its projection backlog (log entries not yet in
+// lost ownership (from its sequencer consumer) and its projection backlog (log entries not yet in
 // Cassandra, from its projector consumer).
 func (w *Worker) watchLag(ctx context.Context, sequencers, projectors []jetstream.Consumer) {
 	t := time.NewTicker(5 * time.Second)
@@ -363,14 +426,15 @@ func (w *Worker) watchLag(ctx context.Context, sequencers, projectors []jetstrea
 			cancel()
 			if err == nil {
 				w.metrics.pending.WithLabelValues(strconv.Itoa(p)).Set(float64(info.NumPending + uint64(info.NumAckPending)))
-				owned := 0.0
-				mine, _ := w.pins[p].Load().(string)
+				// The ownership gauge follows the pins this worker sees (setPin); a pin the
+				// server took away without this worker noticing (it was paused) is cleared
+				// here, unless the consume loop changed it meanwhile.
+				mine, _ := w.pins[0][p].Load().(string)
 				for _, g := range info.PriorityGroups {
-					if g.Group == priorityGroup && mine != "" && g.PinnedClientID == mine {
-						owned = 1
+					if g.Group == priorityGroup && mine != "" && g.PinnedClientID != mine && w.pins[0][p].CompareAndSwap(mine, "") {
+						w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(0)
 					}
 				}
-				w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(owned)
 			}
 		}
 		for p, c := range projectors {
