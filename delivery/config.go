@@ -16,7 +16,9 @@ type Config struct {
 	// AckWait is how long a message may go without word from its worker before it is
 	// redelivered. A worker reports progress every AckWait/3 while it processes a message, so
 	// this bounds how long a message waits after its worker died, not how long processing may
-	// take. With PinnedTTL it sets the failover time. Default 10s.
+	// take. With PinnedTTL it sets the failover time: a worker that takes over a partition
+	// waits for the dead owner's unfinished messages, which come back AckWait after the owner
+	// last reported progress. Default 3s.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries of one message. Transient failures are retried inside the
 	// worker, so deliveries count only failovers and workers that died holding the message.
@@ -26,9 +28,17 @@ type Config struct {
 	// processing failed for a transient reason (Cassandra unavailable): the n-th failure waits
 	// RetryDelays[n], the last value repeating. Default 100ms, 500ms, 1s, 2s, 5s, 10s, 20s.
 	RetryDelays []time.Duration
-	// PinnedTTL is how long a silent worker keeps its partitions before another takes over.
-	// Default 10s.
+	// PinnedTTL is how long a silent worker keeps its partitions before another takes over
+	// (a live worker renews its pull requests every PinnedTTL/2). A worker that stops
+	// gracefully unpins its partitions at once. It is also how long a worker counts as alive
+	// without a heartbeat (it writes one every PinnedTTL/3 and is gone after two missed).
+	// Default 3s.
 	PinnedTTL time.Duration
+	// HandoverSpacing is the time between two partitions handed over by a worker that holds
+	// more of a stage's partitions than its fair share, ceil(partitions / live workers), as
+	// when a worker joins: one partition at a time, so the joining worker takes its share
+	// without a stall and without churn. Default 250ms.
+	HandoverSpacing time.Duration
 	// Batch is how many messages of a partition a worker takes at once (the consumer's
 	// MaxAckPending): under load a conversation's waiting messages are stored together. 1
 	// sequences strictly one message at a time. Default 32.
@@ -39,10 +49,11 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultAckWait    = 10 * time.Second
-	DefaultMaxDeliver = 200
-	DefaultPinnedTTL  = 10 * time.Second
-	DefaultBatch      = 32
+	DefaultAckWait         = 3 * time.Second
+	DefaultMaxDeliver      = 200
+	DefaultPinnedTTL       = 3 * time.Second
+	DefaultHandoverSpacing = 250 * time.Millisecond
+	DefaultBatch           = 32
 )
 
 func (c Config) withDefaults() Config {
@@ -60,6 +71,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PinnedTTL == 0 {
 		c.PinnedTTL = DefaultPinnedTTL
+	}
+	if c.HandoverSpacing == 0 {
+		c.HandoverSpacing = DefaultHandoverSpacing
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -86,6 +100,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("delivery max deliver %d: at least 2", c.MaxDeliver)
 	case c.PinnedTTL < time.Second:
 		return fmt.Errorf("delivery pinned TTL %v: at least 1s", c.PinnedTTL)
+	case c.HandoverSpacing < 10*time.Millisecond:
+		return fmt.Errorf("delivery handover spacing %v: at least 10ms", c.HandoverSpacing)
 	case c.Batch < 1 || c.Batch > 1000:
 		return fmt.Errorf("delivery batch %d: 1 to 1000", c.Batch)
 	}

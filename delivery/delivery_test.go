@@ -61,6 +61,7 @@ func newPipeline(t *testing.T, cfg delivery.Config) *pipeline {
 		for _, s := range delivery.StreamNames(cfg) {
 			_ = n.JetStream.DeleteStream(context.Background(), s)
 		}
+		_ = n.JetStream.DeleteKeyValue(context.Background(), delivery.WorkersBucket(cfg))
 	})
 	store, err := history.New(teststack.Cassandra(t), history.Config{})
 	if err != nil {

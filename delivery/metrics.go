@@ -19,6 +19,8 @@ type metrics struct {
 	redeliveredDone   *prometheus.CounterVec
 	batchSize         prometheus.Histogram
 	acquireTimeouts   *prometheus.CounterVec
+	handovers         *prometheus.CounterVec
+	liveWorkers       prometheus.Gauge
 	projected         *prometheus.CounterVec
 	projectionLag     prometheus.Histogram
 	reconcilerRuns    prometheus.Counter
@@ -80,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"partition"})
 	m.owned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "parley_delivery_partition_owned",
-		Help: "1 for each partition this process is the pinned sequencer of, else 0 (a partition gets a pinned sequencer with its first message); refreshed every 5s.",
+		Help: "1 for each partition this process is the pinned sequencer of, else 0 (a partition gets a pinned sequencer with its first message); set when the pin comes or goes, checked against the consumer every 5s.",
 	}, []string{"partition"})
 	m.redelivered = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_delivery_redeliveries_total", Help: "Messages a stage received again (after a failover or an ack wait), by stage.",
@@ -96,7 +98,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "parley_delivery_takeover_timeouts_total",
 		Help: "Partitions taken over without every message of the previous owner back in hand (order of those messages not guaranteed), by stage.",
 	}, []string{"stage"})
-	for _, c := range []prometheus.Collector{m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.fanoutSkipped,
+	m.handovers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_delivery_handovers_total",
+		Help: "Partitions this process handed over to another worker because it held more than its fair share (a worker joined), by stage.",
+	}, []string{"stage"})
+	m.liveWorkers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "parley_delivery_workers",
+		Help: "Delivery workers this process counts as alive (their heartbeats in the workers bucket), itself included; each holds at most ceil(partitions / workers) of each stage.",
+	})
+	for _, c := range []prometheus.Collector{m.handovers, m.liveWorkers, m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.fanoutSkipped,
 		m.repeats, m.fanoutUnprojected, m.pending, m.projectionPending, m.owned, m.redelivered, m.redeliveredDone, m.batchSize, m.acquireTimeouts,
 		m.projected, m.projectionLag, m.reconcilerRuns, m.reconcilerRepairs} {
 		if err := reg.Register(c); err != nil {

@@ -22,7 +22,9 @@ import (
 // projector and the fan-out on the log. handler returns the batch handler of partition p,
 // with whatever state it keeps while this worker holds the partition.
 type stage struct {
+	i       int // index in stageNames
 	name    string
+	stream  jetstream.Stream // the stream its consumers read (to unpin them)
 	handler func(p int) func(ctx context.Context, batch []jetstream.Msg)
 }
 
@@ -31,51 +33,93 @@ type stage struct {
 // holds because a batch is finished (every message acked or dead-lettered) before the next is
 // taken, the server delivers a partition in stream order, and a worker that takes over a
 // partition first waits until it holds every message still pending from the previous owner
-// (acquire).
-func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Consumer) error {
+// (acquire). When ctx ends, the partition is given back at once (letGo) rather than after
+// PinnedTTL; when the rebalancer asks (this worker holds more than its share), it is handed
+// over gracefully and this worker goes on pulling it as a standby.
+func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Consumer, ready func()) error {
+	done := newFinished(finishedLimit) // the stream seqs of the messages this worker finished
+	for {
+		handedOver, err := w.hold(ctx, st, p, cons, done, ready)
+		ready = func() {}
+		if err != nil || !handedOver {
+			return err
+		}
+	}
+}
+
+// hold is one pull of a partition's consumer, from its start until ctx ends (false), the
+// partition was handed over on the rebalancer's request (true), or the pull ended by itself
+// (an error). done is kept across pulls: what this worker finished stays finished.
+func (w *Worker) hold(ctx context.Context, st stage, p int, cons jetstream.Consumer, done *finished, ready func()) (bool, error) {
 	// The pull asks for a whole batch and stays open across acks, so the next messages follow
-	// an ack without a new pull round trip.
+	// an ack without a new pull round trip. It expires after PinnedTTL/2: a new pull request
+	// is what keeps the pin (the server unpins a worker that sent none for PinnedTTL).
 	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(w.cfg.Batch),
 		jetstream.PullExpiry(w.cfg.PinnedTTL/2))
+	ready()
 	if err != nil {
-		return fmt.Errorf("pull %s of partition %d: %w", st.name, p, err)
+		return false, fmt.Errorf("pull %s of partition %d: %w", st.name, p, err)
 	}
 	in := make(chan jetstream.Msg, w.cfg.Batch)
 	out := newOutstanding()
-	pulled := make(chan struct{})
-	go func() {
-		defer close(pulled)
-		w.pull(ctx, st, p, it, in, out)
-	}()
+	go w.pull(ctx, st, p, it, in, out) // ends (closing in) when the iterator has
+	actx, stopAlive := context.WithCancel(ctx)
 	alive := make(chan struct{})
 	go func() {
 		defer close(alive)
-		w.keepAlive(ctx, out)
-	}()
-	defer func() {
-		it.Stop()
-		<-pulled
-		<-alive
-	}()
-	go func() {
-		<-ctx.Done()
-		it.Stop()
+		w.keepAlive(actx, out)
 	}()
 	handle := st.handler(p)
 	pin := ""
-	done := newFinished(finishedLimit) // the stream seqs of the messages this worker finished
+	var handover chan<- bool // the rebalancer's request being served
+	release := w.release[st.i][p]
+	end := func() bool {
+		// Drain, not Stop: the messages the server sent before it saw this worker's pull
+		// end still arrive and are given back with the rest; dropped, they would hold the
+		// next owner up for AckWait. A drain that cannot finish (NATS away) is cut short.
+		it.Drain()
+		cut := time.AfterFunc(time.Second, it.Stop)
+		for range in {
+		}
+		cut.Stop()
+		stopAlive()
+		<-alive
+		unpinned := w.letGo(st, p, cons, pin, out)
+		w.setPin(st, p, "")
+		return unpinned
+	}
 	for {
-		batch, ok := w.nextBatch(ctx, in)
+		batch, req, ok := w.nextBatch(ctx, in, release)
+		if req != nil {
+			if pin == "" {
+				req <- false // not pinned here: nothing to hand over
+				continue
+			}
+			// Stop pulling, finish what has arrived, then unpin (end): the next owner finds
+			// nothing of this worker's pending, so it starts at once.
+			handover, release = req, nil
+			it.Drain()
+			continue
+		}
 		if !ok {
-			return nil
+			unpinned := end()
+			if handover != nil && ctx.Err() == nil {
+				if unpinned {
+					w.metrics.handovers.WithLabelValues(st.name).Inc()
+				}
+				handover <- unpinned
+				return true, nil
+			}
+			if handover != nil {
+				handover <- false
+			}
+			return false, pullEnded(ctx, st, p)
 		}
 		acquiring := false
 		for _, msg := range batch {
 			if id := msg.Headers().Get("Nats-Pin-Id"); id != "" && id != pin {
 				pin, acquiring = id, true
-				if st.name == stageSequencer {
-					w.pins[p].Store(id)
-				}
+				w.setPin(st, p, id)
 			}
 			if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
 				w.metrics.redelivered.WithLabelValues(st.name).Inc()
@@ -84,13 +128,13 @@ func (w *Worker) consume(ctx context.Context, st stage, p int, cons jetstream.Co
 		}
 		if acquiring {
 			if batch, ok = w.acquire(ctx, st, p, cons, in, out, batch); !ok {
-				return nil
+				continue // in is closed or ctx ended: the next nextBatch says so
 			}
 		}
 		batch = w.fresh(st, batch, done, out)
 		handle(ctx, batch)
 		if ctx.Err() != nil {
-			return nil
+			continue
 		}
 		for _, msg := range batch {
 			out.remove(msg)
@@ -138,6 +182,62 @@ func (f *finished) add(seq uint64) {
 		f.next = (f.next + 1) % len(f.order)
 	}
 	f.seqs[seq] = struct{}{}
+}
+
+// setPin records the pin id this worker holds partition p's stage with ("": none) and, for
+// the sequencer, the ownership gauge.
+func (w *Worker) setPin(st stage, p int, id string) {
+	w.pins[st.i][p].Store(id)
+	if st.name == stageSequencer {
+		owned := 0.0
+		if id != "" {
+			owned = 1
+		}
+		w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(owned)
+	}
+}
+
+// letGo gives a partition's consumer back when this worker stops pulling it (its pull has
+// ended and its handler has returned): the messages it holds unfinished (none after a
+// handover, which finishes them first) are nak'ed, so they are redelivered at once instead
+// of after AckWait, and its pin is removed, so another worker is pinned with the next
+// message instead of after PinnedTTL. Redelivered messages are safe to process again (see
+// acquire and fresh). A worker that dies does neither; that is what the timeouts are for.
+// Bounded by a short deadline: a worker whose NATS connection is gone gives up at once. It
+// reports whether it removed the pin.
+func (w *Worker) letGo(st stage, p int, cons jetstream.Consumer, pin string, out *outstanding) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, msg := range out.list() {
+		_ = msg.Nak()
+	}
+	if pin == "" {
+		return false // never pinned in this pull
+	}
+	unpinned, err := w.unpin(ctx, st, cons, pin)
+	if err != nil {
+		w.logger.Debug("unpin", "stage", st.name, "partition", p, "err", err)
+	}
+	return unpinned
+}
+
+// unpin removes this worker's pin (pin) from the consumer if it still holds it: the server
+// then pins the next worker waiting in the priority group. Another worker's pin is left
+// alone (this one lost the partition meanwhile).
+func (w *Worker) unpin(ctx context.Context, st stage, cons jetstream.Consumer, pin string) (bool, error) {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group == priorityGroup && g.PinnedClientID == pin {
+			if err := st.stream.UnpinConsumer(ctx, info.Name, priorityGroup); err != nil {
+				return false, err
+			}
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // fresh returns the batch in stream order with each stream message once (its latest
@@ -207,49 +307,70 @@ func (o *outstanding) list() []jetstream.Msg {
 	return out
 }
 
-// pull moves messages from the iterator to in until the iterator stops.
+// pull moves messages from the iterator to in until the iterator ends (stopped, drained, or
+// its connection closed), then closes in. Every message it received is in out.
 func (w *Worker) pull(ctx context.Context, st stage, p int, it jetstream.MessagesContext, in chan<- jetstream.Msg, out *outstanding) {
+	defer close(in)
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if ctx.Err() != nil {
+				it.Stop()
 				return
 			}
 			w.logger.Warn("pull", "stage", st.name, "partition", p, "err", err)
 			select { // a persistent error (NATS away) must not spin
 			case <-ctx.Done():
-				return
 			case <-time.After(time.Second):
 			}
 			continue
 		}
 		out.add(msg)
-		select {
-		case in <- msg:
-		case <-ctx.Done():
-			return
-		}
+		in <- msg // the consume loop reads in until it is closed
 	}
 }
 
-// nextBatch waits for a message, then takes what else has arrived, up to Batch.
-func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg) ([]jetstream.Msg, bool) {
+// pullEnded is what consume returns when it stopped taking messages: nil when ctx ended,
+// else an error (the pull ended by itself: the connection was closed or the consumer
+// deleted).
+func pullEnded(ctx context.Context, st stage, p int) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("pull of the %s of partition %d ended", st.name, p)
+}
+
+// nextBatch waits for a message, then takes what else has arrived, up to Batch; false when
+// ctx ends or in is closed. A request of the rebalancer (on release) is returned instead,
+// when one comes first.
+func (w *Worker) nextBatch(ctx context.Context, in <-chan jetstream.Msg, release <-chan chan<- bool) ([]jetstream.Msg, chan<- bool, bool) {
 	var batch []jetstream.Msg
 	select {
 	case <-ctx.Done():
-		return nil, false
-	case msg := <-in:
+		return nil, nil, false
+	case req := <-release:
+		return nil, req, true
+	case msg, ok := <-in:
+		if !ok {
+			return nil, nil, false
+		}
 		batch = append(batch, msg)
 	}
 	for len(batch) < w.cfg.Batch {
 		select {
-		case msg := <-in:
+		case msg, ok := <-in:
+			if !ok {
+				return batch, nil, true // the next call reports the end
+			}
 			batch = append(batch, msg)
 		default:
-			return batch, true
+			return batch, nil, true
 		}
 	}
-	return batch, true
+	return batch, nil, true
 }
 
 // acquire is called when this worker has just been pinned to the partition (or sees a
@@ -304,7 +425,10 @@ func (w *Worker) acquire(ctx context.Context, st stage, p int, cons jetstream.Co
 		select {
 		case <-ctx.Done():
 			return nil, false
-		case msg := <-in:
+		case msg, ok := <-in:
+			if !ok {
+				return nil, false
+			}
 			add(msg)
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -330,7 +454,7 @@ func (w *Worker) keepAlive(ctx context.Context, out *outstanding) {
 }
 
 // watchLag refreshes the lag gauges every 5 seconds: each partition's ingest backlog and
-// ownership (from its sequencer consumer) and its projection backlog (log entries not yet in
+// lost ownership (from its sequencer consumer) and its projection backlog (log entries not yet in
 // Cassandra, from its projector consumer).
 func (w *Worker) watchLag(ctx context.Context, sequencers, projectors []jetstream.Consumer) {
 	t := time.NewTicker(5 * time.Second)
@@ -342,14 +466,15 @@ func (w *Worker) watchLag(ctx context.Context, sequencers, projectors []jetstrea
 			cancel()
 			if err == nil {
 				w.metrics.pending.WithLabelValues(strconv.Itoa(p)).Set(float64(info.NumPending + uint64(info.NumAckPending)))
-				owned := 0.0
-				mine, _ := w.pins[p].Load().(string)
+				// The ownership gauge follows the pins this worker sees (setPin); a pin the
+				// server took away without this worker noticing (it was paused) is cleared
+				// here, unless the consume loop changed it meanwhile.
+				mine, _ := w.pins[0][p].Load().(string)
 				for _, g := range info.PriorityGroups {
-					if g.Group == priorityGroup && mine != "" && g.PinnedClientID == mine {
-						owned = 1
+					if g.Group == priorityGroup && mine != "" && g.PinnedClientID != mine && w.pins[0][p].CompareAndSwap(mine, "") {
+						w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(0)
 					}
 				}
-				w.metrics.owned.WithLabelValues(strconv.Itoa(p)).Set(owned)
 			}
 		}
 		for p, c := range projectors {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleyhq/parley/history"
@@ -27,11 +28,17 @@ const (
 	stageFanout    = "fanout"
 )
 
+// stageNames are the stages in the order of their index (stage.i).
+var stageNames = [numStages]string{stageSequencer, stageProjector, stageFanout}
+
+const numStages = 3
+
 // Worker runs the delivery pipeline for the partitions it is pinned to. Every partition has
 // three consumers, each with its own pin: the sequencer (ingest stream -> the log), the
 // projector (the log -> Cassandra) and the fan-out (the log -> the members' user subjects).
 // Run many (one per delivery process): for each consumer JetStream delivers to one of them at
-// a time and fails over to another when it stops pulling for PinnedTTL.
+// a time and fails over to another when it stops pulling for PinnedTTL. Workers that hold
+// more than their fair share of partitions hand the excess over (rebalance.go).
 type Worker struct {
 	cfg     Config
 	js      jetstream.JetStream
@@ -42,9 +49,14 @@ type Worker struct {
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
-	// pins[p] is the JetStream pin id on the last ingest message of partition p this worker
-	// received (its sequencer).
-	pins []atomic.Value
+	// id names this worker in the workers bucket (rebalance.go).
+	id string
+	// pins[s][p] is the JetStream pin id this worker holds partition p's stage s with (from
+	// the messages it received; "" when it gave the partition up or never held it).
+	pins [numStages][]atomic.Value
+	// release[s][p] carries the rebalancer's requests to hand partition p's stage s over;
+	// the consume loop answers on the request whether it removed its pin.
+	release [numStages][]chan chan<- bool
 	// projectors[p] is partition p's projector consumer: its ack floor says how far the log
 	// is in Cassandra (the sequencer's dedupe relies on it).
 	projectors []jetstream.Consumer
@@ -91,10 +103,17 @@ func NewWorker(cfg Config, js jetstream.JetStream, nc *nats.Conn, store Store, i
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Worker{cfg: cfg, js: js, nc: nc, log: &seqLog{js: js, ingest: cfg.Ingest}, store: store, inbox: inbox,
-		logger: logger, metrics: m, now: cfg.Now,
-		pins: make([]atomic.Value, cfg.Ingest.Partitions), projectors: make([]jetstream.Consumer, cfg.Ingest.Partitions),
-		written: make([]atomic.Uint64, cfg.Ingest.Partitions)}, nil
+	w := &Worker{cfg: cfg, js: js, nc: nc, log: &seqLog{js: js, ingest: cfg.Ingest}, store: store, inbox: inbox,
+		logger: logger, metrics: m, now: cfg.Now, id: nuid.Next(),
+		projectors: make([]jetstream.Consumer, cfg.Ingest.Partitions), written: make([]atomic.Uint64, cfg.Ingest.Partitions)}
+	for s := range numStages {
+		w.pins[s] = make([]atomic.Value, cfg.Ingest.Partitions)
+		w.release[s] = make([]chan chan<- bool, cfg.Ingest.Partitions)
+		for p := range w.release[s] {
+			w.release[s][p] = make(chan chan<- bool, 1)
+		}
+	}
+	return w, nil
 }
 
 // consumerConfig is the configuration of one stage's consumer of partition p.
@@ -145,13 +164,22 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	stages := []stage{
-		{name: stageSequencer, handler: w.sequencer},
-		{name: stageProjector, handler: w.projector},
-		{name: stageFanout, handler: w.fanout},
+		{i: 0, name: stageNames[0], handler: w.sequencer},
+		{i: 1, name: stageNames[1], handler: w.projector},
+		{i: 2, name: stageNames[2], handler: w.fanout},
 	}
 	consumers := map[string][]jetstream.Consumer{}
 	// Every consumer is set up before any runs: the sequencer reads the projectors' progress.
-	for _, st := range stages {
+	for i, st := range stages {
+		name, _ := w.consumerConfig(st.name, 0)
+		stream, err := w.js.Stream(ctx, name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("stream %s of the %s: %w", name, st.name, err)
+		}
+		stages[i].stream = stream
 		for p := 0; p < w.cfg.Ingest.Partitions; p++ {
 			stream, cc := w.consumerConfig(st.name, p)
 			cons, err := w.js.CreateOrUpdateConsumer(ctx, stream, cc)
@@ -165,16 +193,24 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 	copy(w.projectors, consumers[stageProjector])
+	var pulling sync.WaitGroup
 	for _, st := range stages {
 		for p, cons := range consumers[st.name] {
 			wg.Add(1)
+			pulling.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := w.consume(ctx, st, p, cons); err != nil {
+				if err := w.consume(ctx, st, p, cons, pulling.Done); err != nil {
 					fail(err)
 				}
 			}()
 		}
+	}
+	// Only once every consumer has a pull waiting does this worker count among the live
+	// ones: a partition handed over to it then finds it there.
+	pulling.Wait()
+	if err := w.joinWorkers(ctx, &wg); err != nil {
+		fail(err)
 	}
 	wg.Add(1)
 	go func() {

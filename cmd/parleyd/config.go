@@ -514,7 +514,9 @@ func deliveryFlags(fs *flag.FlagSet, c *delivery.Config) {
 	cli.Int(fs, &c.MaxDeliver, "delivery-max-deliver", delivery.DefaultMaxDeliver, 2, 100000,
 		"Deliveries of one message before it is given up.")
 	cli.Duration(fs, &c.PinnedTTL, "delivery-pinned-ttl", delivery.DefaultPinnedTTL, time.Second, 10*time.Minute,
-		"A worker silent this long loses its partitions to another (failover time).")
+		"A worker silent this long loses its partitions to another (failover time, with the ack wait).")
+	cli.Duration(fs, &c.HandoverSpacing, "delivery-handover-spacing", delivery.DefaultHandoverSpacing, 10*time.Millisecond, time.Minute,
+		"Time between two partitions handed over by a worker holding more than its fair share (a worker joined).")
 	cli.Int(fs, &c.Batch, "delivery-batch", delivery.DefaultBatch, 1, 1000,
 		"Messages of a partition a worker takes at once (1: one at a time).")
 	cli.Duration(fs, &c.Log.MaxAge, "delivery-log-max-age", delivery.DefaultLogMaxAge, time.Hour, 3650*24*time.Hour,

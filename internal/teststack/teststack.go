@@ -231,10 +231,12 @@ func FreeAddr(t testing.TB) string {
 }
 
 // DeleteStreams deletes the streams of a test's delivery pipeline on the ingest stream name
-// (the ingest stream, its sequenced log and its dead letters: the names delivery gives them).
+// (the ingest stream, its sequenced log, its dead letters and its workers and leases KV
+// buckets: the names delivery gives them).
 func DeleteStreams(t testing.TB, ingestStream string) {
 	n := NATS(t)
-	for _, s := range []string{ingestStream, ingestStream + "_LOG", ingestStream + "_DEAD"} {
+	for _, s := range []string{ingestStream, ingestStream + "_LOG", ingestStream + "_DEAD",
+		"KV_" + ingestStream + "_WORKERS", "KV_" + ingestStream + "_LEASES"} {
 		_ = n.JetStream.DeleteStream(context.Background(), s)
 	}
 }
