@@ -66,14 +66,26 @@ func (l *liveWorkers) count(now time.Time, window time.Duration) int {
 // joinWorkers announces this worker in the workers bucket and starts, under wg, its
 // heartbeat, the watch of the others and the rebalancer, until ctx ends.
 func (w *Worker) joinWorkers(ctx context.Context, wg *sync.WaitGroup) error {
-	kv, err := w.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: w.workersBucket(),
-		Description: "Parley delivery workers (heartbeats, for the fair share of partitions)",
-		TTL:         time.Minute, Storage: jetstream.MemoryStorage, Replicas: w.cfg.Ingest.Replicas})
-	if err != nil {
+	// Creating a replicated bucket waits for its group to elect a leader, which on a busy
+	// cluster can outlast one JetStream API call: try again until it exists.
+	var kv jetstream.KeyValue
+	for {
+		var err error
+		kv, err = w.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: w.workersBucket(),
+			Description: "Parley delivery workers (heartbeats, for the fair share of partitions)",
+			TTL:         time.Minute, Storage: jetstream.MemoryStorage, Replicas: w.cfg.Ingest.Replicas})
+		if err == nil {
+			break
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("workers bucket: %w", err)
+		w.logger.Warn("workers bucket: trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
 	watch, err := kv.WatchAll(ctx)
 	if err != nil {
