@@ -192,6 +192,7 @@ parleyd_env() {
   export PARLEY_REDIS_MASTER_NAME=$PARLEY_CLUSTER_REDIS_MASTER
   unset PARLEY_REDIS_ADDR
   export PARLEY_NATS_REPLICAS=$PARLEY_CLUSTER_NATS_REPLICAS
+  export PARLEY_DELIVERY_PARTITIONS=$PARLEY_CLUSTER_PARTITIONS
   # HAProxy sends a PROXY protocol v2 header on every connection to an edge or an api, so
   # their per-IP limits and security events see the client, not the balancer.
   export PARLEY_EDGE_TRUSTED_PROXIES=127.0.0.1
@@ -398,6 +399,24 @@ cluster_deps() {
   fi
 }
 
+# wait_meta_group waits until a NATS server sees a meta leader with every other server current
+# (each server's /healthz is ready before the JetStream cluster has formed).
+wait_meta_group() {
+  local n want=$((PARLEY_CLUSTER_NATS - 1)) i jsz
+  [ "$want" -gt 0 ] || return 0
+  for ((i = 0; i < PARLEY_CLUSTER_START_TIMEOUT * 2; i++)); do
+    for n in $(nodes_of nats); do
+      # Only the meta leader lists the group's replicas; "current": true once per current one.
+      jsz=$(curl -fsS -m 2 "http://127.0.0.1:$(monitor_port "$n")/jsz" 2>/dev/null || true)
+      if [ "$(echo "$jsz" | awk '/"meta_cluster"/ {m = 1} m && /"current": true/ {c++} END {print c + 0}')" -ge "$want" ]; then
+        return 0
+      fi
+    done
+    sleep 0.5
+  done
+  return 1
+}
+
 # start_group starts the nodes together and waits for all; started ones go to $STARTED_FILE.
 start_group() {
   local n pids=() outs=() rc=0 i
@@ -444,7 +463,14 @@ cmd_cluster_up() {
     fi
     [ ${#want[@]} -gt 0 ] || continue
     local t1=$SECONDS
+    # The first parleyd creates the streams and buckets alone: NATS 2.12.1 has been seen to
+    # leave a stream half placed (and both creators waiting for an answer) when two processes
+    # created it at the same moment on a fresh cluster.
+    if [ "$tier" = api ] && [ ${#want[@]} -gt 1 ] && ! service_pid "${want[0]}" >/dev/null; then
+      start_group "${want[0]}" || die "could not start: ${want[0]} (logs under ${PARLEY_CLUSTER_DIR#"$PARLEY_ROOT"/})"
+    fi
     start_group "${want[@]}" || die "could not start: ${want[*]} (logs under ${PARLEY_CLUSTER_DIR#"$PARLEY_ROOT"/})"
+    if [ "$tier" = nats ]; then wait_meta_group || die "the NATS servers did not form one JetStream cluster (logs under ${PARLEY_CLUSTER_DIR#"$PARLEY_ROOT"/})"; fi
     log "$tier ready ($((SECONDS - t1))s)"
     # The schema goes in once Cassandra is up, before any parleyd starts (they do not migrate).
     if [ "$tier" = cassandra ] && [ -n "$whole" ]; then migrate; fi

@@ -16,6 +16,11 @@
 : "${PARLEY_CLUSTER_NATS_MONITOR_BASE:=25240}"
 # Replicas of every JetStream stream and KV bucket Parley creates (at most the node count).
 : "${PARLEY_CLUSTER_NATS_REPLICAS:=3}"
+# Partitions of the delivery pipeline. Each has three consumers (sequencer, projector,
+# fan-out), each a replicated group that every delivery worker pulls from, so their idle cost
+# grows with partitions x workers (docs/operations.md, "Capacity"); 16 keep 3 NATS servers on
+# this 2-core box mostly idle. Fixed once the ingest stream holds messages.
+: "${PARLEY_CLUSTER_PARTITIONS:=16}"
 # JetStream's fsync: "always" syncs every write before it is acknowledged (an acknowledged
 # message survives a power failure of every node); a duration (NATS's default is 2m) syncs
 # that often, so a coordinated power failure can lose what was acknowledged since the last
