@@ -87,4 +87,7 @@ type History struct {
 	Reads   []Read              `json:"reads"`
 	// Presence holds the samples of the workload users' presence, in time order.
 	Presence []PresenceSample `json:"presence,omitempty"`
+	// Probe is the probe pair's conversation (its messages are sent only to check recovery,
+	// so the timings leave it out).
+	Probe string `json:"probe_conversation,omitempty"`
 }

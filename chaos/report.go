@@ -56,23 +56,27 @@ func WriteReport(out io.Writer, res Result, examples int) {
 	}
 	tw.Flush()
 
-	fmt.Fprintf(out, "\nWhat the faults cost the apps, by kind (p50 / max; from the fault to the next one: accepting paused,\n"+
-		"live delivery paused in the worst conversation, every device caught up, presence right again; >: not within the window)\n")
+	fmt.Fprintf(out, "\nWhat the faults cost the apps, by kind (p50 / max, from the fault to the next one; accept pause: no send\n"+
+		"accepted; delivery delay: the longest a message sent then waited for its first device; caught up: the longest a\n"+
+		"message took from accepted to every member device; presence: from the fault until it read right again, and\n"+
+		"failed presence reads; >: not within the window)\n")
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fault\tcount\taccept pause\tdelivery pause\tcaught up\tpresence\t")
+	fmt.Fprintln(tw, "fault\tcount\taccept pause\tdelivery delay\tcaught up\tpresence\tfailed reads\t")
 	for _, k := range Kinds {
 		for _, a := range []Action{Kill, Pause} {
 			var acc, del, cat, pre []time.Duration
+			failed := 0
 			for _, r := range res.Faults {
 				if r.Kind == k && r.Action == a && !r.Injected.IsZero() {
-					acc, del = append(acc, r.Timings.AcceptPause), append(del, r.Timings.DeliveryPause)
+					acc, del = append(acc, r.Timings.AcceptPause), append(del, r.Timings.DeliveryDelay)
 					cat, pre = append(cat, r.Timings.CatchUp), append(pre, r.Timings.PresenceConverged)
+					failed += r.Timings.PresenceErrors
 				}
 			}
 			if len(acc) == 0 {
 				continue
 			}
-			fmt.Fprintf(tw, "%s %s\t%d\t%s\t%s\t%s\t%s\t\n", k, a, len(acc), p50max(acc), p50max(del), p50max(cat), p50max(pre))
+			fmt.Fprintf(tw, "%s %s\t%d\t%s\t%s\t%s\t%s\t%d\t\n", k, a, len(acc), p50max(acc), p50max(del), p50max(cat), p50max(pre), failed)
 		}
 	}
 	tw.Flush()

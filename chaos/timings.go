@@ -19,27 +19,28 @@ type PresenceSample struct {
 
 // converged: every user online.
 func (s PresenceSample) converged() bool {
-	return s.Err == "" && s.Offline == 0 && s.Unknown == 0 && s.Online > 0
+	return s.Offline == 0 && s.Unknown == 0 && s.Online > 0
 }
 
-// Timings are what a fault cost the apps, measured from the history (clients' view) in the
+// Timings are what a fault cost the apps, measured from the history (the clients' view) in the
 // window from the fault's injection to the next fault (or the end of the load). A negative
-// duration means "not within the window".
+// duration means "not within the window". The probe conversation is left out.
 type Timings struct {
 	// AcceptPause is the longest time in the window during which no send was accepted
-	// (counted from the last acceptance before the fault).
+	// (counted from the last acceptance before the fault): how long accepting paused.
 	AcceptPause time.Duration `json:"accept_pause_ns"`
-	// DeliveryPause is the longest time, in the worst conversation, between two messages
-	// first surfaced live by any device (counted from the last one before the fault). It
-	// includes the workload's own spacing: a conversation gets a message every 0.25 s on
-	// average.
-	DeliveryPause time.Duration `json:"delivery_pause_ns"`
-	// CatchUp is the time from the fault until every member device had surfaced every
-	// message accepted between 10 s before the fault and its heal.
+	// DeliveryDelay is the longest a message sent in the window waited, from the send to the
+	// first member device surfacing it live: how long live delivery paused.
+	DeliveryDelay time.Duration `json:"delivery_delay_ns"`
+	// CatchUp is the longest a message accepted in the window (or in the 10 s before it)
+	// took, from its acceptance, to reach every member device: how long until every device
+	// had caught up.
 	CatchUp time.Duration `json:"catch_up_ns"`
-	// PresenceConverged is the time from the fault until the presence of every user was
-	// right again (online) for good within the window; 0 when it never went wrong.
+	// PresenceConverged is the time from the fault until the presence the apps read was
+	// right again (every user online) for good within the window; 0 when it never went
+	// wrong. Failed reads count in PresenceErrors, not as wrong answers.
 	PresenceConverged time.Duration `json:"presence_converged_ns"`
+	PresenceErrors    int           `json:"presence_errors"`
 }
 
 // notWithin marks a timing the window did not see end.
@@ -49,7 +50,7 @@ const notWithin = -1
 // when the load stopped.
 func MeasureTimings(h History, faults []FaultRecord, loadEnd time.Time) {
 	accepts := acceptTimes(h)
-	firsts := firstSurfaced(h)
+	first, last := surfacedTimes(h)
 	for i := range faults {
 		f := &faults[i]
 		if f.Injected.IsZero() {
@@ -60,11 +61,8 @@ func MeasureTimings(h History, faults []FaultRecord, loadEnd time.Time) {
 			end = faults[i+1].Injected
 		}
 		f.Timings.AcceptPause = longestPause(accepts, f.Injected, end)
-		for _, ts := range firsts {
-			f.Timings.DeliveryPause = max(f.Timings.DeliveryPause, longestPause(ts, f.Injected, end))
-		}
-		f.Timings.CatchUp = catchUp(h, f.Injected.Add(-10*time.Second), f.Healed, f.Injected, end)
-		f.Timings.PresenceConverged = presenceConverged(h.Presence, f.Injected, end)
+		f.Timings.DeliveryDelay, f.Timings.CatchUp = deliveryTimes(h, first, last, f.Injected, end)
+		f.Timings.PresenceConverged, f.Timings.PresenceErrors = presenceConverged(h.Presence, f.Injected, end)
 	}
 }
 
@@ -80,33 +78,78 @@ func acceptTimes(h History) []time.Time {
 	return out
 }
 
-// firstSurfaced: per conversation, when each of its messages was first surfaced by any
-// device, sorted.
-func firstSurfaced(h History) map[string][]time.Time {
-	first := map[string]map[int64]time.Time{}
-	for _, entries := range h.Devices {
+// surfacedTimes: for each message, when the first and when the last device surfaced it
+// (last only once every member device has: a message some member device never surfaced has
+// no entry in last).
+func surfacedTimes(h History) (first, last map[key]time.Time) {
+	first, last = map[key]time.Time{}, map[key]time.Time{}
+	byDevice := map[key]map[string]time.Time{}
+	for dev, entries := range h.Devices {
 		for _, e := range entries {
-			m := first[e.Conversation]
+			k := e.key()
+			if t, ok := first[k]; !ok || e.At.Before(t) {
+				first[k] = e.At
+			}
+			m := byDevice[k]
 			if m == nil {
-				m = map[int64]time.Time{}
-				first[e.Conversation] = m
+				m = map[string]time.Time{}
+				byDevice[k] = m
 			}
-			if t, ok := m[e.Seq]; !ok || e.At.Before(t) {
-				m[e.Seq] = e.At
+			if t, ok := m[dev]; !ok || e.At.Before(t) {
+				m[dev] = e.At
 			}
 		}
 	}
-	out := map[string][]time.Time{}
-	for conv, m := range first {
-		ts := make([]time.Time, 0, len(m))
-		for _, t := range m {
-			ts = append(ts, t)
+	for k, m := range byDevice {
+		var latest time.Time
+		complete := true
+		for _, dev := range h.Members[k.conv] {
+			t, ok := m[dev]
+			if !ok {
+				complete = false
+				break
+			}
+			if t.After(latest) {
+				latest = t
+			}
 		}
-		slices.SortFunc(ts, time.Time.Compare)
-		out[conv] = ts
+		if complete {
+			last[k] = latest
+		}
 	}
-	return out
+	return first, last
 }
+
+// deliveryTimes: the longest wait from send to the first device (messages sent in [from, to))
+// and from acceptance to the last member device (messages accepted in [from-10s, to)); either
+// is notWithin when such a message had not reached its devices by to + catchUpGrace.
+func deliveryTimes(h History, first, last map[key]time.Time, from, to time.Time) (delay, catchUp time.Duration) {
+	limit := to.Add(catchUpGrace)
+	for _, s := range h.Sends {
+		if s.Conversation == h.Probe || s.Outcome != SendAccepted {
+			continue
+		}
+		k := s.key()
+		if !s.Invoked.Before(from) && s.Invoked.Before(to) && delay >= 0 {
+			if t, ok := first[k]; !ok || t.After(limit) {
+				delay = notWithin
+			} else {
+				delay = max(delay, t.Sub(s.Invoked))
+			}
+		}
+		if !s.Settled.Before(from.Add(-10*time.Second)) && s.Settled.Before(to) && catchUp >= 0 {
+			if t, ok := last[k]; !ok || t.After(limit) {
+				catchUp = notWithin
+			} else {
+				catchUp = max(catchUp, t.Sub(s.Settled))
+			}
+		}
+	}
+	return delay, catchUp
+}
+
+// catchUpGrace is how long after a fault's window its messages may still arrive and count.
+const catchUpGrace = time.Minute
 
 // longestPause is the longest gap between consecutive events of sorted ts that overlaps
 // [from, to), cut at to: from the last event before from to the first after it, and each gap
@@ -125,53 +168,20 @@ func longestPause(ts []time.Time, from, to time.Time) time.Duration {
 	return max(longest, to.Sub(prev))
 }
 
-// catchUp: from `at` until every member device surfaced every message accepted in
-// [from, to]; notWithin when some device had not by end.
-func catchUp(h History, from, to, at, end time.Time) time.Duration {
-	want := map[key]string{} // message -> its conversation
-	for _, s := range h.Sends {
-		if s.Outcome == SendAccepted && !s.Settled.Before(from) && !s.Settled.After(to) {
-			want[s.key()] = s.Conversation
-		}
-	}
-	if len(want) == 0 {
-		return 0
-	}
-	seen := map[string]map[key]time.Time{} // device -> message -> when
-	for dev, entries := range h.Devices {
-		m := map[key]time.Time{}
-		for _, e := range entries {
-			if _, ok := want[e.key()]; ok {
-				if t, ok := m[e.key()]; !ok || e.At.Before(t) {
-					m[e.key()] = e.At
-				}
-			}
-		}
-		seen[dev] = m
-	}
-	var last time.Time
-	for k, conv := range want {
-		for _, dev := range h.Members[conv] {
-			t, ok := seen[dev][k]
-			if !ok || t.After(end) {
-				return notWithin
-			}
-			if t.After(last) {
-				last = t
-			}
-		}
-	}
-	return max(0, last.Sub(at))
-}
-
-// presenceConverged: from `at` until the first sample after which every sample in the
-// window is converged; 0 if every sample was; notWithin if the window's last one is not.
-func presenceConverged(samples []PresenceSample, at, end time.Time) time.Duration {
+// presenceConverged: from `at` until the first good sample after the last wrong one in the
+// window; 0 if no sample was wrong; notWithin if the window's last one is wrong. Failed reads
+// are counted, not judged.
+func presenceConverged(samples []PresenceSample, at, end time.Time) (time.Duration, int) {
 	var lastBad time.Time
 	var lastIn *PresenceSample
+	failed := 0
 	for i := range samples {
 		s := &samples[i]
 		if s.At.Before(at) || !s.At.Before(end) {
+			continue
+		}
+		if s.Err != "" {
+			failed++
 			continue
 		}
 		lastIn = s
@@ -181,15 +191,14 @@ func presenceConverged(samples []PresenceSample, at, end time.Time) time.Duratio
 	}
 	switch {
 	case lastIn == nil || lastBad.IsZero():
-		return 0
+		return 0, failed
 	case !lastIn.converged():
-		return notWithin
+		return notWithin, failed
 	}
-	// The first good sample after the last bad one.
 	for _, s := range samples {
-		if s.At.After(lastBad) && s.At.Before(end) {
-			return s.At.Sub(at)
+		if s.Err == "" && s.At.After(lastBad) && s.At.Before(end) {
+			return s.At.Sub(at), failed
 		}
 	}
-	return notWithin
+	return notWithin, failed
 }

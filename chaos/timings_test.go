@@ -36,41 +36,54 @@ func TestPresenceConverged(t *testing.T) {
 		name    string
 		samples []PresenceSample
 		want    time.Duration
+		errs    int
 	}{
-		{"never wrong", []PresenceSample{good(0), good(500), good(1000)}, 0},
-		{"unknown, then right", []PresenceSample{good(0), unknown(500), unknown(1000), good(1500), good(2000)}, 1500 * time.Millisecond},
-		{"a failed request counts as not right", []PresenceSample{failed(500), good(1000)}, 1000 * time.Millisecond},
-		{"right, wrong again, right: the last recovery counts", []PresenceSample{unknown(500), good(1000), unknown(1500), good(2500)}, 2500 * time.Millisecond},
-		{"still wrong at the window's end", []PresenceSample{good(500), unknown(1000)}, notWithin},
+		{"never wrong", []PresenceSample{good(0), good(500), good(1000)}, 0, 0},
+		{"unknown, then right", []PresenceSample{good(0), unknown(500), unknown(1000), good(1500), good(2000)}, 1500 * time.Millisecond, 0},
+		{"a failed read is counted, not judged", []PresenceSample{good(200), failed(500), good(1000)}, 0, 1},
+		{"right, wrong again, right: the last recovery counts", []PresenceSample{unknown(500), good(1000), unknown(1500), failed(2000), good(2500)}, 2500 * time.Millisecond, 1},
+		{"still wrong at the window's end", []PresenceSample{good(500), unknown(1000)}, notWithin, 0},
 	} {
-		if got := presenceConverged(c.samples, at(0), at(3000)); got != c.want {
-			t.Errorf("%s: presenceConverged = %v; want %v", c.name, got, c.want)
+		got, errs := presenceConverged(c.samples, at(0), at(3000))
+		if got != c.want || errs != c.errs {
+			t.Errorf("%s: presenceConverged = %v, %d failed; want %v, %d", c.name, got, errs, c.want, c.errs)
 		}
 	}
 }
 
-func TestCatchUp(t *testing.T) {
+func TestDeliveryTimes(t *testing.T) {
+	send := func(conv, id string, invoked, settled int) Send {
+		return Send{Conversation: conv, Sender: "u1", ClientMsgID: id, Outcome: SendAccepted, Invoked: at(invoked), Settled: at(settled)}
+	}
+	entry := func(conv, id string, ms int) Entry {
+		return Entry{Conversation: conv, Sender: "u1", ClientMsgID: id, At: at(ms)}
+	}
 	h := History{
+		Probe: "probe",
 		Sends: []Send{
-			{Conversation: "c", Sender: "u1", ClientMsgID: "m1", Outcome: SendAccepted, Settled: at(100)},
-			{Conversation: "c", Sender: "u1", ClientMsgID: "m2", Outcome: SendAccepted, Settled: at(2000)},
-			{Conversation: "c", Sender: "u1", ClientMsgID: "old", Outcome: SendAccepted, Settled: at(-20000)},
+			send("c", "before", -5000, -4990), // accepted before the fault: counts for catching up only
+			send("c", "m1", 100, 150),
+			send("c", "m2", 2000, 2050),
+			send("probe", "p", 100, 150), // never judged
 		},
-		Members: map[string][]string{"c": {"u1/d1", "u2/d1"}},
+		Members: map[string][]string{"c": {"u1/d1", "u2/d1"}, "probe": {"u1/d1"}},
 		Devices: map[string][]Entry{
-			"u1/d1": {{Conversation: "c", Seq: 1, Sender: "u1", ClientMsgID: "m1", At: at(150)}, {Conversation: "c", Seq: 2, Sender: "u1", ClientMsgID: "m2", At: at(2100)}},
-			"u2/d1": {{Conversation: "c", Seq: 1, Sender: "u1", ClientMsgID: "m1", At: at(4000)}, {Conversation: "c", Seq: 2, Sender: "u1", ClientMsgID: "m2", At: at(4100)}},
+			"u1/d1": {entry("c", "before", -4980), entry("c", "m1", 3100), entry("c", "m2", 3200)},
+			"u2/d1": {entry("c", "before", -4000), entry("c", "m1", 5150), entry("c", "m2", 3300)},
 		},
 	}
-	if got := catchUp(h, at(-10000), at(3000), at(0), at(10000)); got != 4100*time.Millisecond {
-		t.Errorf("catchUp = %v; want 4.1s (u2's device surfaced m2 last)", got)
+	first, last := surfacedTimes(h)
+	delay, catchUp := deliveryTimes(h, first, last, at(0), at(10000))
+	if delay != 3000*time.Millisecond {
+		t.Errorf("delivery delay = %v; want 3s (m1: sent at 0.1 s, first device at 3.1 s)", delay)
 	}
-	if got := catchUp(h, at(-10000), at(3000), at(0), at(4050)); got != notWithin {
-		t.Errorf("catchUp with the window ending before u2 caught up = %v; want notWithin", got)
+	if catchUp != 5000*time.Millisecond {
+		t.Errorf("catch-up = %v; want 5s (m1: accepted at 0.15 s, the last device at 5.15 s)", catchUp)
 	}
-	h.Devices["u2/d1"] = h.Devices["u2/d1"][:1]
-	if got := catchUp(h, at(-10000), at(3000), at(0), at(10000)); got != notWithin {
-		t.Errorf("catchUp with m2 never surfaced by u2 = %v; want notWithin", got)
+	h.Devices["u2/d1"] = h.Devices["u2/d1"][:2] // m2 never reaches u2
+	first, last = surfacedTimes(h)
+	if _, catchUp := deliveryTimes(h, first, last, at(0), at(10000)); catchUp != notWithin {
+		t.Errorf("catch-up with a device that never got m2 = %v; want notWithin", catchUp)
 	}
 }
 

@@ -493,7 +493,11 @@ func (w *Workload) Close() {
 }
 
 // History returns what was recorded so far.
-func (w *Workload) History() History { return w.rec.history(w.members) }
+func (w *Workload) History() History {
+	h := w.rec.history(w.members)
+	h.Probe = w.probeConv
+	return h
+}
 
 // Conversations returns how many conversations the workload uses (the probe's included).
 func (w *Workload) Conversations() int { return len(w.convs) }

@@ -86,6 +86,19 @@ func (e Entry) Window() history.Window { return history.Window{From: e.JoinedSeq
 // List returns the user's conversations, most recently active first, with their unread
 // counts. Conversations the user has left or was removed from are not listed.
 func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
+	out, err := in.current(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	if err := in.countUnread(ctx, user, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// current is the user's current conversations (not left) without their unread counts: one
+// read of the user's partition, what the presence policy needs.
+func (in *Inbox) current(ctx context.Context, user chat.UserID) ([]Entry, error) {
 	all, err := in.list(ctx, user)
 	if err != nil {
 		return nil, err
@@ -95,9 +108,6 @@ func (in *Inbox) List(ctx context.Context, user chat.UserID) ([]Entry, error) {
 		if e.LeftSeq == 0 {
 			out = append(out, e)
 		}
-	}
-	if err := in.countUnread(ctx, user, out); err != nil {
-		return nil, err
 	}
 	return out, nil
 }

@@ -24,9 +24,9 @@ type WatchPolicy struct {
 // other.
 func (in *Inbox) WatchPolicy(anyone bool) WatchPolicy { return WatchPolicy{inbox: in, anyone: anyone} }
 
-// Refused returns the targets watcher may not watch. It reads the watcher's inbox once; a
-// target with a direct conversation in it needs nothing more, any other one read of their own
-// inbox (at most MaxWatchTargets).
+// Refused returns the targets watcher may not watch. It reads the watcher's inbox once (the
+// conversation rows only, no unread counts); a target with a direct conversation in it needs
+// nothing more, any other one read of their own inbox rows (at most MaxWatchTargets).
 func (p WatchPolicy) Refused(ctx context.Context, watcher chat.UserID, targets []chat.UserID) ([]chat.UserID, error) {
 	if p.anyone {
 		return nil, nil
@@ -34,7 +34,7 @@ func (p WatchPolicy) Refused(ctx context.Context, watcher chat.UserID, targets [
 	if len(targets) > MaxWatchTargets {
 		return nil, fmt.Errorf("%w: %d users, at most %d per presence check", chat.ErrInvalid, len(targets), MaxWatchTargets)
 	}
-	mine, err := p.inbox.List(ctx, watcher)
+	mine, err := p.inbox.current(ctx, watcher)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func (p WatchPolicy) Refused(ctx context.Context, watcher chat.UserID, targets [
 		if t == watcher || shared[chat.DirectConversationID(watcher, t)] {
 			continue
 		}
-		theirs, err := p.inbox.List(ctx, t)
+		theirs, err := p.inbox.current(ctx, t)
 		if err != nil {
 			return nil, err
 		}
