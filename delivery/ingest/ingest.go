@@ -143,6 +143,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) error
 	return nil
 }
 
+// publishRetryWait is the pause between two tries of a publish that found no responder.
+const publishRetryWait = 200 * time.Millisecond
+
 // Publish appends a send to its partition and returns once the stream has stored it (the
 // PubAck). The Nats-Msg-Id makes a retry within the duplicate window a no-op for the stream.
 func (in *Ingest) Publish(ctx context.Context, s Entry) error {
@@ -155,7 +158,12 @@ func (in *Ingest) Publish(ctx context.Context, s Entry) error {
 	m.Header.Set(jetstream.MsgIDHeader, s.Conversation.String()+"/"+string(s.Sender)+"/"+hex.EncodeToString(s.ClientMsgID[:]))
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := in.js.PublishMsg(ctx, m); err != nil {
+	// While a replicated stream elects a new leader (its leader's server died) a publish
+	// finds no responder; nats.go tries again on exactly that, so keep trying for the whole
+	// publish timeout instead of failing the send after two quick tries. A retry is harmless:
+	// the Nats-Msg-Id makes a second copy a no-op.
+	retries := max(2, int(in.cfg.PublishTimeout/publishRetryWait))
+	if _, err := in.js.PublishMsg(ctx, m, jetstream.WithRetryWait(publishRetryWait), jetstream.WithRetryAttempts(retries)); err != nil {
 		return fmt.Errorf("ingest publish: %w", err)
 	}
 	return nil
