@@ -471,9 +471,10 @@ func (t *ClusterTarget) Close(ctx context.Context) error {
 	return err
 }
 
-// copyLogs copies the end (at most 8 MiB) of the log of every parleyd and of HAProxy into
-// LogDir, so a run's directory holds what the run saw; the others stay under the cluster's
-// state directory (cluster.sh status names them).
+// copyLogs copies the end (at most 8 MiB each) of the logs of every parleyd and of HAProxy,
+// earlier starts' (cluster.sh keeps them in <name>.log.old) then the current one's, into
+// LogDir, so a run's directory holds what the run saw; the other nodes' logs stay under the
+// cluster's state directory.
 func (t *ClusterTarget) copyLogs() {
 	for _, n := range t.nodes {
 		switch n.role {
@@ -481,18 +482,22 @@ func (t *ClusterTarget) copyLogs() {
 		default:
 			continue
 		}
-		src := filepath.Join(filepath.Dir(n.pidFile), n.name+".log")
-		f, err := os.Open(src)
+		dst, err := os.Create(filepath.Join(t.cfg.LogDir, n.name+".log"))
 		if err != nil {
 			continue
 		}
-		if st, err := f.Stat(); err == nil && st.Size() > 8<<20 {
-			_, _ = f.Seek(st.Size()-8<<20, io.SeekStart)
-		}
-		if dst, err := os.Create(filepath.Join(t.cfg.LogDir, n.name+".log")); err == nil {
+		base := filepath.Join(filepath.Dir(n.pidFile), n.name+".log")
+		for _, src := range []string{base + ".old", base} {
+			f, err := os.Open(src)
+			if err != nil {
+				continue
+			}
+			if st, err := f.Stat(); err == nil && st.Size() > 8<<20 {
+				_, _ = f.Seek(st.Size()-8<<20, io.SeekStart)
+			}
 			_, _ = io.Copy(dst, f)
-			_ = dst.Close()
+			_ = f.Close()
 		}
-		_ = f.Close()
+		_ = dst.Close()
 	}
 }

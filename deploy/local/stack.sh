@@ -269,6 +269,9 @@ start_service() {
   fi
   mkdir -p "$PARLEY_STATE_DIR/$name"
   local lf; lf=$(logfile "$name")
+  # Each start gets a fresh log (readiness looks for a line in it); earlier starts' logs are
+  # kept, appended to <log>.old, so a restart does not erase what led to it.
+  if [ -s "$lf" ]; then { echo "== $(date -u +%FT%TZ) restarted"; cat "$lf"; } >>"$lf.old"; fi
   : >"$lf"
   log "starting $name on $host:$port (log: ${lf#"$PARLEY_ROOT"/})"
   # setsid: the service outlives the make invocation and its terminal's Ctrl-C.
