@@ -75,8 +75,11 @@ type rebalancer struct {
 
 	// over counts the rounds in a row this edge was above its fair share; it sheds only from
 	// the second (steady), so a burst of connections landing on it between two rounds of
-	// the others' counts (a ramp, a reconnect wave) does not move anyone.
+	// the others' counts (a ramp, a reconnect wave) does not move anyone. last is its count at
+	// the previous round: an edge still gaining connections is in a ramp (the others' counts
+	// it compares with are up to a round old and gaining too) and sheds nothing.
 	over int
+	last int
 
 	stopOnce sync.Once
 	stop     chan struct{} // closed by stopRebalance
@@ -166,7 +169,8 @@ func (s *Server) rebalanceOnce(ctx context.Context) error {
 	}
 	s.metrics.rebalancePeers.Set(float64(len(others) + 1))
 	maxShed := max(1, int(math.Ceil(s.cfg.RebalanceRate*s.cfg.RebalanceInterval.Seconds())))
-	n := r.steady(shedCount(s.connCount(), others, s.cfg.RebalanceSlack, maxShed))
+	now := s.connCount()
+	n := r.steady(shedCount(now, others, s.cfg.RebalanceSlack, maxShed), now)
 	if n == 0 {
 		return nil
 	}
@@ -174,15 +178,17 @@ func (s *Server) rebalanceOnce(ctx context.Context) error {
 	return nil
 }
 
-// steady passes n on when this is the second round or later in a row with something to shed,
-// else 0.
-func (r *rebalancer) steady(n int) int {
+// steady passes n on when this is the second round or later in a row with something to shed
+// and the edge's count (own) has not grown since the last round, else 0.
+func (r *rebalancer) steady(n, own int) int {
+	growing := own > r.last
+	r.last = own
 	if n == 0 {
 		r.over = 0
 		return 0
 	}
 	r.over++
-	if r.over < 2 {
+	if r.over < 2 || growing {
 		return 0
 	}
 	return n

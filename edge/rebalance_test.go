@@ -44,21 +44,25 @@ func TestShedCount(t *testing.T) {
 	}
 }
 
-// An edge sheds only when it has been above its share two rounds in a row: a burst of
-// connections between two rounds (a ramp, clients arriving through a stale count) moves nobody.
+// An edge sheds only when it has been above its share two rounds in a row and is not still
+// gaining connections: a burst between two rounds, or a ramp that lands on every edge (the
+// others' counts are a round old), moves nobody.
 func TestRebalanceSheddingIsSteady(t *testing.T) {
 	var r rebalancer
-	for i, c := range []struct{ in, want int }{
-		{5, 0}, // first round over: wait
-		{0, 0}, // even again: nothing, and the streak ends
-		{5, 0}, // over again: wait
-		{5, 5}, // still over: shed
-		{3, 3}, // and on while it stays over
-		{0, 0},
-		{4, 0},
+	for i, c := range []struct{ in, own, want int }{
+		{5, 100, 0}, // first round over (and growing): wait
+		{0, 100, 0}, // even again: nothing, and the streak ends
+		{5, 100, 0}, // over again: wait
+		{5, 100, 5}, // still over, not growing: shed
+		{3, 95, 3},  // and on while it stays over
+		{4, 120, 0}, // gaining connections (a ramp): nothing
+		{4, 140, 0}, // still gaining
+		{4, 140, 4}, // stopped gaining, still over: shed
+		{0, 130, 0},
+		{4, 130, 0},
 	} {
-		if got := r.steady(c.in); got != c.want {
-			t.Errorf("round %d: steady(%d) = %d; want %d", i+1, c.in, got, c.want)
+		if got := r.steady(c.in, c.own); got != c.want {
+			t.Errorf("round %d: steady(%d, own %d) = %d; want %d", i+1, c.in, c.own, got, c.want)
 		}
 	}
 }
