@@ -15,11 +15,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 )
 
 // ClusterConfig describes the replicated cluster of deploy/cluster/cluster.sh: 3 NATS
@@ -317,9 +317,7 @@ func (t *ClusterTarget) redisPrimary(ctx context.Context) (string, error) {
 		if s.PID() == 0 {
 			continue
 		}
-		c := redis.NewSentinelClient(&redis.Options{Addr: s.addr, DialTimeout: time.Second, ReadTimeout: time.Second})
-		addr, err := c.GetMasterAddrByName(ctx, sentinelMaster).Result()
-		_ = c.Close()
+		addr, err := respCommand(ctx, s.addr, "SENTINEL", "get-master-addr-by-name", sentinelMaster)
 		if err != nil || len(addr) != 2 {
 			errs = append(errs, fmt.Errorf("%s: %v", s.name, err))
 			continue
@@ -401,16 +399,82 @@ func (t *ClusterTarget) primaryReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second})
-	defer c.Close()
-	info, err := c.Info(ctx, "replication").Result()
+	role, err := respCommand(ctx, addr, "ROLE")
 	if err != nil {
 		return fmt.Errorf("redis primary %s: %w", addr, err)
 	}
-	if !strings.Contains(info, "role:master") {
-		return fmt.Errorf("redis primary %s does not answer as a primary yet", addr)
+	if len(role) == 0 || role[0] != "master" {
+		return fmt.Errorf("redis primary %s does not answer as a primary yet (role %v)", addr, role)
 	}
 	return nil
+}
+
+// respCommand sends one command to a Redis server or Sentinel and returns the reply's strings:
+// the elements of an array (the scalar ones; nested arrays are skipped), or a single bulk or
+// simple string. The suite talks to Redis like the operator's redis-cli, without a driver
+// (internal/archtest keeps the stores' drivers out of it); this is all it needs to ask.
+func respCommand(ctx context.Context, addr string, args ...string) ([]string, error) {
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(c, b.String()); err != nil {
+		return nil, err
+	}
+	r := bufio.NewReader(c)
+	var read func(depth int) ([]string, error)
+	read = func(depth int) ([]string, error) {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			return nil, errors.New("empty reply line")
+		}
+		switch line[0] {
+		case '+', ':':
+			return []string{line[1:]}, nil
+		case '-':
+			return nil, errors.New(line[1:])
+		case '$':
+			n, err := strconv.Atoi(line[1:])
+			if err != nil || n < 0 {
+				return nil, err // a nil bulk string: no value
+			}
+			buf := make([]byte, n+2)
+			if _, err := io.ReadFull(r, buf); err != nil {
+				return nil, err
+			}
+			return []string{string(buf[:n])}, nil
+		case '*':
+			n, err := strconv.Atoi(line[1:])
+			if err != nil || n < 0 {
+				return nil, err
+			}
+			var out []string
+			for range n {
+				el, err := read(depth + 1)
+				if err != nil {
+					return nil, err
+				}
+				if depth == 0 {
+					out = append(out, el...)
+				}
+			}
+			return out, nil
+		}
+		return nil, fmt.Errorf("unexpected reply %q", line)
+	}
+	return read(0)
 }
 
 // outOfRotation lists the edges and apis HAProxy does not send traffic to (from its stats CSV).

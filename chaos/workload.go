@@ -296,82 +296,64 @@ func (w *Workload) Start(ctx context.Context) {
 			}
 		}
 	}()
-	go func() { // stamps the sends the SDK has resent
-		defer w.wg.Done()
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.stop:
-				return
-			case now := <-t.C:
-				w.rec.markUnknown(now, sendResendDelay)
+	// Stamps the sends the SDK has resent.
+	go w.every(ctx, time.Second, func(now time.Time) { w.rec.markUnknown(now, sendResendDelay) })
+	// Presence samples: every workload user has a device connected, so is online.
+	go w.every(ctx, presenceEvery, func(now time.Time) {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		states, err := load[0].rest().Presence(rctx, w.users...)
+		cancel()
+		s := PresenceSample{At: time.Now()}
+		if err != nil {
+			s.Err = err.Error()
+		}
+		for _, st := range states {
+			switch st.State {
+			case protocol.PresenceOnline:
+				s.Online++
+			case protocol.PresenceOffline:
+				s.Offline++
+			default:
+				s.Unknown++
 			}
 		}
-	}()
-	go func() { // presence samples: every workload user has a device connected, so is online
-		defer w.wg.Done()
-		t := time.NewTicker(presenceEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.stop:
-				return
-			case <-t.C:
-			}
-			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			states, err := load[0].rest().Presence(rctx, w.users...)
-			cancel()
-			s := PresenceSample{At: time.Now()}
-			if err != nil {
-				s.Err = err.Error()
-			}
-			for _, st := range states {
-				switch st.State {
-				case protocol.PresenceOnline:
-					s.Online++
-				case protocol.PresenceOffline:
-					s.Offline++
-				default:
-					s.Unknown++
-				}
-			}
-			w.rec.presence(s)
+		w.rec.presence(s)
+	})
+	// Live REST reads.
+	rng := rand.New(rand.NewPCG(w.cfg.Seed+1, 7))
+	go w.every(ctx, w.cfg.LiveReadEvery, func(time.Time) {
+		d := load[rng.IntN(len(load))]
+		conv := d.convs[rng.IntN(len(d.convs))]
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msgs, err := d.rest().Messages(rctx, conv, 0, 50)
+		cancel()
+		if err != nil {
+			w.liveErr++
+			return
 		}
-	}()
-	go func() { // live REST reads
-		defer w.wg.Done()
-		rng := rand.New(rand.NewPCG(w.cfg.Seed+1, 7))
-		t := time.NewTicker(w.cfg.LiveReadEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.stop:
-				return
-			case <-t.C:
-			}
-			d := load[rng.IntN(len(load))]
-			conv := d.convs[rng.IntN(len(d.convs))]
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			msgs, err := d.rest().Messages(rctx, conv, 0, 50)
-			cancel()
-			if err != nil {
-				w.liveErr++
-				continue
-			}
-			rd := Read{Source: "rest-live " + d.user, Conversation: conv, At: time.Now()}
-			for _, m := range msgs {
-				rd.Entries = append(rd.Entries, entryOfMessage(m, rd.At))
-			}
-			w.rec.read(rd)
+		rd := Read{Source: "rest-live " + d.user, Conversation: conv, At: time.Now()}
+		for _, m := range msgs {
+			rd.Entries = append(rd.Entries, entryOfMessage(m, rd.At))
 		}
-	}()
+		w.rec.read(rd)
+	})
+}
+
+// every runs f at each tick of period until ctx ends or the load stops (one of w.wg's).
+func (w *Workload) every(ctx context.Context, period time.Duration, f func(now time.Time)) {
+	defer w.wg.Done()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.stop:
+			return
+		case now := <-t.C:
+			f(now)
+		}
+	}
 }
 
 // Stop ends the load and the live reads.
