@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
 )
 
 // ClusterConfig describes the replicated cluster of deploy/cluster/cluster.sh: 3 NATS
