@@ -257,7 +257,7 @@ func (t *ClusterTarget) natsLeaders(ctx context.Context) (stream, meta string, e
 		if n.PID() == 0 || n.isStopped() {
 			continue
 		}
-		base := strings.TrimSuffix(n.health, "/healthz")
+		base, _, _ := strings.Cut(n.health, "/healthz")
 		var jsz struct {
 			Meta struct {
 				Leader string `json:"leader"`

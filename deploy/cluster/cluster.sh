@@ -120,7 +120,9 @@ monitor_port() { echo $((PARLEY_CLUSTER_NATS_MONITOR_BASE + $(index_of "$1"))); 
 # health_url is where a node says it is ready (empty for Redis and Cassandra, checked otherwise).
 health_url() {
   case "$(kind_of "$1")" in
-    nats) echo "http://127.0.0.1:$(monitor_port "$1")/healthz" ;;
+    # The server and the meta group, not every stream: a stream is Parley's to wait for (an
+    # in-memory replicated bucket takes a while to be current again after every server restarted).
+    nats) echo "http://127.0.0.1:$(monitor_port "$1")/healthz?js-server-only=true" ;;
     edge|delivery|api) echo "http://127.0.0.1:$(admin_port "$1")/readyz" ;;
     haproxy) echo "http://127.0.0.1:$PARLEY_CLUSTER_LB_STATS_PORT/" ;;
   esac
