@@ -465,10 +465,11 @@ cmd_cluster_up() {
     fi
     [ ${#want[@]} -gt 0 ] || continue
     local t1=$SECONDS
-    # The first parleyd creates the streams and buckets alone: NATS 2.12.1 has been seen to
-    # leave a stream half placed (and both creators waiting for an answer) when two processes
-    # created it at the same moment on a fresh cluster.
-    if [ "$tier" = api ] && [ ${#want[@]} -gt 1 ] && ! service_pid "${want[0]}" >/dev/null; then
+    # The first parleyd of each role creates its streams and buckets alone: on a fresh NATS
+    # 2.12.1 cluster, two processes creating the same stream or bucket at the same moment
+    # have been seen to wait for an answer until their start-up timeout (the apis and the
+    # ingest stream, the edges and their rebalance bucket).
+    if [[ "$tier" =~ ^(api|delivery|edge)$ ]] && [ ${#want[@]} -gt 1 ] && ! service_pid "${want[0]}" >/dev/null; then
       start_group "${want[0]}" || die "could not start: ${want[0]} (logs under ${PARLEY_CLUSTER_DIR#"$PARLEY_ROOT"/})"
     fi
     start_group "${want[@]}" || die "could not start: ${want[*]} (logs under ${PARLEY_CLUSTER_DIR#"$PARLEY_ROOT"/})"
