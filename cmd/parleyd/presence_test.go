@@ -154,6 +154,10 @@ func TestPresenceBurstFromKilledEdge(t *testing.T) {
 		"PARLEY_DELIVERY_STREAM": "T_" + id, "PARLEY_DELIVERY_SUBJECT_PREFIX": "test." + id + ".",
 		"PARLEY_PRESENCE_TTL": ttl.String(), "PARLEY_PRESENCE_HEARTBEAT": heartbeat.String(), "PARLEY_PRESENCE_GRACE": grace.String(),
 		"PARLEY_PRESENCE_POLICY": "anyone",
+		// A Redis database of its own: every parleyd's sweeper takes any expired session of its
+		// database offline and dates it by its own TTL, and the other tests' parleyd (30 s TTL)
+		// share database 0; one of them sweeping first dated 87 of these users 28 s early.
+		"PARLEY_REDIS_DB": "7",
 	}
 	_, public := startParleyd(t, vars, nil)
 	child := startProcess(t, vars, "run", "--roles=edge")
