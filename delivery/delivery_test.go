@@ -62,6 +62,7 @@ func newPipeline(t *testing.T, cfg delivery.Config) *pipeline {
 			_ = n.JetStream.DeleteStream(context.Background(), s)
 		}
 		_ = n.JetStream.DeleteKeyValue(context.Background(), delivery.WorkersBucket(cfg))
+		_ = n.JetStream.DeleteKeyValue(context.Background(), delivery.OwedBucket(cfg))
 	})
 	store, err := history.New(teststack.Cassandra(t), history.Config{})
 	if err != nil {
@@ -78,7 +79,13 @@ func newPipeline(t *testing.T, cfg delivery.Config) *pipeline {
 // startWorker runs a worker until the returned stop is called (or the test ends).
 func (p *pipeline) startWorker() (stop func()) {
 	p.t.Helper()
-	w, err := delivery.NewWorker(p.cfg, p.n.JetStream, p.n.Conn, p.store, p.inbox, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return p.startWorkerWith(p.store)
+}
+
+// startWorkerWith runs a worker on store (the real one, or one that injects faults into it).
+func (p *pipeline) startWorkerWith(store delivery.Store) (stop func()) {
+	p.t.Helper()
+	w, err := delivery.NewWorker(p.cfg, p.n.JetStream, p.n.Conn, store, p.inbox, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,27 +21,48 @@ import (
 // An entry is pushed once the projector has written it (normally within milliseconds), so a
 // device that connects meanwhile finds in its first sync everything it was not pushed: sync
 // reads Cassandra, and the push went out before the device's subscription existed. When the
-// projector makes no progress (Cassandra is down), the fan-out stops waiting and pushes at
-// once, from the log and its member cache: messaging goes on, and a device that connects
-// during the outage gets the rest from the sync after it.
+// projector makes no progress (Cassandra is down or slow), the fan-out stops waiting and
+// pushes at once, from the log and its member cache: messaging goes on. Such a push is owed
+// again once the entry is written (owed.go), for the devices that connected and synced
+// meanwhile.
 
 // projectionWait bounds how long one entry waits for its projection before the fan-out takes
 // the projector for stalled.
 const projectionWait = 250 * time.Millisecond
 
-// fanState is a partition's fan-out state while this worker holds it.
+// fanState is a partition's fan-out state while this worker holds it. mu is held by the
+// handler for a whole batch and by the settler (owed.go) for a pass.
 type fanState struct {
 	p       int
+	mu      sync.Mutex
 	members *memberCache
 	// floor is the projector's last known ack floor; stalled says the last wait for it timed
 	// out, so entries are pushed without waiting until the floor moves again.
 	floor   uint64
 	stalled bool
+	// pin is the pin id of the last batch: a new one means this worker just took the
+	// partition over (and takes over its debts).
+	pin string
+	// owed is, per conversation, the last entry pushed before it was projected; markRev the
+	// revision of the partition's owed mark this worker wrote or took over (0: none);
+	// settling says a settler runs.
+	owed     map[chat.ConversationID]owedPush
+	markRev  uint64
+	settling bool
 }
 
 func (w *Worker) fanout(p int) func(ctx context.Context, batch []jetstream.Msg) {
-	fs := &fanState{p: p, members: &memberCache{entries: map[chat.ConversationID]cachedMembers{}}}
+	fs := &fanState{p: p, members: &memberCache{entries: map[chat.ConversationID]cachedMembers{}},
+		owed: map[chat.ConversationID]owedPush{}}
 	return func(ctx context.Context, batch []jetstream.Msg) {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		for _, msg := range batch {
+			if id := msg.Headers().Get("Nats-Pin-Id"); id != "" && id != fs.pin {
+				fs.pin = id
+				w.takeOverDebts(ctx, fs)
+			}
+		}
 		f := w.written[p].Load()
 		if f < fs.floor+1 && fs.stalled {
 			// Only a projector elsewhere can say it moved on.
@@ -106,22 +128,26 @@ func (w *Worker) fanOutEntry(ctx context.Context, fs *fanState, msg jetstream.Ms
 	// A membership event waits longer (up to membershipPushWait even when the projector is
 	// stalled): a member who sees their removal must be refused at their next send, which
 	// the edges learn from the projector.
+	projected := false
 	switch {
 	case e.m.Kind.Membership():
-		w.awaitProjected(ctx, fs, e.streamSeq, membershipPushWait)
+		projected = w.awaitProjected(ctx, fs, e.streamSeq, membershipPushWait)
 	case !fs.stalled:
-		if !w.awaitProjected(ctx, fs, e.streamSeq, projectionWait) {
+		if projected = w.awaitProjected(ctx, fs, e.streamSeq, projectionWait); !projected {
 			fs.stalled = true
-			w.metrics.fanoutUnprojected.Inc()
 		}
 	default:
-		w.metrics.fanoutUnprojected.Inc()
+		projected = fs.floor >= e.streamSeq
 	}
 	fs.members.follow(e.m)
 	users, err := w.members(ctx, fs.members, e.m.Conversation)
 	if err != nil {
 		w.metrics.fanoutSkipped.Inc() // no member list at all: the members sync instead
 		return
+	}
+	if !projected {
+		w.metrics.fanoutUnprojected.Inc()
+		w.owe(ctx, fs, e) // before the push: a takeover after it finds the mark
 	}
 	w.push(e.m, withLeaver(users, e.m))
 	w.metrics.endToEnd.Observe(w.now().Sub(e.acceptedAt).Seconds())

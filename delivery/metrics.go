@@ -12,6 +12,7 @@ type metrics struct {
 	fanoutSkipped     prometheus.Counter
 	repeats           prometheus.Counter
 	fanoutUnprojected prometheus.Counter
+	fanoutRepaid      prometheus.Counter
 	pending           *prometheus.GaugeVec
 	projectionPending *prometheus.GaugeVec
 	owned             *prometheus.GaugeVec
@@ -58,6 +59,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	})
 	m.fanoutUnprojected = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "parley_delivery_fanout_unprojected_total", Help: "Log entries pushed live before the projector wrote them (it made no progress: Cassandra down or slow).",
+	})
+	m.fanoutRepaid = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_delivery_fanout_repaid_total", Help: "Pushes repeated once the projector wrote an entry pushed before it (one per conversation: the last such entry), so a device that synced meanwhile learns of it.",
 	})
 	m.projectionPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "parley_delivery_projection_pending",
@@ -107,7 +111,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Delivery workers this process counts as alive (their heartbeats in the workers bucket), itself included; each holds at most ceil(partitions / workers) of each stage.",
 	})
 	for _, c := range []prometheus.Collector{m.handovers, m.liveWorkers, m.outcomes, m.sequencing, m.endToEnd, m.fenced, m.fanout, m.fanoutErrors, m.fanoutSkipped,
-		m.repeats, m.fanoutUnprojected, m.pending, m.projectionPending, m.owned, m.redelivered, m.redeliveredDone, m.batchSize, m.acquireTimeouts,
+		m.repeats, m.fanoutUnprojected, m.fanoutRepaid, m.pending, m.projectionPending, m.owned, m.redelivered, m.redeliveredDone, m.batchSize, m.acquireTimeouts,
 		m.projected, m.projectionLag, m.reconcilerRuns, m.reconcilerRepairs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -42,6 +42,8 @@ func TestProjectorNeverAcksAnEntryItDidNotWrite(t *testing.T) {
 		for _, s := range StreamNames(cfg) {
 			_ = n.JetStream.DeleteStream(context.Background(), s)
 		}
+		_ = n.JetStream.DeleteKeyValue(context.Background(), OwedBucket(cfg))
+		_ = n.JetStream.DeleteKeyValue(context.Background(), WorkersBucket(cfg))
 	})
 	store, err := history.New(teststack.Cassandra(t), history.Config{})
 	if err != nil {

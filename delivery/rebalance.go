@@ -63,29 +63,35 @@ func (l *liveWorkers) count(now time.Time, window time.Duration) int {
 	return max(n, 1)
 }
 
+// ensureBucket creates or updates a KV bucket. Creating a replicated bucket waits for its group
+// to elect a leader, which on a busy cluster can outlast one JetStream API call: it tries
+// again until the bucket exists or ctx ends (then nil, nil).
+func (w *Worker) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	for {
+		kv, err := w.js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err == nil {
+			return kv, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		w.logger.Warn("KV bucket: trying again", "bucket", cfg.Bucket, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // joinWorkers announces this worker in the workers bucket and starts, under wg, its
 // heartbeat, the watch of the others and the rebalancer, until ctx ends.
 func (w *Worker) joinWorkers(ctx context.Context, wg *sync.WaitGroup) error {
-	// Creating a replicated bucket waits for its group to elect a leader, which on a busy
-	// cluster can outlast one JetStream API call: try again until it exists.
-	var kv jetstream.KeyValue
-	for {
-		var err error
-		kv, err = w.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: w.workersBucket(),
-			Description: "Parley delivery workers (heartbeats, for the fair share of partitions)",
-			TTL:         time.Minute, Storage: jetstream.MemoryStorage, Replicas: w.cfg.Ingest.Replicas})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		w.logger.Warn("workers bucket: trying again", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	kv, err := w.ensureBucket(ctx, jetstream.KeyValueConfig{Bucket: w.workersBucket(),
+		Description: "Parley delivery workers (heartbeats, for the fair share of partitions)",
+		TTL:         time.Minute, Storage: jetstream.MemoryStorage, Replicas: w.cfg.Ingest.Replicas})
+	if err != nil || kv == nil {
+		return err
 	}
 	watch, err := kv.WatchAll(ctx)
 	if err != nil {

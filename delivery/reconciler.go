@@ -200,6 +200,9 @@ func (w *Worker) Reconcile(ctx context.Context, lookback time.Duration) (Repairs
 func (w *Worker) runPass(ctx context.Context, pass *reconcilePass) error {
 	before := pass.r
 	err := w.checkLog(ctx, pass)
+	if err == nil {
+		_, err = w.settleMarks(ctx)
+	}
 	for what, n := range map[string]int{"message": pass.r.Messages - before.Messages,
 		"divergent": pass.r.Divergent - before.Divergent, "inbox": pass.r.InboxRows - before.InboxRows} {
 		w.metrics.reconcilerRepairs.WithLabelValues(what).Add(float64(n))
@@ -263,6 +266,8 @@ func (w *Worker) Reproject(ctx context.Context, start *time.Time) (int, error) {
 type logFrom struct {
 	seq  uint64
 	time *time.Time
+	// filter, if set, reads only the subjects it matches (a partition's: partitionFilter).
+	filter string
 }
 
 // logEnd is the log's last stream seq (0: empty).
@@ -284,7 +289,11 @@ func (w *Worker) logEnd(ctx context.Context) (uint64, error) {
 // readLog reads the log from start to stream seq end, handing each conversation's
 // consecutive entries to fn as a run.
 func (w *Worker) readLog(ctx context.Context, start logFrom, end uint64, fn func(run []logEntry) error) error {
-	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{logPrefix(w.cfg.Ingest) + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	filter := logPrefix(w.cfg.Ingest) + ">"
+	if start.filter != "" {
+		filter = start.filter
+	}
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	switch {
 	case start.seq > 0:
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start.seq

@@ -64,6 +64,8 @@ type Worker struct {
 	// written every entry (0 when another worker projects it): the fan-out reads it without a
 	// JetStream request.
 	written []atomic.Uint64
+	// owedKV is the owed bucket (owed.go): which partitions' fan-out owes pushes.
+	owedKV jetstream.KeyValue
 }
 
 // Store is what the worker needs of the history store (history.Store): the projection of the
@@ -193,6 +195,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 	copy(w.projectors, consumers[stageProjector])
+	kv, err := w.ensureBucket(ctx, jetstream.KeyValueConfig{Bucket: w.owedBucket(),
+		Description: "Parley delivery: partitions whose fan-out owes pushes (entries pushed before they were projected)",
+		Storage:     jetstream.FileStorage, Replicas: w.cfg.Ingest.Replicas})
+	if err != nil || kv == nil {
+		return err // nil: ctx ended
+	}
+	w.owedKV = kv
 	var pulling sync.WaitGroup
 	for _, st := range stages {
 		for p, cons := range consumers[st.name] {
@@ -226,7 +235,14 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) projectedFloor(ctx context.Context, p int) (uint64, error) {
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	info, err := w.projectors[p].Info(ictx)
+	cons := w.projectors[p]
+	if cons == nil { // not running (the reconciler of parleyd reconcile)
+		var err error
+		if cons, err = w.js.Consumer(ictx, LogStream(w.cfg.Ingest), stageProjector+"-"+strconv.Itoa(p)); err != nil {
+			return 0, fmt.Errorf("projector of partition %d: %w", p, err)
+		}
+	}
+	info, err := cons.Info(ictx)
 	if err != nil {
 		return 0, fmt.Errorf("projector of partition %d: %w", p, err)
 	}
