@@ -938,8 +938,11 @@ func (c *Client) offer(ws *websocket.Conn, msgs []protocol.Message, settle bool,
 			gap = gap || c.track.gap(conv)
 		}
 	}
-	for _, m := range ready {
+	for i, m := range ready {
 		if !c.emit(Event{Kind: EventMessage, Message: m}) {
+			// The client is closing: the cursors stay at what the app was given, so the
+			// next client on the store is given the rest.
+			ready = ready[:i]
 			break
 		}
 	}
