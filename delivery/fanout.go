@@ -46,9 +46,10 @@ type fanState struct {
 	// owed is, per conversation, the last entry pushed before it was projected; markRev the
 	// revision of the partition's owed mark this worker wrote or took over (0: none);
 	// settling says a settler runs.
-	owed     map[chat.ConversationID]owedPush
-	markRev  uint64
-	settling bool
+	owed       map[chat.ConversationID]owedPush
+	markRev    uint64
+	markFailed time.Time // the last failed write of the mark
+	settling   bool
 }
 
 func (w *Worker) fanout(p int) func(ctx context.Context, batch []jetstream.Msg) {

@@ -51,6 +51,7 @@ const (
 	// markRefresh is how often a worker with debts rewrites its mark; orphanAge how long a
 	// mark must have gone unrefreshed before the reconciler takes it for abandoned.
 	markRefresh = time.Second
+	markTimeout = 500 * time.Millisecond
 	orphanAge   = 5 * time.Second
 )
 
@@ -70,8 +71,8 @@ func (w *Worker) owe(ctx context.Context, fs *fanState, e logEntry) {
 	if o, ok := fs.owed[e.m.Conversation]; !ok || o.streamSeq < e.streamSeq {
 		fs.owed[e.m.Conversation] = owedPush{streamSeq: e.streamSeq, m: e.m}
 	}
-	if fs.markRev == 0 {
-		w.writeMark(ctx, fs, e.streamSeq)
+	if fs.markRev == 0 && w.now().Sub(fs.markFailed) >= markRefresh {
+		w.writeMark(ctx, fs, e.streamSeq) // after a failure, the settler tries again
 	}
 	w.startSettling(ctx, fs)
 }
@@ -82,6 +83,10 @@ func (w *Worker) writeMark(ctx context.Context, fs *fanState, from uint64) {
 	if w.owedKV == nil {
 		return
 	}
+	// Bounded: the fan-out of the partition waits for it (NATS electing a stream leader can
+	// take seconds; the push goes on without the mark).
+	ctx, cancel := context.WithTimeout(ctx, markTimeout)
+	defer cancel()
 	key := strconv.Itoa(fs.p)
 	rev, err := uint64(0), error(nil)
 	if fs.markRev != 0 {
@@ -100,6 +105,7 @@ func (w *Worker) writeMark(ctx context.Context, fs *fanState, from uint64) {
 		}
 	}
 	if rev, err = w.owedKV.Put(ctx, key, seqBytes(from)); err != nil {
+		fs.markFailed = w.now()
 		w.logger.Warn("fan-out: mark the partition owed", "partition", fs.p, "err", err)
 		return
 	}
@@ -191,7 +197,9 @@ func (w *Worker) settle(ctx context.Context, fs *fanState) {
 		w.payDue(ctx, fs, fs.floor)
 		if len(fs.owed) == 0 {
 			if fs.markRev != 0 {
-				err := w.owedKV.Delete(ctx, strconv.Itoa(fs.p), jetstream.LastRevision(fs.markRev))
+				dctx, cancel := context.WithTimeout(ctx, markTimeout)
+				err := w.owedKV.Delete(dctx, strconv.Itoa(fs.p), jetstream.LastRevision(fs.markRev))
+				cancel()
 				if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && ctx.Err() == nil {
 					w.logger.Info("fan-out: leave the partition's owed mark (written since)", "partition", fs.p, "err", err)
 				}
