@@ -419,10 +419,18 @@ func TestJoiningWorkerTakesFairShare(t *testing.T) {
 	if liveGap > 10*time.Second {
 		t.Errorf("a partition went %v without live delivery during the handover (it waited for a timeout)", liveGap)
 	}
-	if n := tr.repeats(); n != 0 {
-		t.Errorf("%d live frames pushed twice: a handover was not graceful", n)
+	// Under load the projector can lag past the fan-out's wait: an entry pushed before it was
+	// projected is pushed once more when it is (an owed push, counted as repaid; the observer
+	// is in every conversation, so each is one repeated frame here). Any other repeat is an
+	// entry the fan-out got twice.
+	repaid := a.gauge(t, "parley_delivery_fanout_repaid_total") + b.gauge(t, "parley_delivery_fanout_repaid_total")
+	if n := tr.repeats(); float64(n) != repaid {
+		t.Errorf("%d live frames pushed twice, %v of them owed pushes: a handover was not graceful", n, repaid)
 	}
 	for name, w := range map[string]*procWorker{"A": a, "B": b} {
+		if r := w.gauge(t, "parley_delivery_fanout_repeats_total"); r != 0 {
+			t.Errorf("worker %s pushed %v entries again that the fan-out got twice", name, r)
+		}
 		if d := w.gauge(t, "parley_delivery_redeliveries_total"); d != 0 {
 			t.Errorf("worker %s got %v redeliveries", name, d)
 		}
