@@ -20,7 +20,7 @@ PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell $(GO) list -m -f '{{.Dir}}'))
 
 CLUSTER   := deploy/cluster/cluster.sh
 
-.PHONY: help deps up down status run build test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
+.PHONY: help deps browser-deps up down status run build demo-build test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +28,9 @@ help: ## List the targets.
 deps: ## Install what is missing: redis-server, Java 17, Maven (apt), nats-server (go install), Cassandra jars (Maven).
 	@$(STACK) deps
 	@$(GO) mod download
+
+browser-deps: ## Install Debian's chromium (apt-get) if it is missing: the headless browser of the browser tests (deploy/local/browser.sh).
+	@deploy/local/browser.sh deps
 
 up: ## Start Redis, NATS (JetStream) and Cassandra on 127.0.0.1 if they are not running; wait until ready.
 	@$(STACK) up
@@ -41,10 +44,17 @@ status: ## Say which parts of the local stack run, with their PIDs and ports.
 build: ## Build bin/parleyd.
 	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
 
-run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in the foreground.
+run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in development mode in the foreground; prints the demo's URL (/demo/, once make demo-build made it) and a token.
 	@deploy/local/run.sh $(BIN)/parleyd
 
-test: deps lint k8s-validate ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
+# The browser demo's build, served by make run at /demo/ (deploy/local/run.sh looks for its
+# index.html; PARLEY_DEV_DEMO_DIR moves it).
+DEMO_DIST := web/demo/dist
+
+demo-build: ## Build the browser demo into web/demo/dist (make run serves it at /demo/). Not written yet: the demo comes with issue 16.
+	@echo "demo-build: the browser demo (web/demo) is not in this tree yet (issue 16); make run serves $(DEMO_DIST) at /demo/ once it holds index.html" >&2; exit 1
+
+test: deps browser-deps lint k8s-validate ## Install chromium if missing; start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
 	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \

@@ -353,11 +353,12 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-// The OpenAPI file documents exactly the routes the API serves, and is valid YAML.
+// The OpenAPI file documents exactly the routes the API serves, and is valid YAML; the
+// operations marked x-development-only are exactly the development mode's routes.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	var spec struct {
-		OpenAPI string                    `json:"openapi"`
-		Paths   map[string]map[string]any `json:"paths"`
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
 	}
 	if err := yaml.Unmarshal(docs.OpenAPIYAML, &spec); err != nil {
 		t.Fatalf("docs/openapi.yaml: %v", err)
@@ -365,26 +366,39 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if spec.OpenAPI != "3.1.0" {
 		t.Errorf("openapi version %q; want 3.1.0", spec.OpenAPI)
 	}
-	documented := 0
+	documented := map[bool]int{}
 	for path, ops := range spec.Paths {
-		for method := range ops {
+		for method, data := range ops {
 			if method == "parameters" {
 				continue
 			}
-			documented++
+			var op struct {
+				Dev bool `json:"x-development-only"`
+			}
+			if err := json.Unmarshal(data, &op); err != nil {
+				t.Fatalf("openapi %s %s: %v", method, path, err)
+			}
+			documented[op.Dev]++
+			routes, what := httpapi.Routes(), "the API does not serve"
+			if op.Dev {
+				routes, what = httpapi.DevRoutes(), "is no development route"
+			}
 			found := false
-			for _, rt := range httpapi.Routes() {
+			for _, rt := range routes {
 				if rt.Pattern == path && strings.EqualFold(rt.Method, method) {
 					found = true
 				}
 			}
 			if !found {
-				t.Errorf("openapi documents %s %s, which the API does not serve", strings.ToUpper(method), path)
+				t.Errorf("openapi documents %s %s, which %s", strings.ToUpper(method), path, what)
 			}
 		}
 	}
-	if documented != len(httpapi.Routes()) {
-		t.Errorf("openapi documents %d operations; the API serves %d", documented, len(httpapi.Routes()))
+	if documented[false] != len(httpapi.Routes()) {
+		t.Errorf("openapi documents %d operations; the API serves %d", documented[false], len(httpapi.Routes()))
+	}
+	if documented[true] != len(httpapi.DevRoutes()) {
+		t.Errorf("openapi documents %d development-only operations; development mode serves %d", documented[true], len(httpapi.DevRoutes()))
 	}
 	checkOpenAPIErrors(t)
 }
@@ -392,7 +406,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // Every operation documents the errors the API can answer it with, each with the Error body:
 // default (404 for an unknown route, 405 with Allow, 400 for a path not in canonical form,
 // whatever else), 401, 429 and 503 everywhere, 400 where the path has an id or the operation
-// takes parameters or a body, 415 where it takes a body.
+// takes parameters or a body, 415 where it takes a body. The development token endpoint
+// takes no token, has no rate limit and no store behind it: it documents 403 (not loopback)
+// instead of 401, 429 and 503.
 func checkOpenAPIErrors(t *testing.T) {
 	var spec struct {
 		Paths      map[string]map[string]json.RawMessage `json:"paths"`
@@ -419,6 +435,7 @@ func checkOpenAPIErrors(t *testing.T) {
 				continue
 			}
 			var op struct {
+				Dev         bool                      `json:"x-development-only"`
 				Parameters  []any                     `json:"parameters"`
 				RequestBody any                       `json:"requestBody"`
 				Responses   map[string]map[string]any `json:"responses"`
@@ -427,6 +444,9 @@ func checkOpenAPIErrors(t *testing.T) {
 				t.Fatalf("openapi %s %s: %v", method, path, err)
 			}
 			want := []string{"default", "401", "429", "503"}
+			if op.Dev {
+				want = []string{"default", "403"}
+			}
 			if strings.Contains(path, "{") || len(op.Parameters) > 0 || op.RequestBody != nil {
 				want = append(want, "400")
 			}

@@ -8,5 +8,7 @@
 // Files by resource: conversations.go, messages.go, events.go (edits, reactions, members),
 // inbox.go, presence.go; api.go holds the routes, the authentication middleware and the
 // strict decoding of bodies, errors.go the error answers, limits.go the per-user rate limit,
-// public.go the public listener's CORS and its JSON answers for requests no route takes.
+// public.go the public listener's CORS and its JSON answers for requests no route takes,
+// dev.go development mode's routes (a token endpoint for loopback clients and the browser
+// demo's static files; parleyd mounts them only with --dev).
 package httpapi

@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/parleyhq/parley/delivery"
 	"github.com/parleyhq/parley/delivery/ingest"
 	"github.com/parleyhq/parley/edge"
+	"github.com/parleyhq/parley/httpapi"
 	"github.com/parleyhq/parley/internal/admin"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/backend"
@@ -204,6 +207,15 @@ type runConfig struct {
 	natsReplicas    int
 	startupTimeout  time.Duration
 	shutdownTimeout time.Duration
+	dev             devConfig
+}
+
+// devConfig is development mode (--dev; docs/operations.md, "Development mode").
+type devConfig struct {
+	on       bool
+	demoDir  string
+	tokenTTL time.Duration
+	origins  []string // the public listener's own origins, added to the allowed origins
 }
 
 func (c *runConfig) register(fs *flag.FlagSet) {
@@ -339,6 +351,79 @@ func (c *runConfig) register(fs *flag.FlagSet) {
 	}, `Whose presence a user may watch: "members" (users they share a conversation with) or "anyone".`)
 	cli.Bool(fs, &c.migrate, "cassandra-migrate", true,
 		"Apply pending schema migrations at start; false: refuse to start unless the schema is current.")
+	devFlags(fs, &c.dev)
+}
+
+// devFlags registers development mode's settings.
+func devFlags(fs *flag.FlagSet, c *devConfig) {
+	cli.Bool(fs, &c.on, "dev", false,
+		"Development mode (make run), never in production: POST /dev/token mints a token for any user to clients on this machine, "+
+			"--dev-demo-dir is served at /demo/, and the public listener's own origins (http://127.0.0.1:PORT, http://localhost:PORT) may open the WebSocket. "+
+			"Refused unless --listen-addr is a loopback address with a fixed port and tokens are HS256 only (--auth-hs256-secret, no JWKS, no trusted proxies).")
+	cli.String(fs, &c.demoDir, "dev-demo-dir", "", nil,
+		"Directory of the browser demo (index.html and its bundle, built by make demo-build) served at /demo/ with --dev; empty: no /demo/.")
+	cli.Duration(fs, &c.tokenTTL, "dev-token-ttl", httpapi.DefaultDevTokenTTL, time.Minute, 24*time.Hour,
+		"Lifetime of the tokens POST /dev/token mints with --dev.")
+}
+
+// validateDev refuses development mode anywhere but on this machine with development
+// settings, checks the demo directory, and adds the listener's own origins to the allowed
+// ones (the demo served at /demo/ opens the WebSocket from there).
+func (c *runConfig) validateDev() error {
+	if !c.dev.on {
+		if c.dev.demoDir != "" {
+			return errors.New("--dev-demo-dir (PARLEY_DEV_DEMO_DIR) is served in development mode only: it needs --dev (PARLEY_DEV)")
+		}
+		return nil
+	}
+	switch {
+	case !c.roles[roleEdge] && !c.roles[roleAPI]:
+		return errors.New("--dev (PARLEY_DEV) serves on the public listener: it needs the edge or api role in --roles (PARLEY_ROLES)")
+	case c.auth.HS256Secret == nil:
+		return errors.New("--dev (PARLEY_DEV) mints HS256 tokens: set --auth-hs256-secret (PARLEY_AUTH_HS256_SECRET)")
+	case c.jwksFile != "" || c.jwksURL.URL != "":
+		return errors.New("--dev (PARLEY_DEV) is HS256 only: --auth-jwks-file and --auth-jwks-url (an identity provider's keys) are production settings; unset them")
+	case len(c.trustedProxies) > 0:
+		return errors.New("--dev (PARLEY_DEV) answers this machine only: --edge-trusted-proxies (a proxy in front, carrying other machines' clients) is a production setting; unset it")
+	}
+	host, port, err := net.SplitHostPort(c.listenAddr)
+	if err != nil {
+		return fmt.Errorf("--listen-addr (PARLEY_LISTEN_ADDR) %q: %w", c.listenAddr, err)
+	}
+	if !httpapi.LoopbackHost(host) {
+		return fmt.Errorf("--dev (PARLEY_DEV) answers on loopback only: --listen-addr (PARLEY_LISTEN_ADDR) %q is not a loopback address; use 127.0.0.1:PORT, [::1]:PORT or localhost:PORT", c.listenAddr)
+	}
+	if port == "0" {
+		return fmt.Errorf("--dev (PARLEY_DEV) needs a fixed port in --listen-addr (PARLEY_LISTEN_ADDR), not %q: the listener's own origin http://127.0.0.1:PORT is allowed by its number", c.listenAddr)
+	}
+	if c.dev.demoDir != "" {
+		fi, err := os.Stat(c.dev.demoDir)
+		switch {
+		case err != nil:
+			return fmt.Errorf("--dev-demo-dir (PARLEY_DEV_DEMO_DIR): %w", err)
+		case !fi.IsDir():
+			return fmt.Errorf("--dev-demo-dir (PARLEY_DEV_DEMO_DIR) %s is not a directory", c.dev.demoDir)
+		}
+		if _, err := os.Stat(filepath.Join(c.dev.demoDir, "index.html")); err != nil {
+			return fmt.Errorf("--dev-demo-dir (PARLEY_DEV_DEMO_DIR) %s has no index.html (build the demo: make demo-build): %w", c.dev.demoDir, err)
+		}
+	}
+	c.dev.origins = httpapi.OwnOrigins(host, port)
+	for _, o := range c.dev.origins {
+		if !slices.Contains(c.edge.AllowedOrigins, o) {
+			c.edge.AllowedOrigins = append(c.edge.AllowedOrigins, o)
+		}
+	}
+	return nil
+}
+
+// loopbackListener is the backstop of validateDev: the address the public listener got
+// (localhost resolved) must be a loopback one.
+func loopbackListener(a net.Addr) error {
+	if t, ok := a.(*net.TCPAddr); ok && t.IP.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--dev (PARLEY_DEV) answers on loopback only: the public listener is on %s, not a loopback address", a)
 }
 
 // validate is the backstop behind the per-flag checks: each component's own Validate, and
@@ -355,6 +440,9 @@ func (c *runConfig) validate() error {
 		return errors.New("--redis-sentinels needs --redis-master-name (PARLEY_REDIS_MASTER_NAME), the name the sentinels monitor the primary under")
 	case len(r.Sentinels) == 0 && (r.MasterName != "" || r.SentinelPassword != ""):
 		return errors.New("--redis-master-name and --redis-sentinel-password need --redis-sentinels (PARLEY_REDIS_SENTINELS)")
+	}
+	if err := c.validateDev(); err != nil {
+		return err
 	}
 	for _, err := range []error{c.redis.Validate(), c.nats.Validate(), c.cassandra.Validate(), c.edge.Validate(), c.delivery.Validate(), c.presence.Validate()} {
 		if err != nil {

@@ -37,6 +37,10 @@ func env(kv map[string]string) func(string) string {
 
 const testSecret = "0123456789abcdef0123456789abcdef"
 
+// devSecret is the environment of the --dev rows: an HS256 secret, so that what they check
+// is the rest.
+var devSecret = map[string]string{"PARLEY_AUTH_HS256_SECRET": testSecret}
+
 // A wrong value stops the process before it does anything, with one line that names the
 // setting and what it accepts, and exit status 2.
 func TestBadConfigIsAUsageError(t *testing.T) {
@@ -80,6 +84,24 @@ func TestBadConfigIsAUsageError(t *testing.T) {
 		{"queue too short", []string{"run", "--edge-queue-len=1"}, nil, []string{"edge-queue-len", "[4, 100000]"}},
 		{"jwks url not https", []string{"run", "--auth-jwks-url=http://idp.example.com/jwks"}, nil, []string{"auth-jwks-url", "https://"}},
 		{"short admin token", []string{"run"}, map[string]string{"PARLEY_ADMIN_TOKEN": "short"}, []string{"PARLEY_ADMIN_TOKEN", "at least 32"}},
+		// Development mode only on loopback, only with HS256 tokens, never with production settings.
+		{"dev on all interfaces", []string{"run", "--dev", "--listen-addr=0.0.0.0:8080"}, devSecret, []string{"--dev", "--listen-addr", "PARLEY_LISTEN_ADDR", "loopback"}},
+		{"dev on every address", []string{"run", "--dev", "--listen-addr=:8080"}, devSecret, []string{"--dev", "--listen-addr", "loopback"}},
+		{"dev on a public address", []string{"run", "--dev", "--listen-addr=192.0.2.10:8080"}, devSecret, []string{"--dev", "--listen-addr", "loopback"}},
+		{"dev on a host name", []string{"run", "--listen-addr=parley.example.com:8080"}, map[string]string{"PARLEY_DEV": "true", "PARLEY_AUTH_HS256_SECRET": testSecret},
+			[]string{"--dev", "PARLEY_DEV", "--listen-addr", "loopback"}},
+		{"dev on IPv6 everywhere", []string{"run", "--dev", "--listen-addr=[::]:8080"}, devSecret, []string{"--dev", "--listen-addr", "loopback"}},
+		{"dev on port 0", []string{"run", "--dev", "--listen-addr=127.0.0.1:0"}, devSecret, []string{"--dev", "--listen-addr", "fixed port"}},
+		{"dev without HS256", []string{"run", "--dev"}, nil, []string{"--dev", "--auth-hs256-secret", "PARLEY_AUTH_HS256_SECRET"}},
+		{"dev with a JWKS URL", []string{"run", "--dev", "--auth-jwks-url=https://idp.example.com/jwks"}, devSecret, []string{"--dev", "--auth-jwks-url", "HS256"}},
+		{"dev with a JWKS file", []string{"run", "--dev", "--auth-jwks-file=/etc/parley/jwks.json"}, devSecret, []string{"--dev", "--auth-jwks-file", "HS256"}},
+		{"dev behind a proxy", []string{"run", "--dev", "--edge-trusted-proxies=127.0.0.1"}, devSecret, []string{"--dev", "--edge-trusted-proxies"}},
+		{"dev without a public listener", []string{"run", "--dev", "--roles=delivery"}, devSecret, []string{"--dev", "--roles", "edge or api"}},
+		{"demo without dev", []string{"run", "--dev-demo-dir=../../docs"}, devSecret, []string{"--dev-demo-dir", "--dev"}},
+		{"demo dir missing", []string{"run", "--dev", "--dev-demo-dir=/nonexistent/dist"}, devSecret, []string{"--dev-demo-dir", "/nonexistent/dist", "no such file"}},
+		{"demo dir without index.html", []string{"run", "--dev", "--dev-demo-dir=../../docs"}, devSecret, []string{"--dev-demo-dir", "index.html"}},
+		{"demo dir a file", []string{"run", "--dev", "--dev-demo-dir=main.go"}, devSecret, []string{"--dev-demo-dir", "not a directory"}},
+		{"dev token ttl too long", []string{"run", "--dev", "--dev-token-ttl=720h"}, devSecret, []string{"dev-token-ttl", "out of range"}},
 		{"admin without subcommand", []string{"admin"}, nil, []string{"admin revoke or admin revocations"}},
 		{"admin revoke naming nothing", []string{"admin", "revoke"}, nil, []string{"admin revoke", "--user"}},
 		{"admin revoke device without user", []string{"admin", "revoke", "--device=phone"}, nil, []string{"admin revoke", "--user"}},

@@ -297,6 +297,14 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 				_, _ = w.Write(openapi)
 			})
 		}
+		if cfg.dev.on {
+			dev, err := httpapi.NewDev(httpapi.DevConfig{Tokens: authority, TTL: cfg.dev.tokenTTL, DemoDir: cfg.dev.demoDir},
+				logger.With("component", "dev"))
+			if err != nil {
+				return abort(d, err)
+			}
+			dev.Register(mux)
+		}
 		// Both roles check tokens against this process's copy of the revocations; the edge also
 		// closes the connections a new revocation names. No handshake and no REST request is
 		// served before the whole list is known.
@@ -326,6 +334,13 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 		pln, err := net.Listen("tcp", cfg.listenAddr)
 		if err != nil {
 			return abort(d, fmt.Errorf("public listener: %w", err))
+		}
+		if cfg.dev.on {
+			if err := loopbackListener(pln.Addr()); err != nil {
+				_ = pln.Close()
+				return abort(d, cli.Usage(err))
+			}
+			logDevMode(logger, cfg, pln.Addr().String())
 		}
 		logger.Info("public listener", "addr", pln.Addr().String(), "websocket", cfg.roles[roleEdge], "api", cfg.roles[roleAPI],
 			"allowed_origins", origin.Describe(cfg.edge.AllowedOrigins), "trusted_proxies", len(cfg.trustedProxies))
@@ -376,4 +391,17 @@ func serve(ctx context.Context, cfg runConfig, logger *slog.Logger) error {
 	}
 	logger.Info("parleyd stopped")
 	return nil
+}
+
+// logDevMode is development mode's banner: one loud line that says what the mode exposes.
+func logDevMode(logger *slog.Logger, cfg runConfig, addr string) {
+	demo := "off: no --dev-demo-dir"
+	if cfg.dev.demoDir != "" {
+		demo = "http://" + addr + httpapi.DemoPath + " (files of " + cfg.dev.demoDir + ")"
+	}
+	logger.Warn("DEVELOPMENT MODE (--dev): never in production; it mints a token for any user to any client on this machine",
+		"demo", demo,
+		"token_endpoint", "POST http://"+addr+httpapi.DevTokenPath+" (loopback clients only)",
+		"token_ttl", cfg.dev.tokenTTL.String(),
+		"origins_added", strings.Join(cfg.dev.origins, ","))
 }

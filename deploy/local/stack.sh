@@ -42,7 +42,9 @@ apt_install() {
     APT_UPDATED=1
   fi
   log "apt-get install $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  # Waits for another apt-get (another checkout's make deps) instead of failing on its lock.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o DPkg::Lock::Timeout=300 "$@" >/dev/null
 }
 
 # ---- installation ---------------------------------------------------------------------------
