@@ -52,6 +52,9 @@ const (
 	// mark must have gone unrefreshed before the reconciler takes it for abandoned.
 	markRefresh = time.Second
 	markTimeout = 500 * time.Millisecond
+	// markBackoff: after a failed write of the mark, the fan-out does not try again on its own
+	// path for this long (the settler does, every markRefresh, without holding it up).
+	markBackoff = 5 * time.Second
 	orphanAge   = 5 * time.Second
 )
 
@@ -71,45 +74,48 @@ func (w *Worker) owe(ctx context.Context, fs *fanState, e logEntry) {
 	if o, ok := fs.owed[e.m.Conversation]; !ok || o.streamSeq < e.streamSeq {
 		fs.owed[e.m.Conversation] = owedPush{streamSeq: e.streamSeq, m: e.m}
 	}
-	if fs.markRev == 0 && w.now().Sub(fs.markFailed) >= markRefresh {
-		w.writeMark(ctx, fs, e.streamSeq) // after a failure, the settler tries again
+	if fs.markRev == 0 && w.now().Sub(fs.markFailed) >= markBackoff {
+		w.writeMark(ctx, fs, e.streamSeq) // after a failure the settler tries, off the fan-out's path
 	}
 	w.startSettling(ctx, fs)
 }
 
-// writeMark writes the partition's mark: from, or an earlier seq the mark already holds
-// (another worker's debt, not paid yet).
+// writeMark writes the partition's mark (fs.mu held, for at most markTimeout).
 func (w *Worker) writeMark(ctx context.Context, fs *fanState, from uint64) {
-	if w.owedKV == nil {
-		return
-	}
-	// Bounded: the fan-out of the partition waits for it (NATS electing a stream leader can
-	// take seconds; the push goes on without the mark).
-	ctx, cancel := context.WithTimeout(ctx, markTimeout)
-	defer cancel()
-	key := strconv.Itoa(fs.p)
-	rev, err := uint64(0), error(nil)
-	if fs.markRev != 0 {
-		if rev, err = w.owedKV.Update(ctx, key, seqBytes(from), fs.markRev); err == nil {
-			fs.markRev = rev
-			return
-		}
-	} else if rev, err = w.owedKV.Create(ctx, key, seqBytes(from)); err == nil {
-		fs.markRev = rev
-		return
-	}
-	// Someone else wrote or removed it meanwhile: keep the earlier of the two.
-	if e, gerr := w.owedKV.Get(ctx, key); gerr == nil {
-		if old, merr := markSeq(e); merr == nil && old < from {
-			from = old
-		}
-	}
-	if rev, err = w.owedKV.Put(ctx, key, seqBytes(from)); err != nil {
+	rev, err := w.putMark(ctx, fs.p, from, fs.markRev)
+	if err != nil {
 		fs.markFailed = w.now()
 		w.logger.Warn("fan-out: mark the partition owed", "partition", fs.p, "err", err)
 		return
 	}
 	fs.markRev = rev
+}
+
+// putMark writes partition p's mark, from or an earlier seq the mark already holds (another
+// worker's debt, not paid yet), over revision rev (0: a new mark), and returns its revision.
+// It takes at most markTimeout: the fan-out of the partition may be waiting for it (NATS
+// electing the bucket's leader can take seconds; the push goes on without the mark).
+func (w *Worker) putMark(ctx context.Context, p int, from, rev uint64) (uint64, error) {
+	if w.owedKV == nil {
+		return 0, errors.New("no owed bucket")
+	}
+	ctx, cancel := context.WithTimeout(ctx, markTimeout)
+	defer cancel()
+	key := strconv.Itoa(p)
+	if rev != 0 {
+		if r, err := w.owedKV.Update(ctx, key, seqBytes(from), rev); err == nil {
+			return r, nil
+		}
+	} else if r, err := w.owedKV.Create(ctx, key, seqBytes(from)); err == nil {
+		return r, nil
+	}
+	// Someone else wrote or removed it meanwhile: keep the earlier of the two.
+	if e, err := w.owedKV.Get(ctx, key); err == nil {
+		if old, err := markSeq(e); err == nil && old < from {
+			from = old
+		}
+	}
+	return w.owedKV.Put(ctx, key, seqBytes(from))
 }
 
 // takeOverDebts reads the partition's mark when this worker takes its fan-out over, and owes
@@ -217,7 +223,19 @@ func (w *Worker) settle(ctx context.Context, fs *fanState) {
 					from = o.streamSeq
 				}
 			}
-			w.writeMark(ctx, fs, from)
+			rev := fs.markRev
+			fs.mu.Unlock() // a JetStream request: the fan-out goes on meanwhile
+			nrev, err := w.putMark(ctx, fs.p, from, rev)
+			fs.mu.Lock()
+			switch {
+			case err != nil:
+				fs.markFailed = now
+				if ctx.Err() == nil {
+					w.logger.Warn("fan-out: mark the partition owed", "partition", fs.p, "err", err)
+				}
+			case fs.markRev == rev:
+				fs.markRev = nrev
+			}
 		}
 		fs.mu.Unlock()
 	}
