@@ -1,5 +1,5 @@
 // The SDK against a real parleyd on the local stack, as an app uses it.
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -7,7 +7,9 @@ import { join } from "node:path";
 
 import { MemoryStore, type Client } from "../src/index.js";
 import { FileStore } from "../src/node.js";
-import { Collector, Server, dial, id, notInOrder, until } from "./harness.js";
+import { Collector, Server, closeAll, dial, id, notInOrder, until } from "./harness.js";
+
+afterEach(closeAll);
 
 async function withServer(name: string, fn: (s: Server) => Promise<void>): Promise<void> {
   const s = new Server(name);
@@ -18,6 +20,7 @@ async function withServer(name: string, fn: (s: Server) => Promise<void>): Promi
     console.error(`parleyd's output:\n${s.output}`);
     throw e;
   } finally {
+    await closeAll();
     await s.stop();
   }
 }
@@ -27,7 +30,7 @@ function users(name: string): [string, string] {
   return [`${u}_alice`, `${u}_bob`];
 }
 
-test("two users chat: every message accepted once, surfaced to both once and in order", async () => {
+test("two users chat: every message accepted once, surfaced to both once and in order", { timeout: 180_000 }, async () => {
   await withServer("chat", async (s) => {
     const [alice, bob] = users("chat");
     const ca = await dial(s, alice);
@@ -60,7 +63,7 @@ test("two users chat: every message accepted once, surfaced to both once and in 
   });
 });
 
-test("a device offline for 200 messages catches up once and in order", async () => {
+test("a device offline for 200 messages catches up once and in order", { timeout: 180_000 }, async () => {
   await withServer("offline", async (s) => {
     const [alice, bob] = users("offline");
     const store = new MemoryStore();
@@ -86,7 +89,7 @@ test("a device offline for 200 messages catches up once and in order", async () 
   });
 });
 
-test("parleyd SIGKILLed in the middle of a burst: every accepted message reaches the other device once, in order", async () => {
+test("parleyd SIGKILLed in the middle of a burst: every accepted message reaches the other device once, in order", { timeout: 180_000 }, async () => {
   await withServer("kill", async (s) => {
     const [alice, bob] = users("kill");
     const ca = await dial(s, alice);
@@ -122,7 +125,7 @@ test("parleyd SIGKILLed in the middle of a burst: every accepted message reaches
   });
 });
 
-test("the outbox survives a restart: a new client on the same file sends what the old one could not, once", async () => {
+test("the outbox survives a restart: a new client on the same file sends what the old one could not, once", { timeout: 180_000 }, async () => {
   await withServer("outbox", async (s) => {
     const [alice, bob] = users("outbox");
     const path = join(mkdtempSync(join(tmpdir(), "parley-ts-")), "state.json");

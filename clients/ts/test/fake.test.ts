@@ -1,13 +1,15 @@
 // The client against scripted servers (ws's WebSocketServer speaking the protocol), for the
 // cases a real parleyd does not produce on demand: ported from the Go SDK's unit tests
 // (close_test, since_test, syncpage_test, liveness_test, presence_test), plus the event API.
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 
 import WebSocket, { WebSocketServer } from "ws";
 
 import { Client, ClosedError, MemoryStore, MAX_CURSORS, decodeFrame, encodeFrame, type ClientEvent, type ConnectOptions, type Frame } from "../src/index.js";
-import { freePort, until } from "./harness.js";
+import { closeAll, freePort, track, until } from "./harness.js";
+
+afterEach(closeAll);
 
 interface Fake {
   url: string;
@@ -24,16 +26,18 @@ async function fake(onFrame: (c: Conn, f: Frame) => void, onOpen?: (c: Conn) => 
   const port = await freePort();
   const wss = new WebSocketServer({ host: "127.0.0.1", port, handleProtocols: (p) => (p.has("parley.v1.json") ? "parley.v1.json" : false) });
   await new Promise<void>((r) => wss.once("listening", () => r()));
+  let closing: Promise<void> | undefined;
   const f: Fake = {
     url: `ws://127.0.0.1:${port}/v1/ws`,
     connections: 0,
     conns: [],
     close: () =>
-      new Promise<void>((r) => {
+      (closing ??= new Promise<void>((r) => {
         for (const c of wss.clients) c.terminate();
         wss.close(() => r());
-      }),
+      })),
   };
+  track(f);
   wss.on("connection", (ws) => {
     const c: Conn = { ws, n: f.connections++, send: (fr) => ws.readyState === ws.OPEN && ws.send(encodeFrame(fr)) };
     f.conns.push(c);
@@ -44,8 +48,8 @@ async function fake(onFrame: (c: Conn, f: Frame) => void, onOpen?: (c: Conn) => 
   return f;
 }
 
-function connect(url: string, extra: Partial<ConnectOptions> = {}): Promise<Client> {
-  return Client.connect({ url, token: "t", device: "d", WebSocket: WebSocket as unknown as ConnectOptions["WebSocket"], backoff: { minMs: 10, maxMs: 50 }, ...extra });
+async function connect(url: string, extra: Partial<ConnectOptions> = {}): Promise<Client> {
+  return track(await Client.connect({ url, token: "t", device: "d", WebSocket: WebSocket as unknown as ConnectOptions["WebSocket"], backoff: { minMs: 10, maxMs: 50 }, ...extra }));
 }
 
 const conv = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`;
@@ -53,7 +57,7 @@ const conv = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, "0
 // Closing a client while a message waits for the app (the iterator is full) keeps the stored
 // cursor at the last message the app was given: the next client on the store is given the
 // rest (Go: TestCloseKeepsTheCursorAtWhatTheAppGot, the fix of commit 33bc01f).
-test("close keeps the stored cursor at the last message the app was given", async () => {
+test("close keeps the stored cursor at the last message the app was given", { timeout: 60_000 }, async () => {
   const pushes = 300;
   let pushed = 0;
   const srv = await fake((c, f) => {
@@ -84,7 +88,7 @@ test("close keeps the stored cursor at the last message the app was given", asyn
 
 // A refused since-token is retried from an empty since once per sync, not again and again;
 // the next connection no longer sends it (Go: TestRefusedSinceIsDroppedOnce).
-test("a refused since-token is dropped once, and forgotten in the store", async () => {
+test("a refused since-token is dropped once, and forgotten in the store", { timeout: 60_000 }, async () => {
   const syncs: string[][] = [];
   const srv = await fake(
     (c, f) => {
@@ -114,7 +118,7 @@ test("a refused since-token is dropped once, and forgotten in the store", async 
 // A new device catching up on more conversations than a sync may carry cursors for pages
 // through with the page tokens and leaves out the cursors of conversations the catch-up has
 // passed (Go: TestCatchUpLeavesOutPassedCursors).
-test("a catch-up of 1,500 conversations leaves out passed cursors and gets every message once", async () => {
+test("a catch-up of 1,500 conversations leaves out passed cursors and gets every message once", { timeout: 60_000 }, async () => {
   const convs = 1500;
   const perPage = 100;
   let maxCursors = 0;
@@ -148,7 +152,7 @@ test("a catch-up of 1,500 conversations leaves out passed cursors and gets every
 
 // A server that says hello and then freezes is pinged, then given up: the client connects
 // again (Go: TestFrozenServerIsGivenUp).
-test("a frozen server is pinged, then given up", async () => {
+test("a frozen server is pinged, then given up", { timeout: 60_000 }, async () => {
   let pings = 0;
   const srv = await fake((_c, f) => void (f.type === "ping" && pings++));
   const c = await connect(srv.url, { liveness: { pingAfterMs: 200, deadAfterMs: 800 } });
@@ -161,7 +165,7 @@ test("a frozen server is pinged, then given up", async () => {
 // After presence.resync the client takes a fresh snapshot of every user it watches, at most
 // 100 a frame, and delivers it as a presence event; unsubscribed users are left out (Go:
 // TestPresenceResyncTakesAFreshSnapshot).
-test("presence.resync: a fresh snapshot of the watched users, 100 a frame", async () => {
+test("presence.resync: a fresh snapshot of the watched users, 100 a frame", { timeout: 60_000 }, async () => {
   let offline = false;
   const asked: number[] = [];
   const srv = await fake((c, f) => {
@@ -193,7 +197,7 @@ test("presence.resync: a fresh snapshot of the watched users, 100 a frame", asyn
   await srv.close();
 });
 
-test("events: on returns an unsubscribe, events() iterates in order and ends on abort or close; a message waits for a consumer", async () => {
+test("events: on returns an unsubscribe, events() iterates in order and ends on abort or close; a message waits for a consumer", { timeout: 60_000 }, async () => {
   let push: ((f: Frame) => void) | undefined;
   const srv = await fake(
     (c, f) => {
@@ -229,7 +233,7 @@ test("events: on returns an unsubscribe, events() iterates in order and ends on 
   await srv.close();
 });
 
-test("connect's signal: aborting closes the client; an aborted signal rejects connect", async () => {
+test("connect's signal: aborting closes the client; an aborted signal rejects connect", { timeout: 60_000 }, async () => {
   const srv = await fake((c, f) => {
     if (f.type === "sync") c.send({ type: "sync.result", id: f.id!, since: "t" });
   });
@@ -244,7 +248,7 @@ test("connect's signal: aborting closes the client; an aborted signal rejects co
   await srv.close();
 });
 
-test("bad input is refused at the call with a clear error", async () => {
+test("bad input is refused at the call with a clear error", { timeout: 60_000 }, async () => {
   const srv = await fake((c, f) => {
     if (f.type === "sync") c.send({ type: "sync.result", id: f.id!, since: "t" });
   });

@@ -204,9 +204,27 @@ export class Collector {
   }
 }
 
+const open = new Set<{ close(): Promise<void> }>();
+
+/** track registers something to close when the test ends (closeAll), failed or not. */
+export function track<T extends { close(): Promise<void> }>(x: T): T {
+  open.add(x);
+  return x;
+}
+
+/**
+ * closeAll closes every client and server tracked since the last call: a failed test must
+ * not leave a client reconnecting or a server listening, or the test process never exits.
+ */
+export async function closeAll(): Promise<void> {
+  const all = [...open];
+  open.clear();
+  await Promise.allSettled(all.map((x) => x.close()));
+}
+
 /** dial connects user's device to s with ws, a short backoff and extra options. */
 export async function dial(s: Server, user: string, device = "d1", extra: Partial<ConnectOptions> = {}): Promise<Client> {
-  return Client.connect({
+  const c = await Client.connect({
     url: s.url,
     token: () => s.token(user, device),
     device,
@@ -214,6 +232,7 @@ export async function dial(s: Server, user: string, device = "d1", extra: Partia
     backoff: { minMs: 50, maxMs: 1000 },
     ...extra,
   });
+  return track(c);
 }
 
 /** inOrder says what is wrong with seqs if they are not 1..n, each once (or "" if they are). */
