@@ -454,6 +454,8 @@ export class Client {
     if (this.o.device) url += (url.includes("?") ? "&" : "?") + "device=" + encodeURIComponent(this.o.device);
     const sock = new this.o.WebSocket(url, [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + tok]);
     const sess = new Session(sock);
+    let opened = false;
+    sock.addEventListener("open", () => void (opened = true));
     const hello = deferred<Frame>();
     let refused: HandshakeError | undefined;
     const ev = sock as WebSocketLike & { on?: (ev: string, fn: (...a: any[]) => void) => void };
@@ -536,6 +538,12 @@ export class Client {
     try {
       await hello.promise;
     } catch (e) {
+      if (e instanceof HandshakeError && !e.status && !opened && !this.closed) {
+        // A browser: the handshake failed without a status. Ask the REST API whether it takes
+        // the token, so a revoked or bad token is told apart from a server that is down.
+        const te = await this.rest.tokenError(tok, this.life.signal);
+        if (te) e = new HandshakeError(te.status, te.code, 0);
+      }
       if (e instanceof HandshakeError && e.code === "token_revoked") {
         this.revokedTok = tok;
         throw new TokenRevokedError("handshake refused with 401 token_revoked", { cause: e });

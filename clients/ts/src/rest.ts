@@ -101,6 +101,22 @@ export class REST {
     return JSON.parse(text) as T;
   }
 
+  /**
+   * tokenError asks the API whether it takes token (GET /v1/presence without users: checked
+   * for the token first, then refused as a bad request, reading no store) and returns its
+   * 401 (unauthorized, token_expired, token_revoked) if it does not. The client uses it to
+   * learn why a browser's handshake failed: a browser shows no handshake status.
+   */
+  async tokenError(token: string, signal?: AbortSignal): Promise<APIError | undefined> {
+    const r = new REST({ baseUrl: this.base, token: () => token, fetch: this.fetchFn });
+    try {
+      await r.request("GET", "/v1/presence", { signal });
+    } catch (e) {
+      if (e instanceof APIError && e.status === 401) return e;
+    }
+    return undefined;
+  }
+
   /** createDirect creates (or returns) the direct conversation with user. */
   createDirect(withUser: string, o: CallOptions = {}): Promise<RestConversation> {
     const body: CreateConversation = { kind: "direct", with: withUser };
