@@ -262,3 +262,137 @@ test("bad input is refused at the call with a clear error", { timeout: 60_000 },
   await assert.rejects(Client.connect({ url: "http://x", token: "t" }), /ws:\/\/ or wss:\/\//);
   await srv.close();
 });
+
+const text = (seq: number, c = conv(1)): Frame => ({ type: "message", conversation: c, seq, sender: "bob", client_msg_id: conv(1000 + seq), kind: "text", body: `m${seq}`, ts: 1 });
+
+// A live message ahead of the cursor starts a sync at once; a sync that leaves the gap open
+// (the server had not stored the missing seqs yet) is followed by another after a pause,
+// until the gap is closed (docs/protocol.md, "Settling a gap").
+test("gap fetch: a live message past a gap is held, synced at once, and synced again while the gap stays", { timeout: 60_000 }, async () => {
+  const syncs: Frame[] = [];
+  let stored = 1; // the server's store has seqs 1..stored
+  const srv = await fake((c, f) => {
+    if (f.type !== "sync") return;
+    syncs.push(f);
+    const cur = f.cursors?.find((x) => x.conversation === conv(1))?.seq ?? 0;
+    const messages = [];
+    for (let s = cur + 1; s <= stored; s++) messages.push(text(s));
+    c.send({ type: "sync.result", id: f.id!, since: `t${syncs.length}`, conversations: stored > cur ? [{ conversation: conv(1), last_seq: stored, read_seq: 0, unread: 0 }] : [], messages: messages as never });
+  });
+  const c = await connect(srv.url, { autoAck: false });
+  const seen: number[] = [];
+  c.on("message", (e) => void seen.push(e.message.seq));
+  assert.ok(await until(5000, () => seen.length === 1), "the first sync's message");
+  const before = syncs.length;
+  stored = 3;
+  srv.conns[0]!.send(text(5)); // pushed live before the store had 4 and 5
+  assert.ok(await until(5000, () => syncs.length > before), "no sync after a message past a gap");
+  assert.ok(await until(5000, () => seen.length === 3), `seen ${seen.join(",")}: want 2 and 3 from the sync`);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(seen, [1, 2, 3], "5 is held: the sync did not cover 4");
+  const afterFirst = syncs.length;
+  stored = 5;
+  assert.ok(await until(10_000, () => seen.length === 5), `seen ${seen.join(",")}: the gap was never synced again`);
+  assert.ok(syncs.length > afterFirst, "5 was released without a sync that covered 4");
+  assert.deepEqual(seen, [1, 2, 3, 4, 5]);
+});
+
+// Acknowledgements are coalesced per conversation (one flush every 500 ms), carry ids, and
+// one the server fails retryably is sent again at the next flush.
+test("auto-ack: coalesced, and sent again after a retryable error", { timeout: 60_000 }, async () => {
+  const acks: Frame[] = [];
+  let failFirst = true;
+  const srv = await fake((c, f) => {
+    if (f.type === "sync") c.send({ type: "sync.result", id: f.id!, since: "t" });
+    if (f.type === "ack") {
+      acks.push(f);
+      if (failFirst && f.seq === 50) {
+        failFirst = false;
+        c.send({ type: "error", id: f.id!, code: "unavailable", message: "store down", retryable: true });
+      } else c.send({ type: "ok", id: f.id!, seq: f.seq! });
+    }
+  });
+  const c = await connect(srv.url);
+  c.on("message", () => {});
+  await until(2000, () => c.state === "connected");
+  for (let s = 1; s <= 50; s++) srv.conns[0]!.send(text(s));
+  // The ack of 50 fails once (a store outage): it must be sent again at a later flush.
+  assert.ok(await until(5000, () => acks.filter((a) => a.seq === 50).length >= 2), `acks ${acks.map((a) => a.seq).join(",")}: the failed ack of 50 was not sent again`);
+  assert.ok(acks.length <= 5, `${acks.length} acks for 50 messages: not coalesced (${acks.map((a) => a.seq).join(",")})`);
+  assert.ok(acks.every((a) => a.id === `a:${a.seq}:${conv(1)}`), "acks carry ids naming what they acknowledge");
+});
+
+// A send refused with a retryable error is sent again, with the same client_msg_id, after
+// the server's retry_after_ms; one refused for good leaves the outbox with sendFailed.
+test("send: a retryable refusal is retried with the same id after retry_after_ms; a final one fails", { timeout: 60_000 }, async () => {
+  const sends: { id: string; at: number }[] = [];
+  const srv = await fake((c, f) => {
+    if (f.type === "sync") c.send({ type: "sync.result", id: f.id!, since: "t" });
+    if (f.type !== "send") return;
+    sends.push({ id: f.client_msg_id!, at: Date.now() });
+    if (f.body === "never") return c.send({ type: "error", id: f.id!, code: "not_found", message: "no such conversation", retryable: false });
+    if (sends.filter((s) => s.id === f.client_msg_id).length === 1) return c.send({ type: "error", id: f.id!, code: "rate_limited", message: "slow down", retryable: true, retry_after_ms: 1500 });
+    c.send({ type: "accepted", id: f.id!, conversation: f.conversation!, client_msg_id: f.client_msg_id!, ts: 1 });
+  });
+  const c = await connect(srv.url);
+  const events: ClientEvent[] = [];
+  c.on("accepted", (e) => void events.push(e));
+  c.on("sendFailed", (e) => void events.push(e));
+  const id = await c.send(conv(1), "hello");
+  assert.deepEqual(c.pending().map((p) => p.client_msg_id), [id]);
+  assert.ok(await until(10_000, () => events.length === 1), "never accepted");
+  assert.deepEqual(events[0], { type: "accepted", clientMsgId: id });
+  assert.deepEqual(sends.map((s) => s.id), [id, id], "resent with the same id");
+  assert.ok(sends[1]!.at - sends[0]!.at >= 1400, `resent after ${sends[1]!.at - sends[0]!.at} ms; the server asked for 1500`);
+  const bad = await c.send(conv(2), "never");
+  assert.ok(await until(5000, () => events.length === 2), "no sendFailed");
+  const failed = events[1] as Extract<ClientEvent, { type: "sendFailed" }>;
+  assert.equal(failed.type, "sendFailed");
+  assert.equal(failed.clientMsgId, bad);
+  assert.equal(failed.error.code, "not_found");
+  assert.deepEqual(c.pending(), []);
+});
+
+// The server's reconnect hint (after_ms) is honoured before the next connection.
+test("reconnect: the server's after_ms is waited before connecting again", { timeout: 60_000 }, async () => {
+  const opened: number[] = [];
+  const srv = await fake(
+    (c, f) => {
+      if (f.type !== "sync") return;
+      c.send({ type: "sync.result", id: f.id!, since: "t" });
+      if (c.n === 0) {
+        c.send({ type: "reconnect", after_ms: 1200, reason: "draining" });
+        setTimeout(() => c.ws.close(1001), 50);
+      }
+    },
+    () => void opened.push(Date.now()),
+  );
+  const c = await connect(srv.url, { backoff: { minMs: 1, maxMs: 5 } });
+  assert.ok(await until(10_000, () => opened.length >= 2), "no second connection");
+  assert.ok(opened[1]! - opened[0]! >= 1200, `reconnected after ${opened[1]! - opened[0]!} ms; the hint said 1200`);
+  assert.ok(await until(5000, () => c.state === "connected"));
+});
+
+// The token is replaced over the live connection at 80% of its life (auth.refresh).
+test("token refresh: auth.refresh before expires_at, from the token source", { timeout: 60_000 }, async () => {
+  const refreshes: string[] = [];
+  const port = await freePort();
+  const wss = new WebSocketServer({ host: "127.0.0.1", port, handleProtocols: () => "parley.v1.json" });
+  track({ close: () => new Promise<void>((r) => wss.close(() => r())) });
+  wss.on("connection", (ws) => {
+    ws.send(encodeFrame({ type: "hello", session: "s", user: "me", device: "d", version: 1, expires_at: Date.now() + 1000 }));
+    ws.on("message", (data) => {
+      const f = decodeFrame(String(data));
+      if (f.type === "sync") ws.send(encodeFrame({ type: "sync.result", id: f.id!, since: "t" }));
+      if (f.type === "auth.refresh") {
+        refreshes.push(f.token!);
+        ws.send(encodeFrame({ type: "ok", id: f.id!, expires_at: Date.now() + 1000 }));
+      }
+    });
+  });
+  let n = 0;
+  const c = await connect(`ws://127.0.0.1:${port}/v1/ws`, { token: () => `tok${n++}` });
+  assert.ok(await until(5000, () => refreshes.length >= 2), `refreshes ${refreshes.join(",")}`);
+  assert.deepEqual(refreshes.slice(0, 2), ["tok1", "tok2"], "each refresh asks the token source");
+  assert.equal(c.state, "connected");
+});
