@@ -396,3 +396,28 @@ test("token refresh: auth.refresh before expires_at, from the token source", { t
   assert.deepEqual(refreshes.slice(0, 2), ["tok1", "tok2"], "each refresh asks the token source");
   assert.equal(c.state, "connected");
 });
+
+// A listener may close the client and wait for it (an app leaving a screen from a handler):
+// close resolves, and the stored cursor is the last message the app was given.
+test("a message listener that closes the client and awaits it does not deadlock", { timeout: 30_000 }, async () => {
+  const srv = await fake((c, f) => {
+    if (f.type !== "sync") return;
+    c.send({ type: "sync.result", id: f.id!, since: "t" });
+    for (let s = 1; s <= 20; s++) c.send(text(s));
+  });
+  const store = new MemoryStore();
+  const c = await connect(srv.url, { store });
+  const seen: number[] = [];
+  let closed: Promise<void> | undefined;
+  c.on("message", async (e) => {
+    seen.push(e.message.seq);
+    if (e.message.seq === 5) {
+      closed = c.close();
+      await closed;
+    }
+  });
+  assert.ok(await until(5000, () => closed !== undefined));
+  await closed;
+  assert.deepEqual(seen, [1, 2, 3, 4, 5]);
+  assert.equal((await store.load()).cursors[conv(1)], 5);
+});
