@@ -283,6 +283,36 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/dev/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Development only: a token for any user (parleyd --dev, make run)
+         * @description **Development mode only** (docs/operations.md, "Development mode"): the route exists
+         *     only when parleyd runs with `--dev`, which it refuses unless its public listener is on
+         *     a loopback address and tokens are HS256 only; without `--dev` it is 404 `not_found`
+         *     like any path that is no route. It needs no token: it mints one, signed with
+         *     `--auth-hs256-secret`, for the user (and device, if given) named in the body, valid
+         *     for `--dev-token-ttl` (default 1h), as `parleyd token` does. It answers only a client
+         *     on this machine: the TCP peer must be a loopback address, the `Host` a loopback host
+         *     (`127.0.0.1`, `[::1]` or `localhost`: against DNS rebinding) and the `Origin`, when
+         *     sent, a loopback origin (even with `--allowed-origins=*`); anything else is 403
+         *     `forbidden`. The body is strict JSON (unknown, duplicate and case-variant keys
+         *     refused), 4 KiB at most.
+         */
+        post: operations["mintDevToken"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -381,6 +411,21 @@ export interface components {
             kind?: string;
             /** @description Unix milliseconds */
             accepted_at: number;
+        };
+        DevTokenRequest: {
+            /** @description The token's subject: 1 to 128 bytes, no spaces, control characters, `.`, `*` or `>`. */
+            user: string;
+            /** @description The token's `device` claim (the same rules); absent: the client names its device at the handshake (`?device=`). */
+            device?: string;
+        };
+        DevToken: {
+            /** @description An HS256 JWT: `Authorization: Bearer` on the REST API, the `parley.token.` subprotocol or `Authorization` at the WebSocket handshake. */
+            token: string;
+            /**
+             * Format: date-time
+             * @description The token's `exp` (RFC 3339, UTC).
+             */
+            expires_at: string;
         };
         Error: {
             /** @enum {string} */
@@ -938,6 +983,35 @@ export interface operations {
             403: components["responses"]["Error"];
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    mintDevToken: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DevTokenRequest"];
+            };
+        };
+        responses: {
+            /** @description The token */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DevToken"];
+                };
+            };
+            400: components["responses"]["Error"];
+            403: components["responses"]["Error"];
+            413: components["responses"]["Error"];
+            415: components["responses"]["Error"];
             default: components["responses"]["Error"];
         };
     };
