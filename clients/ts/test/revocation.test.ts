@@ -102,3 +102,34 @@ test("close 4003 and a token source with nothing newer: the client stops, with T
   await assert.rejects(c.send("00000000-0000-4000-8000-000000000001", "x"), TokenRevokedError);
   await assert.rejects(c.typing("00000000-0000-4000-8000-000000000001"), TokenRevokedError);
 });
+
+// A handshake refused with Retry-After (an edge at its limit, draining, or a handshake rate)
+// is not tried again before that delay, whatever the backoff says.
+test("reconnect: a handshake refused with 503 and Retry-After waits that long", { timeout: 30_000 }, async () => {
+  const port = await freePort();
+  const wss = new WebSocketServer({ noServer: true, handleProtocols: () => "parley.v1.json" });
+  const attempts: number[] = [];
+  const srv = createServer((_req, res) => void res.writeHead(404).end());
+  srv.on("upgrade", (req: IncomingMessage, sock: Duplex, head: Buffer) => {
+    attempts.push(Date.now());
+    if (attempts.length === 2) {
+      const body = JSON.stringify({ code: "unavailable", message: "draining", retryable: true });
+      sock.end(`HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      return;
+    }
+    wss.handleUpgrade(req, sock, head, (ws) => {
+      ws.send(encodeFrame({ type: "hello", session: "s", user: "me", device: "d", version: 1 }));
+      ws.on("message", (data) => {
+        const f = decodeFrame(String(data));
+        if (f.type === "sync") ws.send(encodeFrame({ type: "sync.result", id: f.id!, since: "t" }));
+      });
+      if (attempts.length === 1) setTimeout(() => ws.close(1011), 100); // the first connection drops
+    });
+  });
+  await new Promise<void>((r) => srv.listen(port, "127.0.0.1", () => r()));
+  track({ close: () => new Promise<void>((r) => { srv.closeAllConnections(); srv.close(() => r()); }) });
+  const c = track(await Client.connect({ url: `ws://127.0.0.1:${port}/v1/ws`, token: "t", device: "d", WebSocket: WS, backoff: { minMs: 1, maxMs: 5 } }));
+  assert.ok(await until(10_000, () => attempts.length >= 3 && c.state === "connected"), `attempts ${attempts.length}, state ${c.state}`);
+  assert.ok(attempts[2]! - attempts[1]! >= 1000, `tried again ${attempts[2]! - attempts[1]!} ms after a refusal with Retry-After: 1`);
+  for (const ws of wss.clients) ws.terminate();
+});
