@@ -59,8 +59,8 @@ export type ClientEvent =
 
 export type EventType = ClientEvent["type"];
 export type EventOf<T extends EventType> = Extract<ClientEvent, { type: T }>;
-/** A listener; one that returns a promise holds the next event back until it settles. */
-export type Listener<T extends EventType> = (e: EventOf<T>) => void | Promise<void>;
+/** A listener; one that returns a promise (a thenable) holds the next event back until it settles. */
+export type Listener<T extends EventType> = (e: EventOf<T>) => unknown;
 
 /** The part of the WebSocket API the client uses (browsers' WebSocket, ws in Node). */
 export interface WebSocketLike {
@@ -1015,7 +1015,7 @@ export class Client {
       try {
         const r = (fn as Listener<typeof e.type>)(e as never);
         // A listener may close the client and wait for it: closing stops the wait.
-        if (r && typeof (r as Promise<void>).then === "function") await Promise.race([r, this.closedPromise]);
+        if (r && typeof (r as PromiseLike<unknown>).then === "function") await Promise.race([r, this.closedPromise]);
       } catch (err) {
         this.o.logger.warn(`parley: a ${e.type} listener threw`, err);
       }
