@@ -20,7 +20,9 @@ PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell $(GO) list -m -f '{{.Dir}}'))
 
 CLUSTER   := deploy/cluster/cluster.sh
 
-.PHONY: help deps up down status run build test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
+TS        := clients/ts
+
+.PHONY: help deps up down status run build test ts-test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,12 +46,13 @@ build: ## Build bin/parleyd.
 run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in the foreground.
 	@deploy/local/run.sh $(BIN)/parleyd
 
-test: deps lint k8s-validate ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
+test: deps lint k8s-validate ## Start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the TypeScript SDK's tests, the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
 	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
 	rc=0; $(GO) test $(GOTEST_FLAGS) $(PKGS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(GO) test $(GOTEST_FLAGS) -tags outage -run Outage ./cmd/parleyd || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory ts-test || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then \
 	  $(GO) build -o $(BIN)/parleyd ./cmd/parleyd && $(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos && \
 	  $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile short $(CHAOS_FLAGS) || rc=$$?; \
@@ -57,6 +60,12 @@ test: deps lint k8s-validate ## Start the stack if needed, run all tests (-race)
 	$(STACK) down --from-file "$$started"; : >"$$started"; \
 	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory cluster-smoke || rc=$$?; fi; \
 	exit $$rc
+
+ts-test: ## The TypeScript SDK's tests (clients/ts) against a parleyd it starts on the running stack: npm ci when node_modules is missing or the lockfile changed, tsc, node --test.
+	@cd $(TS) && if ! sha256sum --status -c node_modules/.parley-lock.sha256 2>/dev/null; then \
+	  npm ci --no-audit --no-fund && sha256sum package-lock.json >node_modules/.parley-lock.sha256; fi
+	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
+	@PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; cd $(TS) && PARLEY_TS_PARLEYD=$(BIN)/parleyd npm test --silent
 
 # The cluster's chaos load: every message is replicated three times over on this one box, so it
 # takes less than the single-node stack (docs/benchmarks.md, "Cost of replication").

@@ -12,8 +12,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
-import { connect as natsConnect } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { connect as natsConnect } from "nats";
 import WebSocket from "ws";
 
 import { Client, type ClientEvent, type ConnectOptions, type ConnState, type Message } from "../src/index.js";
@@ -170,7 +169,7 @@ export class Server {
     await this.kill();
     const nc = await natsConnect({ servers: process.env.PARLEY_NATS_URL || "nats://127.0.0.1:14222" });
     try {
-      const jsm = await jetstreamManager(nc);
+      const jsm = await nc.jetstreamManager();
       const s = `T_${this.name}`;
       for (const name of [s, `${s}_LOG`, `${s}_DEAD`, `KV_${s}_WORKERS`, `KV_${s}_LEASES`, `KV_${s}_OWED`, `KV_${s}_REV`]) {
         try {
