@@ -20,7 +20,9 @@ PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell $(GO) list -m -f '{{.Dir}}'))
 
 CLUSTER   := deploy/cluster/cluster.sh
 
-.PHONY: help deps browser-deps up down status run build demo-build test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
+TS        := clients/ts
+
+.PHONY: help deps browser-deps up down status run build demo-build test ts-test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,12 +56,13 @@ DEMO_DIST := web/demo/dist
 demo-build: ## Build the browser demo into web/demo/dist (make run serves it at /demo/). Not written yet: the demo comes with issue 16.
 	@echo "demo-build: the browser demo (web/demo) is not in this tree yet (issue 16); make run serves $(DEMO_DIST) at /demo/ once it holds index.html" >&2; exit 1
 
-test: deps browser-deps lint k8s-validate ## Install chromium if missing; start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
+test: deps browser-deps lint k8s-validate ## Install chromium if missing; start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the TypeScript SDK's tests, the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
 	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
 	rc=0; $(GO) test $(GOTEST_FLAGS) $(PKGS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(GO) test $(GOTEST_FLAGS) -tags outage -run Outage ./cmd/parleyd || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory ts-test || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then \
 	  $(GO) build -o $(BIN)/parleyd ./cmd/parleyd && $(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos && \
 	  $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile short $(CHAOS_FLAGS) || rc=$$?; \
@@ -67,6 +70,12 @@ test: deps browser-deps lint k8s-validate ## Install chromium if missing; start 
 	$(STACK) down --from-file "$$started"; : >"$$started"; \
 	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory cluster-smoke || rc=$$?; fi; \
 	exit $$rc
+
+ts-test: ## The TypeScript SDK's tests (clients/ts) against a parleyd it starts on the running stack: npm ci when node_modules is missing or the lockfile changed, tsc, node --test.
+	@cd $(TS) && if ! sha256sum --status -c node_modules/.parley-lock.sha256 2>/dev/null; then \
+	  npm ci --no-audit --no-fund && sha256sum package-lock.json >node_modules/.parley-lock.sha256; fi
+	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
+	@PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; cd $(TS) && PARLEY_TS_PARLEYD=$(BIN)/parleyd npm test --silent
 
 # The cluster's chaos load: every message is replicated three times over on this one box, so it
 # takes less than the single-node stack (docs/benchmarks.md, "Cost of replication").
