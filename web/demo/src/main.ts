@@ -549,7 +549,7 @@ function renderBanner(text?: string): void {
     b.textContent = "";
   } else {
     const verb = states.includes("connected") ? "Reconnecting…" : "Connecting…";
-    b.textContent = (navigator.onLine ? verb : `Offline. ${verb} once the network is back.`) + q;
+    b.textContent = (navigator.onLine ? verb : "Offline: reconnecting once the network is back.") + q;
     b.hidden = false;
   }
   b.dataset.state = state;

@@ -2,60 +2,10 @@
 // parleyd in development mode on the local stack, as two people would use it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes, randomUUID } from "node:crypto";
-import { mkdirSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { randomUUID } from "node:crypto";
 
-import type { Browser } from "playwright-core";
-
-import { Server, launch, openDemo, repoRoot, until, type DemoPage, type ServerOptions } from "./harness.js";
+import { screenshot, until, users, withWorld } from "./harness.js";
 import { banner, connected, notOnceInOrder, open, pendingShown, send, shown, signIn, startChat, surfaced, unread } from "./demo.js";
-
-// Where the tests save their screenshots: the state directory, so that a run leaves the tree
-// clean; PARLEY_DEMO_SCREENSHOTS=docs/screenshots refreshes the ones README.md shows.
-const screenshots = resolve(repoRoot, process.env.PARLEY_DEMO_SCREENSHOTS || join(process.env.PARLEY_STATE_DIR || join(repoRoot, ".parley"), "screenshots"));
-
-/** A test's world: a parleyd, a browser, and the pages it opened (their logs shown on failure). */
-interface World {
-  server: Server;
-  browser: Browser;
-  pages: DemoPage[];
-  open(url?: string): Promise<DemoPage>;
-}
-
-async function withWorld(name: string, fn: (w: World) => Promise<void>, opts: ServerOptions = {}): Promise<void> {
-  const server = new Server(name, opts);
-  let browser: Browser | undefined;
-  const pages: DemoPage[] = [];
-  try {
-    await server.start();
-    browser = await launch();
-    const b = browser;
-    await fn({
-      server,
-      browser: b,
-      pages,
-      async open(url = server.demo) {
-        const p = await openDemo(b, url);
-        pages.push(p);
-        return p;
-      },
-    });
-  } catch (e) {
-    for (const [i, p] of pages.entries()) console.error(`page ${i} console:\n${p.log.slice(-60).join("\n")}`);
-    console.error(`parleyd's output:\n${server.output}`);
-    throw e;
-  } finally {
-    await browser?.close();
-    await server.stop();
-  }
-}
-
-/** users returns fresh names for alice and bob (the keyspace is shared by every run). */
-function users(): [string, string] {
-  const u = randomBytes(3).toString("hex");
-  return [`alice_${u}`, `bob_${u}`];
-}
 
 test("two people chat in two browsers: unread counts, receipts, typing, presence, each message once and in order", { timeout: 180_000 }, async () => {
   await withWorld("chat", async (w) => {
@@ -103,8 +53,7 @@ test("two people chat in two browsers: unread counts, receipts, typing, presence
     for (const text of ["Hello Alice, it's Carol", "Call me when you can"]) await w.server.api(carol, "POST", `/v1/conversations/${cc.id}/messages`, { body: text }, { "Idempotency-Key": randomUUID() });
     assert.ok(await until(20_000, async () => (await a.page.locator(`#convs .conv[data-conversation="${cc.id}"]`).count()) === 1 && (await unread(a.page, cc.id)) === "2"), `alice's list: ${await a.page.locator("#convs").innerText()}`);
 
-    mkdirSync(screenshots, { recursive: true });
-    await a.page.screenshot({ path: join(screenshots, "demo-chat.png") });
+    await a.page.screenshot({ path: screenshot("demo-chat.png") });
 
     await new Promise((r) => setTimeout(r, 500)); // a duplicate would be here by now
     for (const [who, p] of [

@@ -68,6 +68,21 @@ export async function send(page: Page, text: string): Promise<void> {
   await page.press("#composer-text", "Enter");
 }
 
+/**
+ * submitMany sends the bodies from the composer at once, faster than a person types: the
+ * page's outbox then holds most of them while the first are on their way.
+ */
+export async function submitMany(page: Page, bodies: string[]): Promise<void> {
+  await page.evaluate((bodies) => {
+    const input = document.getElementById("composer-text") as HTMLInputElement;
+    const form = document.getElementById("composer") as HTMLFormElement;
+    for (const b of bodies) {
+      input.value = b;
+      form.requestSubmit();
+    }
+  }, bodies);
+}
+
 /** shown returns the open conversation's sequenced messages, in the order the page shows them. */
 export function shown(page: Page): Promise<Shown[]> {
   return page.$$eval("#msgs .msg[data-seq]", (els) =>

@@ -9,7 +9,7 @@
 // its ports come from. PARLEY_CHROMIUM names the browser (default /usr/bin/chromium).
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync } from "node:fs";
 import { createServer as createHTTPServer, type Server as HTTPServer } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -272,4 +272,57 @@ export async function openDemo(browser: Browser, url: string): Promise<DemoPage>
   page.on("pageerror", (e) => log.push(`[pageerror] ${e.message}`));
   await page.goto(url);
   return { context, page, log };
+}
+
+/** A test's world: a parleyd, a browser, and the pages it opened (their logs shown on failure). */
+export interface World {
+  server: Server;
+  browser: Browser;
+  pages: DemoPage[];
+  open(url?: string): Promise<DemoPage>;
+}
+
+export async function withWorld(name: string, fn: (w: World) => Promise<void>, opts: ServerOptions = {}): Promise<void> {
+  const server = new Server(name, opts);
+  let browser: Browser | undefined;
+  const pages: DemoPage[] = [];
+  try {
+    await server.start();
+    browser = await launch();
+    const b = browser;
+    await fn({
+      server,
+      browser: b,
+      pages,
+      async open(url = server.demo) {
+        const p = await openDemo(b, url);
+        pages.push(p);
+        return p;
+      },
+    });
+  } catch (e) {
+    for (const [i, p] of pages.entries()) console.error(`page ${i} console:\n${p.log.slice(-60).join("\n")}`);
+    console.error(`parleyd's output:\n${server.output}`);
+    throw e;
+  } finally {
+    await browser?.close();
+    await server.stop();
+  }
+}
+
+/** users returns fresh names for alice and bob (the keyspace is shared by every run). */
+export function users(): [string, string] {
+  const u = randomBytes(3).toString("hex");
+  return [`alice_${u}`, `bob_${u}`];
+}
+
+/**
+ * screenshot returns the path to save a screenshot at: in the state directory, so that a run
+ * leaves the tree clean; PARLEY_DEMO_SCREENSHOTS=docs/screenshots refreshes the ones README.md
+ * shows.
+ */
+export function screenshot(name: string): string {
+  const dir = resolve(repoRoot, process.env.PARLEY_DEMO_SCREENSHOTS || join(process.env.PARLEY_STATE_DIR || join(repoRoot, ".parley"), "screenshots"));
+  mkdirSync(dir, { recursive: true });
+  return join(dir, name);
 }
