@@ -328,7 +328,7 @@ function onMessage(m: Message): void {
       conv.entry.last_at = m.ts;
     }
     scheduleInbox(1000);
-    renderList();
+    scheduleList();
   }
   if (m.conversation === current) scheduleRead(m.conversation);
 }
@@ -559,6 +559,18 @@ function convName(c: Conv): string {
   return c.entry.peer ?? c.entry.title ?? c.entry.id.slice(0, 8);
 }
 
+let listFrame = 0;
+
+// scheduleList renders the list once before the next frame, however many messages arrive
+// before it (a catch-up surfaces hundreds at once).
+function scheduleList(): void {
+  if (listFrame) return;
+  listFrame = requestAnimationFrame(() => {
+    listFrame = 0;
+    renderList();
+  });
+}
+
 function renderList(): void {
   const list = [...convs.values()].sort((a, b) => b.entry.last_at - a.entry.last_at);
   const items = list.map((c) => {
@@ -603,7 +615,20 @@ function renderMessages(): void {
   if (byseq) for (const seq of [...byseq.keys()].sort((a, b) => a - b)) renderMessage(byseq.get(seq)!);
   for (const l of locals.values()) if (l.conversation === current) renderLocal(l);
   renderStatuses();
-  ui.msgs.scrollTop = ui.msgs.scrollHeight;
+  atBottom = true;
+  scheduleScroll();
+}
+
+// The view follows new messages while it is at the bottom (once a frame: no layout per message).
+let atBottom = true;
+let scrollFrame = 0;
+
+function scheduleScroll(): void {
+  if (scrollFrame || !atBottom) return;
+  scrollFrame = requestAnimationFrame(() => {
+    scrollFrame = 0;
+    ui.msgs.scrollTop = ui.msgs.scrollHeight;
+  });
 }
 
 // renderMessage puts a sequenced message in its place (by seq, before the local ones).
@@ -631,10 +656,9 @@ function renderMessage(m: Message): void {
     // Usually the last one: walk back from the end to the first with a lower seq.
     let after: Element | null = ui.msgs.lastElementChild;
     while (after && (!(after as HTMLElement).dataset.seq || Number((after as HTMLElement).dataset.seq) > m.seq)) after = after.previousElementSibling;
-    const stick = ui.msgs.scrollHeight - ui.msgs.scrollTop - ui.msgs.clientHeight < 40;
     if (after) after.after(li);
     else ui.msgs.prepend(li);
-    if (stick) ui.msgs.scrollTop = ui.msgs.scrollHeight;
+    scheduleScroll();
   }
   if (mine) renderStatus(li, m.seq);
 }
@@ -651,7 +675,7 @@ function renderLocal(l: Local): void {
   const old = document.getElementById(id);
   if (old) old.replaceWith(li);
   else ui.msgs.append(li);
-  ui.msgs.scrollTop = ui.msgs.scrollHeight;
+  scheduleScroll();
 }
 
 // The status of this user's message at seq: read by someone, delivered to someone, or sent.
@@ -690,6 +714,9 @@ ui.composer.addEventListener("submit", (e) => {
   void send(text);
 });
 ui.composerText.addEventListener("input", onTypingInput);
+ui.msgs.addEventListener("scroll", () => {
+  atBottom = ui.msgs.scrollHeight - ui.msgs.scrollTop - ui.msgs.clientHeight < 40;
+});
 window.addEventListener("online", () => {
   metrics.onlineAt = performance.now();
   metrics.firstMessageAfterOnlineAt = 0;

@@ -18,6 +18,8 @@ export interface Surfaced {
   sender: string;
   client_msg_id: string;
   body: string;
+  /** performance.now() when the page's listener got it. */
+  at: number;
 }
 
 type Demo = {

@@ -62,7 +62,7 @@ test("a reload in the middle of sending, and one while offline, keep the queued 
     const all = ["hello", ...burst, ...offline];
     assert.ok(await until(60_000, async () => (await shown(b.page)).length >= all.length), `bob: ${(await shown(b.page)).length} of ${all.length}`);
     assert.ok(await until(20_000, async () => (await pendingShown(a.page)).length === 0 && (await shown(a.page)).length === all.length), `alice: ${JSON.stringify(await pendingShown(a.page))} still queued`);
-    await new Promise((r) => setTimeout(r, 1000)); // a duplicate would be here by now
+    await new Promise((r) => setTimeout(r, 5000)); // a duplicate (a late sync, a second client) would be here by now
     const got = await shown(b.page);
     assert.equal(notOnceInOrder(got.map((m) => m.seq), all.length), "", "what bob's page shows");
     assert.deepEqual(got.map((m) => m.body), all, "bob's messages, in the order alice sent them");
