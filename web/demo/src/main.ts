@@ -173,10 +173,16 @@ async function signIn(user: string): Promise<void> {
     claimed = await claimDevice(user);
     const { device } = claimed;
     let tok = await devToken(user, device); // a bad name or an unreachable API shows here
-    // The SDK asks for a token at every (re)connection and refresh: a fresh one when the last
-    // is within 5 minutes of its expiry.
+    let life = tok.expiresAt - Date.now();
+    // The SDK asks for a token at every (re)connection, every REST call and every refresh,
+    // which it makes when a fifth of the connection's token's life is left and retries every
+    // 5 s until it gets a token that expires later: so the cached one is replaced once less
+    // than 30% of its life is left.
     const token = async (signal?: AbortSignal) => {
-      if (tok.expiresAt - Date.now() < 5 * 60_000) tok = await devToken(user, device, signal);
+      if (tok.expiresAt - Date.now() < 0.3 * life) {
+        tok = await devToken(user, device, signal);
+        life = tok.expiresAt - Date.now();
+      }
       return tok.token;
     };
     const store = new IndexedDBStore({ database: "parley-demo", key: `${user}/${device}` });
@@ -252,7 +258,7 @@ async function signOut(): Promise<void> {
   for (const m of [convs, messages, locals, delivered, read, typing, presence]) m.clear();
   current = undefined;
   state = "signed-out";
-  ui.msgs.replaceChildren();
+  clearView();
   ui.convs.replaceChildren();
   ui.app.hidden = true;
   ui.signin.hidden = false;
@@ -467,7 +473,7 @@ async function openConversation(id: string): Promise<void> {
   const url = new URL(location.href);
   url.searchParams.set("open", id);
   history.replaceState(null, "", url);
-  ui.msgs.replaceChildren();
+  clearView();
   ui.composerText.disabled = ui.composerSend.disabled = false;
   renderList();
   renderHead();
@@ -609,10 +615,24 @@ function renderTyping(): void {
   ui.typing.textContent = who.length ? `${who.join(", ")} ${who.length === 1 ? "is" : "are"} typing…` : "";
 }
 
-function renderMessages(): void {
+/**
+ * SHOWN is how many of the open conversation's latest messages the view holds: the cost of
+ * the page's style and layout grows with its elements, and a catch-up of thousands would
+ * slow every later message down.
+ */
+const SHOWN = 500;
+
+let shownCount = 0; // sequenced messages in the view
+
+function clearView(): void {
   ui.msgs.replaceChildren();
+  shownCount = 0;
+}
+
+function renderMessages(): void {
+  clearView();
   const byseq = current ? messages.get(current) : undefined;
-  if (byseq) for (const seq of [...byseq.keys()].sort((a, b) => a - b)) renderMessage(byseq.get(seq)!);
+  if (byseq) for (const seq of [...byseq.keys()].sort((a, b) => a - b).slice(-SHOWN)) renderMessage(byseq.get(seq)!);
   for (const l of locals.values()) if (l.conversation === current) renderLocal(l);
   renderStatuses();
   atBottom = true;
@@ -656,8 +676,13 @@ function renderMessage(m: Message): void {
     // Usually the last one: walk back from the end to the first with a lower seq.
     let after: Element | null = ui.msgs.lastElementChild;
     while (after && (!(after as HTMLElement).dataset.seq || Number((after as HTMLElement).dataset.seq) > m.seq)) after = after.previousElementSibling;
+    if (!after && shownCount >= SHOWN) return; // older than every message in the view
     if (after) after.after(li);
     else ui.msgs.prepend(li);
+    if (++shownCount > SHOWN) {
+      ui.msgs.querySelector(".msg[data-seq]")?.remove(); // the oldest leaves the view
+      shownCount--;
+    }
     scheduleScroll();
   }
   if (mine) renderStatus(li, m.seq);
