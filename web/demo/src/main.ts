@@ -165,7 +165,12 @@ async function devToken(user: string, device: string, signal?: AbortSignal): Pro
   return { token: body.token, expiresAt: Date.parse(body.expires_at) };
 }
 
+// signedIn counts sign-ins and sign-outs: a sign-in still connecting when the user signs out
+// gives its client up.
+let signedIn = 0;
+
 async function signIn(user: string): Promise<void> {
+  const epoch = ++signedIn;
   ui.signinError.textContent = "";
   ui.signinGo.disabled = true;
   let claimed: { device: string; release: () => void } | undefined;
@@ -194,7 +199,11 @@ async function signIn(user: string): Promise<void> {
     ui.meDevice.textContent = device;
     state = "connecting";
     renderBanner();
-    const client = await connectRetrying({ user, device, token, store });
+    const client = await connectRetrying({ user, device, token, store }, () => epoch !== signedIn);
+    if (!client) {
+      await store.close();
+      return; // signed out meanwhile (the finally below releases the device)
+    }
     session = { user, device, client, store, release: claimed.release };
     claimed = undefined;
     wire(client);
@@ -203,13 +212,13 @@ async function signIn(user: string): Promise<void> {
     const open = current ?? params.get("open") ?? undefined;
     if (open && convs.has(open)) await openConversation(open);
   } catch (e) {
-    claimed?.release();
     ui.signin.hidden = false;
     ui.app.hidden = true;
     state = "signed-out";
     renderBanner();
     ui.signinError.textContent = (e as Error).message;
   } finally {
+    claimed?.release(); // not signed in after all
     ui.signinGo.disabled = false;
   }
 }
@@ -217,8 +226,8 @@ async function signIn(user: string): Promise<void> {
 // connectRetrying calls Client.connect until the first connection is up: Client.connect
 // rejects when it fails (the server down, the network gone), and only after that does the
 // client repair every disconnect by itself.
-async function connectRetrying(o: { user: string; device: string; token: (s?: AbortSignal) => Promise<string>; store: IndexedDBStore }): Promise<Client> {
-  for (let attempt = 0; ; attempt++) {
+async function connectRetrying(o: { user: string; device: string; token: (s?: AbortSignal) => Promise<string>; store: IndexedDBStore }, abandoned: () => boolean): Promise<Client | undefined> {
+  for (let attempt = 0; !abandoned(); attempt++) {
     metrics.connectCalledAt = performance.now();
     metrics.firstMessageAt = 0;
     try {
@@ -236,17 +245,21 @@ async function connectRetrying(o: { user: string; device: string; token: (s?: Ab
         liveness: { pingAfterMs: 2500, deadAfterMs: 8000 },
       });
       metrics.connectedAt = performance.now();
-      return c;
+      if (!abandoned()) return c;
+      await c.close();
+      return undefined;
     } catch (e) {
       const wait = Math.min(5000, 250 * 2 ** attempt) * (0.5 + Math.random() / 2);
       console.warn(`demo: connect failed (${(e as Error).message}); again in ${Math.round(wait)} ms`);
-      renderBanner(`Cannot connect: ${(e as Error).message}. Trying again…`);
+      if (!abandoned()) renderBanner(`Cannot connect: ${(e as Error).message}. Trying again…`);
       await new Promise((r) => setTimeout(r, wait));
     }
   }
+  return undefined;
 }
 
 async function signOut(): Promise<void> {
+  signedIn++;
   const s = session;
   session = undefined;
   localStorage.removeItem(USER_KEY);
@@ -255,7 +268,7 @@ async function signOut(): Promise<void> {
     await s.store.close();
     s.release();
   }
-  for (const m of [convs, messages, locals, delivered, read, typing, presence]) m.clear();
+  for (const m of [convs, messages, locals, delivered, read, typing, presence, watched]) m.clear();
   current = undefined;
   state = "signed-out";
   clearView();

@@ -68,6 +68,15 @@ test("two people chat in two browsers: unread counts, receipts, typing, presence
     // Bob closes his browser: Alice sees him go offline (after the server's grace period).
     await b.context.close();
     await a.page.locator("#chat-presence", { hasText: "offline" }).waitFor({ timeout: 30_000 });
+
+    // Alice signs out and in again: the same device (its lock was released), the same list.
+    const device = await a.page.evaluate(() => window.parleyDemo.device());
+    await a.page.click("#signout");
+    await a.page.locator("#signin").waitFor();
+    assert.equal(await a.page.locator("#convs .conv").count(), 0);
+    await signIn(a.page, alice);
+    assert.equal(await a.page.evaluate(() => window.parleyDemo.device()), device);
+    assert.ok(await until(20_000, async () => (await a.page.locator("#convs .conv").count()) === 2 && (await unread(a.page, cc.id)) === "2"), `alice's list: ${await a.page.locator("#convs").innerText()}`);
   });
 });
 
