@@ -22,7 +22,7 @@ CLUSTER   := deploy/cluster/cluster.sh
 
 TS        := clients/ts
 
-.PHONY: help deps browser-deps up down status run build demo-build test ts-test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
+.PHONY: help deps browser-deps up down status run build demo-build browser-test test ts-test lint k8s-validate bench loadtest chaos-short chaos clean cluster-up cluster-down cluster-status cluster-test cluster-smoke
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,20 +49,28 @@ build: ## Build bin/parleyd.
 run: deps up build ## Bring up the stack, migrate, and run parleyd with all roles in development mode in the foreground; prints the demo's URL (/demo/, once make demo-build made it) and a token.
 	@deploy/local/run.sh $(BIN)/parleyd
 
-# The browser demo's build, served by make run at /demo/ (deploy/local/run.sh looks for its
-# index.html; PARLEY_DEV_DEMO_DIR moves it).
-DEMO_DIST := web/demo/dist
+# The browser demo (web/demo): its build, served by make run at /demo/ (deploy/local/run.sh
+# looks for its index.html; PARLEY_DEV_DEMO_DIR moves it), and its real-browser tests.
+DEMO      := web/demo
+DEMO_DIST := $(DEMO)/dist
 
-demo-build: ## Build the browser demo into web/demo/dist (make run serves it at /demo/). Not written yet: the demo comes with issue 16.
-	@echo "demo-build: the browser demo (web/demo) is not in this tree yet (issue 16); make run serves $(DEMO_DIST) at /demo/ once it holds index.html" >&2; exit 1
+demo-build: ## Build the browser demo into web/demo/dist (make run serves it at /demo/): npm ci when node_modules is missing or the lockfile changed, tsc, esbuild.
+	@cd $(DEMO) && if ! sha256sum --status -c node_modules/.parley-lock.sha256 2>/dev/null; then \
+	  npm ci --no-audit --no-fund && sha256sum package-lock.json >node_modules/.parley-lock.sha256; fi
+	@cd $(DEMO) && npm run --silent build
 
-test: deps browser-deps lint k8s-validate ## Install chromium if missing; start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the TypeScript SDK's tests, the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
+browser-test: demo-build ## The demo's tests in chromium (Playwright; make browser-deps installs it) against a parleyd in development mode it starts on the running stack.
+	@$(GO) build -o $(BIN)/parleyd ./cmd/parleyd
+	@PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; cd $(DEMO) && PARLEY_DEMO_PARLEYD=$(BIN)/parleyd npm test --silent
+
+test: deps browser-deps lint k8s-validate ## Install chromium if missing; start the stack if needed, run all tests (-race), the outage tests (they restart Cassandra), the TypeScript SDK's tests, the browser demo's tests, the fault-injection suite's short profile, then (the stack stopped) the cluster smoke test; stop what it started.
 	@started=$$(mktemp); trap '$(STACK) down --from-file "$$started"; rm -f "$$started"' EXIT; \
 	$(STACK) up --started-file "$$started"; \
 	PARLEY_ROOT=$(CURDIR); source deploy/local/env.sh; \
 	rc=0; $(GO) test $(GOTEST_FLAGS) $(PKGS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(GO) test $(GOTEST_FLAGS) -tags outage -run Outage ./cmd/parleyd || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory ts-test || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory browser-test || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then \
 	  $(GO) build -o $(BIN)/parleyd ./cmd/parleyd && $(GO) build -o $(BIN)/parley-chaos ./cmd/parley-chaos && \
 	  $(BIN)/parley-chaos --parleyd $(BIN)/parleyd --profile short $(CHAOS_FLAGS) || rc=$$?; \
